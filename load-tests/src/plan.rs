@@ -1,0 +1,277 @@
+//! Seeding: users (upserted by a first `GET /users/me`), rooms (`POST /chats/`
+//! by the room's owner) and memberships (`POST /chats/{id}/members` by the owner).
+//! The result is a [`Plan`] that can be written to a file and shared by several
+//! cooperating processes (`echo-load seed` then `echo-load ws --plan FILE`).
+
+use std::path::Path;
+use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::Arc;
+
+use anyhow::{bail, Context, Result};
+use futures_util::StreamExt;
+use hyper::Method;
+use serde::{Deserialize, Serialize};
+use serde_json::json;
+use uuid::Uuid;
+
+use crate::common::{ErrorSamples, Minter, Target};
+use crate::http::Api;
+use crate::progress::{with_ticker, Progress};
+
+pub const PLAN_VERSION: u32 = 1;
+
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub struct PlanUser {
+    pub id: Uuid,
+    pub email: String,
+    /// Index into `rooms`.
+    pub room: usize,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub struct PlanRoom {
+    pub chat_id: String,
+    /// Index into `users` of the owner (also `members[0]`).
+    pub owner: usize,
+    /// Indices into `users`, owner first.
+    pub members: Vec<usize>,
+}
+
+#[derive(Serialize, Deserialize, Clone, Debug)]
+pub struct Plan {
+    pub version: u32,
+    pub url: String,
+    pub created_at: String,
+    pub room_size: usize,
+    pub users: Vec<PlanUser>,
+    pub rooms: Vec<PlanRoom>,
+}
+
+impl Plan {
+    pub fn load(path: &Path) -> Result<Self> {
+        let text = std::fs::read_to_string(path)
+            .with_context(|| format!("reading plan {}", path.display()))?;
+        let p: Plan = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not an echo-load plan", path.display()))?;
+        if p.version != PLAN_VERSION {
+            bail!("plan version {} is not supported (want {PLAN_VERSION})", p.version);
+        }
+        for (i, u) in p.users.iter().enumerate() {
+            if u.room >= p.rooms.len() {
+                bail!("plan user {i} points at a missing room {}", u.room);
+            }
+        }
+        Ok(p)
+    }
+
+    pub fn save(&self, path: &Path) -> Result<()> {
+        if let Some(dir) = path.parent() {
+            if !dir.as_os_str().is_empty() {
+                std::fs::create_dir_all(dir)?;
+            }
+        }
+        std::fs::write(path, serde_json::to_vec_pretty(self)?)
+            .with_context(|| format!("writing plan {}", path.display()))
+    }
+
+    /// Position of a user inside its room (0 = owner).
+    pub fn position_in_room(&self, user: usize) -> usize {
+        let room = &self.rooms[self.users[user].room];
+        room.members.iter().position(|&m| m == user).unwrap_or(0)
+    }
+}
+
+/// Create `sessions` users in rooms of `room_size` members on the server.
+pub async fn seed(
+    target: &Target,
+    minter: &Minter,
+    sessions: usize,
+    room_size: usize,
+    concurrency: usize,
+    progress: &mut Progress,
+) -> Result<Plan> {
+    if sessions == 0 {
+        bail!("--sessions must be at least 1");
+    }
+    if room_size == 0 {
+        bail!("--room-size must be at least 1");
+    }
+    let concurrency = concurrency.max(1);
+    let api = Api::new(target, concurrency);
+    let tag = &Uuid::new_v4().simple().to_string()[..8];
+    let users: Vec<PlanUser> = (0..sessions)
+        .map(|i| {
+            let id = Uuid::new_v4();
+            PlanUser {
+                email: format!("load-{tag}-{i}@load.echo.test"),
+                id,
+                room: i / room_size,
+            }
+        })
+        .collect();
+    let n_rooms = sessions.div_ceil(room_size);
+    let errors = ErrorSamples::default();
+
+    // 1. Users: the first authenticated request upserts the user row.
+    let done = Arc::new(AtomicU64::new(0));
+    let failed = Arc::new(AtomicU64::new(0));
+    progress.phase("users", sessions as u64, false);
+    let fut = futures_util::stream::iter(users.iter())
+        .map(|u| {
+            let api = &api;
+            let done = &done;
+            let failed = &failed;
+            let errors = &errors;
+            async move {
+                let r = async {
+                    let tok = minter.token(&u.id, &u.email)?;
+                    api.call(Method::GET, "/users/me", Some(&tok), None, &[200])
+                        .await
+                }
+                .await;
+                match r {
+                    Ok(_) => done.fetch_add(1, Ordering::Relaxed),
+                    Err(e) => {
+                        errors.add(format!("{e:#}"));
+                        failed.fetch_add(1, Ordering::Relaxed)
+                    }
+                };
+            }
+        })
+        .buffer_unordered(concurrency)
+        .collect::<Vec<()>>();
+    with_ticker(progress, fut, || {
+        let d = done.load(Ordering::Relaxed);
+        let f = failed.load(Ordering::Relaxed);
+        (d + f, format!("upserted {d} failed {f}"))
+    })
+    .await;
+    check_failures("user upserts", &failed, &errors)?;
+
+    // 2. Rooms, each created by its owner (first member).
+    done.store(0, Ordering::Relaxed);
+    progress.phase("rooms", n_rooms as u64, false);
+    let fut = futures_util::stream::iter(0..n_rooms)
+        .map(|r| {
+            let api = &api;
+            let done = &done;
+            let failed = &failed;
+            let errors = &errors;
+            let owner = &users[r * room_size];
+            async move {
+                let r = async {
+                    let tok = minter.token(&owner.id, &owner.email)?;
+                    let body = json!({ "title": format!("load room {r} ({tag})") });
+                    let (_, v) = api
+                        .call(Method::POST, "/chats/", Some(&tok), Some(&body), &[200, 201])
+                        .await?;
+                    let id = v
+                        .get("id")
+                        .and_then(|x| x.as_str())
+                        .context("POST /chats/ response has no string `id`")?
+                        .to_string();
+                    Ok::<_, anyhow::Error>(id)
+                }
+                .await;
+                match r {
+                    Ok(id) => {
+                        done.fetch_add(1, Ordering::Relaxed);
+                        Some(id)
+                    }
+                    Err(e) => {
+                        errors.add(format!("{e:#}"));
+                        failed.fetch_add(1, Ordering::Relaxed);
+                        None
+                    }
+                }
+            }
+        })
+        .buffered(concurrency)
+        .collect::<Vec<Option<String>>>();
+    let ids = with_ticker(progress, fut, || {
+        let d = done.load(Ordering::Relaxed);
+        (d, format!("created {d}/{n_rooms}"))
+    })
+    .await;
+    check_failures("room creations", &failed, &errors)?;
+    let rooms: Vec<PlanRoom> = ids
+        .into_iter()
+        .enumerate()
+        .map(|(r, id)| {
+            let lo = r * room_size;
+            let hi = ((r + 1) * room_size).min(sessions);
+            PlanRoom {
+                chat_id: id.unwrap_or_default(),
+                owner: lo,
+                members: (lo..hi).collect(),
+            }
+        })
+        .collect();
+
+    // 3. Memberships, added by each room's owner.
+    let adds: Vec<(usize, usize)> = rooms
+        .iter()
+        .enumerate()
+        .flat_map(|(r, room)| room.members.iter().skip(1).map(move |&m| (r, m)))
+        .collect();
+    done.store(0, Ordering::Relaxed);
+    let n_adds = adds.len();
+    progress.phase("members", n_adds as u64, false);
+    let fut = futures_util::stream::iter(adds.iter())
+        .map(|&(r, m)| {
+            let api = &api;
+            let done = &done;
+            let failed = &failed;
+            let errors = &errors;
+            let room = &rooms[r];
+            let owner = &users[room.owner];
+            let member = &users[m];
+            async move {
+                let r = async {
+                    let tok = minter.token(&owner.id, &owner.email)?;
+                    let body = json!({ "user_id": member.id });
+                    let path = format!("/chats/{}/members", room.chat_id);
+                    // 409: already a member (a retried request that had succeeded).
+                    api.call(Method::POST, &path, Some(&tok), Some(&body), &[200, 201, 409])
+                        .await
+                }
+                .await;
+                match r {
+                    Ok(_) => done.fetch_add(1, Ordering::Relaxed),
+                    Err(e) => {
+                        errors.add(format!("{e:#}"));
+                        failed.fetch_add(1, Ordering::Relaxed)
+                    }
+                };
+            }
+        })
+        .buffer_unordered(concurrency)
+        .collect::<Vec<()>>();
+    with_ticker(progress, fut, || {
+        let d = done.load(Ordering::Relaxed);
+        (d, format!("added {d}/{n_adds}"))
+    })
+    .await;
+    check_failures("member additions", &failed, &errors)?;
+
+    Ok(Plan {
+        version: PLAN_VERSION,
+        url: target.base.clone(),
+        created_at: crate::common::rfc3339_now(),
+        room_size,
+        users,
+        rooms,
+    })
+}
+
+fn check_failures(what: &str, failed: &AtomicU64, errors: &ErrorSamples) -> Result<()> {
+    let f = failed.load(Ordering::Relaxed);
+    if f > 0 {
+        let sample = errors.snapshot();
+        bail!(
+            "seeding failed: {f} {what} failed; first errors:\n  {}",
+            sample.join("\n  ")
+        );
+    }
+    Ok(())
+}

@@ -1,0 +1,38 @@
+//! The broker: where committed events are published. The in-process broker hands them to this
+//! node's rooms and feeds; a cross-node broker (Redis) would also forward them to other nodes
+//! behind the same interface, so rooms and sessions never know which one runs.
+
+use std::sync::Arc;
+
+use crate::realtime::event::{Event, Topic};
+use crate::realtime::hub::Hub;
+
+/// Publishes events to everyone subscribed to a topic.
+pub trait Broker: Send + Sync + 'static {
+    /// Delivers `event` to the topic's subscribers. Never blocks: delivery is queued.
+    fn publish(&self, topic: Topic, event: Event);
+    /// `in-process`, `redis`, … for `/health`.
+    fn name(&self) -> &'static str;
+}
+
+/// Delivers to this node's sessions only: the embedded default.
+pub struct LocalBroker {
+    hub: Arc<Hub>,
+}
+
+impl LocalBroker {
+    /// A broker delivering through `hub`.
+    pub fn new(hub: Arc<Hub>) -> Self {
+        LocalBroker { hub }
+    }
+}
+
+impl Broker for LocalBroker {
+    fn publish(&self, topic: Topic, event: Event) {
+        self.hub.deliver(topic, Arc::new(event));
+    }
+
+    fn name(&self) -> &'static str {
+        "in-process"
+    }
+}

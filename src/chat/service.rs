@@ -1,0 +1,212 @@
+use std::sync::Arc;
+
+use uuid::Uuid;
+
+use crate::api_types::{ChatResponse, MessageResponse};
+use crate::broker::Broker;
+use crate::db::messages::{self, Appended, NewMessage};
+use crate::db::models::{Chat, ChatMember, Message};
+use crate::db::{chats, is_unique_violation, users, Db};
+use crate::error::{ApiError, ApiResult};
+use crate::realtime::event::{Event, Topic};
+
+/// Messages returned with a chat's detail.
+pub const DETAIL_MESSAGES: i64 = 100;
+
+/// Chats, members and messages. Cheap to clone.
+#[derive(Clone)]
+pub struct ChatService {
+    db: Db,
+    broker: Arc<dyn Broker>,
+}
+
+/// A message to post.
+#[derive(Debug, Clone)]
+pub struct PostMessage {
+    /// Target chat.
+    pub chat_id: Uuid,
+    /// The text.
+    pub content: String,
+    /// Stored as an assistant message when true.
+    pub is_from_ai: bool,
+    /// Idempotency key.
+    pub client_msg_id: Option<Uuid>,
+}
+
+impl ChatService {
+    /// A service over `db`, publishing to `broker`.
+    pub fn new(db: Db, broker: Arc<dyn Broker>) -> Self {
+        ChatService { db, broker }
+    }
+
+    /// Creates a chat owned by `user`.
+    pub async fn create(&self, user: Uuid, title: Option<&str>) -> ApiResult<Chat> {
+        let mut conn = self.db.conn().await?;
+        Ok(chats::create(&mut conn, user, title).await?)
+    }
+
+    /// The chat and the caller's role, or 404 when it does not exist or they are not a member.
+    pub async fn get(&self, user: Uuid, chat_id: Uuid) -> ApiResult<(Chat, String)> {
+        let mut conn = self.db.conn().await?;
+        chats::find_for_member(&mut conn, chat_id, user)
+            .await?
+            .ok_or_else(|| ApiError::not_found("Chat not found"))
+    }
+
+    /// The chat with its latest messages.
+    pub async fn detail(&self, user: Uuid, chat_id: Uuid) -> ApiResult<(Chat, Vec<Message>)> {
+        let mut conn = self.db.conn().await?;
+        let (chat, _) = chats::find_for_member(&mut conn, chat_id, user)
+            .await?
+            .ok_or_else(|| ApiError::not_found("Chat not found"))?;
+        let msgs = messages::latest(&mut conn, chat_id, DETAIL_MESSAGES).await?;
+        Ok((chat, msgs))
+    }
+
+    /// Chats the caller is a member of.
+    pub async fn list(&self, user: Uuid, skip: i64, limit: i64) -> ApiResult<Vec<Chat>> {
+        let mut conn = self.db.conn().await?;
+        Ok(chats::list_for_user(&mut conn, user, skip, limit).await?)
+    }
+
+    /// Renames a chat (any member may); publishes `chat_updated`.
+    pub async fn rename(&self, user: Uuid, chat_id: Uuid, title: Option<&str>) -> ApiResult<Chat> {
+        let mut conn = self.db.conn().await?;
+        chats::find_for_member(&mut conn, chat_id, user)
+            .await?
+            .ok_or_else(|| ApiError::not_found("Chat not found"))?;
+        let chat = chats::set_title(&mut conn, chat_id, title).await?;
+        self.broker.publish(
+            Topic::Room(chat_id),
+            Event::ChatUpdated {
+                chat: ChatResponse::from(chat.clone()),
+            },
+        );
+        Ok(chat)
+    }
+
+    /// Deletes a chat (owner only); publishes `chat_deleted`.
+    pub async fn delete(&self, user: Uuid, chat_id: Uuid) -> ApiResult<()> {
+        let mut conn = self.db.conn().await?;
+        let (chat, _) = chats::find_for_member(&mut conn, chat_id, user)
+            .await?
+            .ok_or_else(|| ApiError::not_found("Chat not found"))?;
+        if chat.owner_id.0 != user {
+            return Err(ApiError::forbidden("Only the owner can delete this chat"));
+        }
+        chats::delete(&mut conn, chat_id).await?;
+        self.broker
+            .publish(Topic::Room(chat_id), Event::ChatDeleted { chat_id });
+        Ok(())
+    }
+
+    /// Adds `member` to the chat (owner only).
+    pub async fn add_member(&self, user: Uuid, chat_id: Uuid, member: Uuid) -> ApiResult<ChatMember> {
+        let mut conn = self.db.conn().await?;
+        let (chat, _) = chats::find_for_member(&mut conn, chat_id, user)
+            .await?
+            .ok_or_else(|| ApiError::not_found("Chat not found"))?;
+        if chat.owner_id.0 != user {
+            return Err(ApiError::forbidden("Only the owner can add members"));
+        }
+        if users::find(&mut conn, member).await?.is_none() {
+            return Err(ApiError::not_found("User not found"));
+        }
+        let row = match chats::insert_member(&mut conn, chat_id, member, chats::ROLE_MEMBER).await {
+            Ok(row) => row,
+            Err(e) if is_unique_violation(&e) => {
+                return Err(ApiError::Conflict("User is already a member of this chat".into()))
+            }
+            Err(e) => return Err(e.into()),
+        };
+        let event = Event::MemberAdded {
+            chat_id,
+            user_id: member,
+        };
+        self.broker.publish(Topic::Room(chat_id), event.clone());
+        self.broker.publish(Topic::User(member), event);
+        Ok(row)
+    }
+
+    /// Removes `member` (the owner may remove anyone else; a member may remove themself).
+    pub async fn remove_member(&self, user: Uuid, chat_id: Uuid, member: Uuid) -> ApiResult<()> {
+        let mut conn = self.db.conn().await?;
+        let (chat, _) = chats::find_for_member(&mut conn, chat_id, user)
+            .await?
+            .ok_or_else(|| ApiError::not_found("Chat not found"))?;
+        if member == chat.owner_id.0 {
+            return Err(ApiError::forbidden("The owner cannot leave the chat; delete it instead"));
+        }
+        if user != chat.owner_id.0 && user != member {
+            return Err(ApiError::forbidden("Only the owner can remove other members"));
+        }
+        if !chats::remove_member(&mut conn, chat_id, member).await? {
+            return Err(ApiError::not_found("Member not found"));
+        }
+        let event = Event::MemberRemoved {
+            chat_id,
+            user_id: member,
+        };
+        self.broker.publish(Topic::Room(chat_id), event.clone());
+        self.broker.publish(Topic::User(member), event);
+        Ok(())
+    }
+
+    /// Posts a message as `user`: membership check, then the chat's next `seq` and the insert in
+    /// one transaction, then `message` to the room. A repeated `client_msg_id` stores nothing
+    /// new and returns the original (published once, when it was first stored).
+    pub async fn post(&self, user: Uuid, msg: PostMessage) -> ApiResult<Appended> {
+        let mut conn = self.db.conn().await?;
+        if !chats::is_member(&mut conn, msg.chat_id, user).await? {
+            return Err(ApiError::not_found("Chat not found"));
+        }
+        let new = NewMessage {
+            chat_id: msg.chat_id,
+            user_id: if msg.is_from_ai { None } else { Some(user) },
+            role: if msg.is_from_ai { "assistant" } else { "user" },
+            is_from_ai: msg.is_from_ai,
+            content: &msg.content,
+            client_msg_id: msg.client_msg_id,
+            finish_reason: None,
+        };
+        let appended = match messages::append(&mut conn, &new).await {
+            Ok(a) => a,
+            Err(diesel::result::Error::NotFound) => {
+                return Err(ApiError::not_found("Chat not found"))
+            }
+            Err(e) => return Err(e.into()),
+        };
+        if appended.created {
+            self.publish_message(&appended.message);
+        }
+        Ok(appended)
+    }
+
+    /// Publishes a committed message to its room.
+    pub fn publish_message(&self, message: &Message) {
+        self.broker.publish(
+            Topic::Room(message.chat_id.0),
+            Event::Message {
+                chat_id: message.chat_id.0,
+                message: MessageResponse::from(message.clone()),
+            },
+        );
+    }
+
+    /// A page of messages in ascending `seq` (404 unless the caller is a member).
+    pub async fn messages(
+        &self,
+        user: Uuid,
+        chat_id: Uuid,
+        skip: i64,
+        limit: i64,
+        after_seq: Option<i64>,
+        before_seq: Option<i64>,
+    ) -> ApiResult<Vec<Message>> {
+        let mut conn = self.db.conn().await?;
+        if !chats::is_member(&mut conn, chat_id, user).await? {
+            return Err(ApiError::not_found("Chat not found"));
+        }
+        Ok(messages::page(&mut conn, chat_id, skip, limit, after_seq, before_seq).await?)
+    }
+}

@@ -1,0 +1,256 @@
+//! Settings read from the environment (and `.env`), validated once at start-up.
+//!
+//! Every variable is documented in the README's configuration table; a bad value stops the
+//! process with a message that names the variable.
+
+use std::collections::HashMap;
+use std::net::{IpAddr, Ipv4Addr};
+use std::path::PathBuf;
+use std::time::Duration;
+
+/// Where the database lives: the embedded SQLite file or a Postgres server.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub enum DatabaseKind {
+    /// `postgres://` or `postgresql://` URL.
+    Postgres,
+    /// A SQLite file path (or `sqlite://path`).
+    Sqlite,
+}
+
+/// Log line format.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum LogFormat {
+    /// Human-readable, coloured when on a terminal.
+    Pretty,
+    /// One JSON object per line, for log shippers.
+    Json,
+}
+
+/// All runtime configuration of one Echo node.
+#[derive(Debug, Clone)]
+pub struct Settings {
+    /// Address the HTTP server binds to.
+    pub host: IpAddr,
+    /// Port the HTTP server binds to (0 picks a free one; tests do this).
+    pub port: u16,
+    /// Folder for the SQLite file, the development secret and local storage.
+    pub data_dir: PathBuf,
+    /// Database URL: Postgres URL or SQLite file path.
+    pub database_url: String,
+    /// Which backend `database_url` selects.
+    pub database_kind: DatabaseKind,
+    /// Maximum connections in the database pool.
+    pub database_pool_size: usize,
+    /// How long a request waits for a pooled connection before answering 503.
+    pub database_timeout: Duration,
+    /// Shared HS256 secret of the Supabase project; `None` means development mode.
+    pub jwt_secret: Option<String>,
+    /// JWKS document URL for asymmetric keys.
+    pub jwks_url: Option<String>,
+    /// JWKS document on disk, for asymmetric keys without a network fetch.
+    pub jwks_file: Option<PathBuf>,
+    /// How often the JWKS document is fetched again.
+    pub jwks_refresh: Duration,
+    /// Required `iss` claim, when set.
+    pub jwt_issuer: Option<String>,
+    /// Required `aud` claim.
+    pub jwt_audience: String,
+    /// Clock skew tolerated on `exp`/`nbf`, in seconds.
+    pub jwt_leeway_secs: u64,
+    /// This node's name in logs, `welcome` frames and metrics.
+    pub node_id: String,
+    /// Log format.
+    pub log_format: LogFormat,
+    /// Origins allowed by CORS and by the WebSocket `Origin` check; empty allows none
+    /// cross-origin (same-origin and non-browser clients always work).
+    pub cors_allowed_origins: Vec<String>,
+    /// Largest JSON body accepted, in bytes (over it: 413).
+    pub max_json_bytes: usize,
+    /// HTTP worker threads (default: number of cores).
+    pub workers: usize,
+    /// How many missed messages `subscribe` with `since_seq` replays at most.
+    pub recovery_limit: i64,
+    /// WebSocket heartbeat interval.
+    pub heartbeat_interval: Duration,
+    /// Time without a pong before a socket is closed.
+    pub client_timeout: Duration,
+    /// Largest client frame, in bytes (over it: close 1009).
+    pub max_frame_bytes: usize,
+    /// Sustained client frames per second before `rate_limited`.
+    pub rate_per_sec: u32,
+    /// Burst of client frames allowed above the sustained rate.
+    pub rate_burst: u32,
+    /// Per-session outbound queue bound, in bytes (over it: close 4008).
+    pub outbound_queue_bytes: usize,
+    /// Grace period for in-flight requests at shutdown.
+    pub shutdown_timeout: Duration,
+}
+
+/// A configuration problem, naming the variable.
+#[derive(Debug, thiserror::Error)]
+#[error("invalid configuration: {var}: {reason}")]
+pub struct ConfigError {
+    /// The environment variable at fault.
+    pub var: &'static str,
+    /// What is wrong with it.
+    pub reason: String,
+}
+
+impl Settings {
+    /// Reads the process environment (after loading `.env` if present).
+    pub fn from_env() -> Result<Self, ConfigError> {
+        let _ = dotenvy::dotenv();
+        Self::from_map(&std::env::vars().collect())
+    }
+
+    /// Builds settings from a variable map; tests use this to configure an app in isolation.
+    pub fn from_map(env: &HashMap<String, String>) -> Result<Self, ConfigError> {
+        let get = |k: &str| env.get(k).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
+        let data_dir = PathBuf::from(get("ECHO_DATA_DIR").unwrap_or_else(|| "./data".into()));
+        let database_url = get("DATABASE_URL")
+            .unwrap_or_else(|| data_dir.join("echo.db").to_string_lossy().into_owned());
+        let database_kind = if database_url.starts_with("postgres://")
+            || database_url.starts_with("postgresql://")
+        {
+            DatabaseKind::Postgres
+        } else if database_url.contains("://") && !database_url.starts_with("sqlite://") {
+            return Err(ConfigError {
+                var: "DATABASE_URL",
+                reason: format!(
+                    "unsupported scheme in {database_url:?}: use postgres://… or a SQLite file path"
+                ),
+            });
+        } else {
+            DatabaseKind::Sqlite
+        };
+        let database_url = database_url
+            .strip_prefix("sqlite://")
+            .map(str::to_string)
+            .unwrap_or(database_url);
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let log_format = match get("LOG_FORMAT").as_deref() {
+            None | Some("pretty") => LogFormat::Pretty,
+            Some("json") => LogFormat::Json,
+            Some(other) => {
+                return Err(ConfigError {
+                    var: "LOG_FORMAT",
+                    reason: format!("{other:?} is not one of pretty, json"),
+                })
+            }
+        };
+        let jwks_url = get("JWT_JWKS_URL");
+        if let Some(url) = &jwks_url {
+            if !(url.starts_with("http://") || url.starts_with("https://")) {
+                return Err(ConfigError {
+                    var: "JWT_JWKS_URL",
+                    reason: "must be an http(s) URL".into(),
+                });
+            }
+        }
+        let default_pool = match database_kind {
+            DatabaseKind::Postgres => 16,
+            DatabaseKind::Sqlite => 8,
+        };
+        Ok(Settings {
+            host: parse(env, "HOST", IpAddr::V4(Ipv4Addr::LOCALHOST))?,
+            port: parse(env, "PORT", 8000)?,
+            data_dir,
+            database_url,
+            database_kind,
+            database_pool_size: parse(env, "DATABASE_POOL_SIZE", default_pool)?,
+            database_timeout: Duration::from_millis(parse(env, "DATABASE_TIMEOUT_MS", 5000)?),
+            jwt_secret: get("SUPABASE_JWT_SECRET"),
+            jwks_url,
+            jwks_file: get("JWT_JWKS_FILE").map(PathBuf::from),
+            jwks_refresh: Duration::from_secs(parse(env, "JWT_JWKS_REFRESH_SECS", 600)?),
+            jwt_issuer: get("JWT_ISSUER"),
+            jwt_audience: get("JWT_AUDIENCE").unwrap_or_else(|| "authenticated".into()),
+            jwt_leeway_secs: parse(env, "JWT_LEEWAY_SECS", 30)?,
+            node_id: get("ECHO_NODE_ID").unwrap_or_else(default_node_id),
+            log_format,
+            cors_allowed_origins: get("CORS_ALLOWED_ORIGINS")
+                .map(|v| {
+                    v.split(',')
+                        .map(|s| s.trim().trim_end_matches('/').to_string())
+                        .filter(|s| !s.is_empty())
+                        .collect()
+                })
+                .unwrap_or_default(),
+            max_json_bytes: parse(env, "MAX_JSON_BYTES", 1024 * 1024)?,
+            workers: parse(env, "HTTP_WORKERS", cores)?.max(1),
+            recovery_limit: parse(env, "WS_RECOVERY_LIMIT", 500)?,
+            heartbeat_interval: Duration::from_millis(parse(env, "WS_HEARTBEAT_MS", 25_000)?),
+            client_timeout: Duration::from_millis(parse(env, "WS_CLIENT_TIMEOUT_MS", 10_000)?),
+            max_frame_bytes: parse(env, "WS_MAX_FRAME_BYTES", 65_536)?,
+            rate_per_sec: parse(env, "WS_RATE_PER_SEC", 20)?,
+            rate_burst: parse(env, "WS_RATE_BURST", 50)?,
+            outbound_queue_bytes: parse(env, "WS_OUTBOUND_QUEUE_BYTES", 1024 * 1024)?,
+            shutdown_timeout: Duration::from_secs(parse(env, "SHUTDOWN_TIMEOUT_SECS", 10)?),
+        })
+    }
+
+    /// True when no shared secret is configured and a generated development secret is used.
+    pub fn dev_mode(&self) -> bool {
+        self.jwt_secret.is_none()
+    }
+}
+
+fn default_node_id() -> String {
+    let host = std::fs::read_to_string("/etc/hostname")
+        .map(|h| h.trim().to_string())
+        .unwrap_or_else(|_| "node".into());
+    format!("{host}-{}", std::process::id())
+}
+
+fn parse<T: std::str::FromStr>(
+    env: &HashMap<String, String>,
+    var: &'static str,
+    default: T,
+) -> Result<T, ConfigError>
+where
+    T::Err: std::fmt::Display,
+{
+    match env.get(var).map(|v| v.trim()).filter(|v| !v.is_empty()) {
+        None => Ok(default),
+        Some(raw) => raw.parse().map_err(|e: T::Err| ConfigError {
+            var,
+            reason: format!("{raw:?}: {e}"),
+        }),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn env(pairs: &[(&str, &str)]) -> HashMap<String, String> {
+        pairs
+            .iter()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect()
+    }
+
+    #[test]
+    fn defaults_select_an_sqlite_file_in_the_data_dir() {
+        let s = Settings::from_map(&env(&[])).unwrap();
+        assert_eq!(s.database_kind, DatabaseKind::Sqlite);
+        assert_eq!(s.port, 8000);
+        assert!(s.database_url.ends_with("echo.db"));
+        assert!(s.dev_mode());
+    }
+
+    #[test]
+    fn a_bad_port_names_the_variable() {
+        let err = Settings::from_map(&env(&[("PORT", "eighty")])).unwrap_err();
+        assert_eq!(err.var, "PORT");
+        assert!(err.to_string().contains("PORT"));
+    }
+
+    #[test]
+    fn postgres_urls_select_postgres_and_other_schemes_are_refused() {
+        let s = Settings::from_map(&env(&[("DATABASE_URL", "postgres://u@h/db")])).unwrap();
+        assert_eq!(s.database_kind, DatabaseKind::Postgres);
+        let err = Settings::from_map(&env(&[("DATABASE_URL", "mysql://h/db")])).unwrap_err();
+        assert_eq!(err.var, "DATABASE_URL");
+    }
+}

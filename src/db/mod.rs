@@ -1,0 +1,290 @@
+//! The database: one pool over Postgres (diesel-async, native types) or SQLite (the embedded
+//! default, through diesel-async's `SyncConnectionWrapper`), and one query code path for both.
+//!
+//! Query functions take a [`DbConn`] and return `QueryResult<T>`. Their bodies are written once
+//! inside [`run!`], which compiles them against each backend's table definitions.
+
+pub mod chats;
+pub mod messages;
+pub mod migrate;
+pub mod models;
+pub mod schema;
+pub mod sql_types;
+pub mod users;
+
+use std::time::Duration;
+
+use diesel::result::QueryResult;
+use diesel::SqliteConnection;
+use diesel_async::pooled_connection::deadpool::{Object, Pool, PoolError};
+use diesel_async::pooled_connection::{AsyncDieselConnectionManager, ManagerConfig};
+use diesel_async::sync_connection_wrapper::SyncConnectionWrapper;
+use diesel_async::{AnsiTransactionManager, AsyncConnection, SimpleAsyncConnection};
+use diesel_async::{AsyncPgConnection, TransactionManager};
+use futures_util::FutureExt;
+
+use crate::config::{DatabaseKind, Settings};
+
+/// A Postgres connection.
+pub type PgConn = AsyncPgConnection;
+/// A SQLite connection, run on tokio's blocking pool.
+pub type SqliteConn = SyncConnectionWrapper<SqliteConnection>;
+
+/// Runs a query body against whichever backend `conn` is on; inside the body the tables of that
+/// backend are in scope and `$c` is the concrete connection.
+#[macro_export]
+macro_rules! run {
+    ($conn:expr, |$c:ident| $body:expr) => {{
+        match $conn {
+            $crate::db::DbConn::Pg($c) => {
+                #[allow(unused_imports)]
+                use $crate::db::schema::pg::*;
+                let $c: &mut $crate::db::PgConn = &mut **$c;
+                $body
+            }
+            $crate::db::DbConn::Sqlite($c) => {
+                #[allow(unused_imports)]
+                use $crate::db::schema::sqlite::*;
+                let $c: &mut $crate::db::SqliteConn = &mut **$c;
+                $body
+            }
+        }
+    }};
+}
+pub use run;
+
+/// The connection pool, cheap to clone.
+#[derive(Clone)]
+pub enum Db {
+    /// Postgres pool.
+    Pg(Pool<PgConn>),
+    /// SQLite pool.
+    Sqlite(Pool<SqliteConn>),
+}
+
+/// One pooled connection, returned to the pool on drop. A connection dropped inside an open
+/// transaction (a cancelled request) is discarded by the pool rather than reused.
+pub enum DbConn {
+    /// Postgres connection.
+    Pg(Object<PgConn>),
+    /// SQLite connection.
+    Sqlite(Object<SqliteConn>),
+}
+
+/// Why a connection could not be had.
+#[derive(Debug, thiserror::Error)]
+pub enum DbError {
+    /// The pool is exhausted or the server cannot be reached.
+    #[error("database unavailable: {0}")]
+    Unavailable(String),
+    /// A query failed.
+    #[error(transparent)]
+    Query(#[from] diesel::result::Error),
+}
+
+/// Pool occupancy, for `/metrics`.
+#[derive(Debug, Clone, Copy)]
+pub struct PoolStatus {
+    /// Connections the pool may open.
+    pub max_size: usize,
+    /// Connections open now.
+    pub size: usize,
+    /// Open connections not in use.
+    pub available: usize,
+    /// Requests waiting for a connection.
+    pub waiting: usize,
+}
+
+const SQLITE_PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
+     PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000;";
+
+impl Db {
+    /// Opens the pool for the configured database (creating the SQLite file's folder).
+    pub fn connect(settings: &Settings) -> anyhow::Result<Db> {
+        let timeouts = deadpool::managed::Timeouts {
+            wait: Some(settings.database_timeout),
+            create: Some(settings.database_timeout),
+            recycle: Some(settings.database_timeout),
+        };
+        match settings.database_kind {
+            DatabaseKind::Postgres => {
+                let mut cfg = ManagerConfig::default();
+                cfg.recycling_method = diesel_async::pooled_connection::RecyclingMethod::Fast;
+                let mgr = AsyncDieselConnectionManager::<PgConn>::new_with_config(
+                    &settings.database_url,
+                    cfg,
+                );
+                let pool = Pool::builder(mgr)
+                    .max_size(settings.database_pool_size)
+                    .timeouts(timeouts)
+                    .runtime(deadpool::Runtime::Tokio1)
+                    .build()?;
+                Ok(Db::Pg(pool))
+            }
+            DatabaseKind::Sqlite => {
+                if let Some(dir) = std::path::Path::new(&settings.database_url).parent() {
+                    if !dir.as_os_str().is_empty() {
+                        std::fs::create_dir_all(dir)?;
+                    }
+                }
+                let mut cfg = ManagerConfig::<SqliteConn>::default();
+                cfg.recycling_method = diesel_async::pooled_connection::RecyclingMethod::Fast;
+                cfg.custom_setup = Box::new(|url| {
+                    let url = url.to_string();
+                    async move {
+                        let mut conn = SqliteConn::establish(&url).await?;
+                        conn.batch_execute(SQLITE_PRAGMAS)
+                            .await
+                            .map_err(diesel::ConnectionError::CouldntSetupConfiguration)?;
+                        Ok(conn)
+                    }
+                    .boxed()
+                });
+                let mgr = AsyncDieselConnectionManager::<SqliteConn>::new_with_config(
+                    &settings.database_url,
+                    cfg,
+                );
+                let pool = Pool::builder(mgr)
+                    .max_size(settings.database_pool_size)
+                    .timeouts(timeouts)
+                    .runtime(deadpool::Runtime::Tokio1)
+                    .build()?;
+                Ok(Db::Sqlite(pool))
+            }
+        }
+    }
+
+    /// Takes a connection from the pool, waiting at most the configured timeout.
+    pub async fn conn(&self) -> Result<DbConn, DbError> {
+        let map = |e: PoolError| DbError::Unavailable(e.to_string());
+        Ok(match self {
+            Db::Pg(p) => DbConn::Pg(p.get().await.map_err(map)?),
+            Db::Sqlite(p) => DbConn::Sqlite(p.get().await.map_err(map)?),
+        })
+    }
+
+    /// `postgres` or `sqlite`.
+    pub fn backend_name(&self) -> &'static str {
+        match self {
+            Db::Pg(_) => "postgres",
+            Db::Sqlite(_) => "sqlite",
+        }
+    }
+
+    /// Current pool occupancy.
+    pub fn status(&self) -> PoolStatus {
+        let s = match self {
+            Db::Pg(p) => p.status(),
+            Db::Sqlite(p) => p.status(),
+        };
+        PoolStatus {
+            max_size: s.max_size,
+            size: s.size,
+            available: s.available,
+            waiting: s.waiting,
+        }
+    }
+
+    /// Runs `SELECT 1` within `timeout`; `/health` reports the outcome.
+    pub async fn ping(&self, timeout: Duration) -> Result<(), DbError> {
+        let fut = async {
+            let mut conn = self.conn().await?;
+            conn.ping().await?;
+            Ok::<_, DbError>(())
+        };
+        tokio::time::timeout(timeout, fut)
+            .await
+            .map_err(|_| DbError::Unavailable("timed out".into()))?
+    }
+
+    /// Closes the pool: idle connections are dropped, new requests fail fast.
+    pub fn close(&self) {
+        match self {
+            Db::Pg(p) => p.close(),
+            Db::Sqlite(p) => p.close(),
+        }
+    }
+}
+
+impl DbConn {
+    async fn ping(&mut self) -> QueryResult<()> {
+        run!(self, |c| c.batch_execute("SELECT 1").await)
+    }
+
+    /// Opens a write transaction. SQLite takes the write lock at once (`BEGIN IMMEDIATE`), so
+    /// concurrent writers queue on the busy timeout instead of failing to upgrade a read lock.
+    async fn begin_write(&mut self) -> QueryResult<()> {
+        match self {
+            DbConn::Pg(c) => AnsiTransactionManager::begin_transaction(&mut **c).await,
+            DbConn::Sqlite(c) => {
+                c.spawn_blocking(|conn| {
+                    diesel::connection::AnsiTransactionManager::begin_transaction_sql(
+                        conn,
+                        "BEGIN IMMEDIATE",
+                    )
+                })
+                .await
+            }
+        }
+    }
+
+    async fn commit(&mut self) -> QueryResult<()> {
+        match self {
+            DbConn::Pg(c) => AnsiTransactionManager::commit_transaction(&mut **c).await,
+            DbConn::Sqlite(c) => {
+                <SqliteConn as AsyncConnection>::TransactionManager::commit_transaction(&mut **c)
+                    .await
+            }
+        }
+    }
+
+    async fn rollback(&mut self) -> QueryResult<()> {
+        match self {
+            DbConn::Pg(c) => AnsiTransactionManager::rollback_transaction(&mut **c).await,
+            DbConn::Sqlite(c) => {
+                <SqliteConn as AsyncConnection>::TransactionManager::rollback_transaction(&mut **c)
+                    .await
+            }
+        }
+    }
+
+    /// Runs `f` in a write transaction: committed when it returns `Ok`, rolled back on `Err`.
+    pub async fn write_txn<T, E>(
+        &mut self,
+        f: impl AsyncFnOnce(&mut DbConn) -> Result<T, E>,
+    ) -> Result<T, E>
+    where
+        E: From<diesel::result::Error>,
+    {
+        self.begin_write().await?;
+        match f(self).await {
+            Ok(value) => {
+                self.commit().await?;
+                Ok(value)
+            }
+            Err(e) => {
+                if let Err(rollback) = self.rollback().await {
+                    tracing::warn!(error = %rollback, "rollback failed; connection discarded");
+                }
+                Err(e)
+            }
+        }
+    }
+}
+
+/// True when `e` is a unique-constraint violation (a duplicate key).
+pub fn is_unique_violation(e: &diesel::result::Error) -> bool {
+    matches!(
+        e,
+        diesel::result::Error::DatabaseError(
+            diesel::result::DatabaseErrorKind::UniqueViolation,
+            _
+        )
+    )
+}
+
+/// The current time at the database's precision (microseconds), so both backends agree.
+pub fn now() -> chrono::DateTime<chrono::Utc> {
+    use chrono::SubsecRound;
+    chrono::Utc::now().trunc_subsecs(6)
+}

@@ -1,0 +1,313 @@
+//! Request extractors that fail the way FastAPI does: a 422 whose `detail` list says where
+//! (`["body", "content"]`, `["query", "limit"]`, `["path", "chat_id"]`) and what was wrong.
+
+use std::future::Future;
+use std::pin::Pin;
+
+use actix_web::dev::Payload;
+use actix_web::{web, FromRequest, HttpRequest};
+use serde::de::DeserializeOwned;
+use serde_json::{json, Value};
+use uuid::Uuid;
+
+use crate::error::{ApiError, ValidationIssue};
+
+/// Extra checks a body runs after it parsed (lengths, ranges).
+pub trait Validate {
+    /// Issues found; empty when the value is acceptable.
+    fn validate(&self) -> Vec<ValidationIssue> {
+        Vec::new()
+    }
+}
+
+/// A JSON body, parsed with field paths in its errors and then validated.
+#[derive(Debug)]
+pub struct ApiJson<T>(pub T);
+
+impl<T> FromRequest for ApiJson<T>
+where
+    T: DeserializeOwned + Validate + 'static,
+{
+    type Error = ApiError;
+    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
+
+    fn from_request(req: &HttpRequest, payload: &mut Payload) -> Self::Future {
+        let bytes = web::Bytes::from_request(req, payload);
+        Box::pin(async move {
+            let bytes = bytes.await.map_err(|e| {
+                if e.as_response_error().status_code()
+                    == actix_web::http::StatusCode::PAYLOAD_TOO_LARGE
+                {
+                    ApiError::PayloadTooLarge
+                } else {
+                    ApiError::BadRequest(format!("could not read the body: {e}").into())
+                }
+            })?;
+            parse_json_body(&bytes).map(ApiJson)
+        })
+    }
+}
+
+/// Parses and validates a JSON body held in memory.
+pub fn parse_json_body<T: DeserializeOwned + Validate>(bytes: &[u8]) -> Result<T, ApiError> {
+    if bytes.iter().all(u8::is_ascii_whitespace) {
+        return Err(ApiError::invalid(
+            vec![json!("body")],
+            "missing",
+            "Field required",
+        ));
+    }
+    let value: T = parse_json_value(bytes, "body")?;
+    let issues = value.validate();
+    if issues.is_empty() {
+        Ok(value)
+    } else {
+        Err(ApiError::Validation(issues))
+    }
+}
+
+/// Deserialises JSON, mapping serde's errors to pydantic-style issues under `root`.
+pub fn parse_json_value<T: DeserializeOwned>(bytes: &[u8], root: &str) -> Result<T, ApiError> {
+    let de = &mut serde_json::Deserializer::from_slice(bytes);
+    serde_path_to_error::deserialize(de).map_err(|err| {
+        let path = err.path().clone();
+        let inner = err.into_inner();
+        if inner.is_syntax() || inner.is_eof() {
+            return ApiError::invalid(
+                vec![json!(root), json!(inner.column())],
+                "json_invalid",
+                format!("JSON decode error: {inner}"),
+            );
+        }
+        let mut loc = vec![json!(root)];
+        for seg in path.iter() {
+            match seg {
+                serde_path_to_error::Segment::Seq { index } => loc.push(json!(index)),
+                serde_path_to_error::Segment::Map { key } => loc.push(json!(key)),
+                serde_path_to_error::Segment::Enum { variant } => loc.push(json!(variant)),
+                serde_path_to_error::Segment::Unknown => {}
+            }
+        }
+        ApiError::Validation(vec![issue_from_serde(loc, &inner.to_string())])
+    })
+}
+
+/// Turns a serde message into pydantic's kind and wording.
+fn issue_from_serde(mut loc: Vec<Value>, message: &str) -> ValidationIssue {
+    let message = message
+        .split(" at line ")
+        .next()
+        .unwrap_or(message)
+        .to_string();
+    let quoted = |m: &str| m.split('`').nth(1).map(str::to_string);
+    if let Some(rest) = message.strip_prefix("missing field ") {
+        if let Some(field) = quoted(rest) {
+            loc.push(json!(field));
+        }
+        return ValidationIssue::new(loc, "missing", "Field required");
+    }
+    if let Some(rest) = message.strip_prefix("unknown field ") {
+        if let Some(field) = quoted(rest) {
+            loc.push(json!(field));
+        }
+        return ValidationIssue::new(loc, "extra_forbidden", "Extra inputs are not permitted");
+    }
+    if message.starts_with("unknown variant ") {
+        let expected = message
+            .split("expected ")
+            .nth(1)
+            .unwrap_or("")
+            .replace("one of ", "")
+            .replace('`', "'");
+        return ValidationIssue::new(loc, "enum", format!("Input should be {expected}"));
+    }
+    if message.contains("UUID parsing failed") || message.contains("invalid character") {
+        return ValidationIssue::new(
+            loc,
+            "uuid_parsing",
+            format!("Input should be a valid UUID, {message}"),
+        );
+    }
+    if let Some(expected) = message.split("expected ").nth(1) {
+        let (kind, msg) = if expected.contains("UUID") || expected.contains("uuid") {
+            ("uuid_type", "UUID input should be a string, bytes or UUID object")
+        } else if expected.contains("string") {
+            ("string_type", "Input should be a valid string")
+        } else if expected.contains("bool") {
+            ("bool_type", "Input should be a valid boolean")
+        } else if expected.contains("integer") || expected.contains("i64") || expected.contains("i32")
+        {
+            ("int_type", "Input should be a valid integer")
+        } else if expected.contains("sequence") {
+            ("list_type", "Input should be a valid list")
+        } else if expected.contains("struct") || expected.contains("map") {
+            ("dict_type", "Input should be a valid dictionary")
+        } else {
+            ("value_error", message.as_str())
+        };
+        return ValidationIssue::new(loc, kind, msg);
+    }
+    ValidationIssue::new(loc, "value_error", message)
+}
+
+/// Parses a path segment as a UUID, or a 422 at `["path", name]`.
+pub fn path_uuid(name: &str, raw: &str) -> Result<Uuid, ApiError> {
+    Uuid::parse_str(raw).map_err(|e| {
+        ApiError::invalid(
+            vec![json!("path"), json!(name)],
+            "uuid_parsing",
+            format!("Input should be a valid UUID, {e}"),
+        )
+    })
+}
+
+/// Parses a path segment as an integer id, or a 422 at `["path", name]`.
+pub fn path_int(name: &str, raw: &str) -> Result<i32, ApiError> {
+    raw.parse().map_err(|_| {
+        ApiError::invalid(
+            vec![json!("path"), json!(name)],
+            "int_parsing",
+            "Input should be a valid integer, unable to parse string as an integer",
+        )
+    })
+}
+
+/// The query string's `key=value` pairs, in order (repeated keys kept).
+pub fn query_pairs(req: &HttpRequest) -> Vec<(String, String)> {
+    serde_urlencoded::from_str::<Vec<(String, String)>>(req.query_string()).unwrap_or_default()
+}
+
+/// An integer query parameter with inclusive bounds, or its default when absent.
+pub fn query_int(
+    pairs: &[(String, String)],
+    name: &str,
+    default: Option<i64>,
+    min: Option<i64>,
+    max: Option<i64>,
+) -> Result<Option<i64>, ApiError> {
+    let loc = || vec![json!("query"), json!(name)];
+    let Some((_, raw)) = pairs.iter().rev().find(|(k, _)| k == name) else {
+        return Ok(default);
+    };
+    let value: i64 = raw.trim().parse().map_err(|_| {
+        ApiError::invalid(
+            loc(),
+            "int_parsing",
+            "Input should be a valid integer, unable to parse string as an integer",
+        )
+    })?;
+    if let Some(min) = min {
+        if value < min {
+            return Err(ApiError::invalid(
+                loc(),
+                "greater_than_equal",
+                format!("Input should be greater than or equal to {min}"),
+            ));
+        }
+    }
+    if let Some(max) = max {
+        if value > max {
+            return Err(ApiError::invalid(
+                loc(),
+                "less_than_equal",
+                format!("Input should be less than or equal to {max}"),
+            ));
+        }
+    }
+    Ok(Some(value))
+}
+
+/// `skip` (≥ 0) and `limit` (1..=100) as the legacy API validated them.
+#[derive(Debug, Clone, Copy)]
+pub struct Page {
+    /// Rows to skip.
+    pub skip: i64,
+    /// Rows to return.
+    pub limit: i64,
+}
+
+impl Page {
+    /// Reads `skip`/`limit` from the query with `default_limit`, collecting both errors.
+    pub fn from_query(pairs: &[(String, String)], default_limit: i64) -> Result<Page, ApiError> {
+        let skip = query_int(pairs, "skip", Some(0), Some(0), None);
+        let limit = query_int(pairs, "limit", Some(default_limit), Some(1), Some(100));
+        match (skip, limit) {
+            (Ok(s), Ok(l)) => Ok(Page {
+                skip: s.unwrap_or(0),
+                limit: l.unwrap_or(default_limit),
+            }),
+            (Err(ApiError::Validation(mut a)), Err(ApiError::Validation(b))) => {
+                a.extend(b);
+                Err(ApiError::Validation(a))
+            }
+            (Err(e), _) | (_, Err(e)) => Err(e),
+        }
+    }
+}
+
+/// Checks a string's length in characters, as pydantic's `max_length`.
+pub fn check_max_len(
+    issues: &mut Vec<ValidationIssue>,
+    loc: &[&str],
+    value: Option<&str>,
+    max: usize,
+) {
+    if let Some(v) = value {
+        if v.chars().count() > max {
+            issues.push(ValidationIssue::new(
+                loc.iter().map(|s| json!(s)).collect(),
+                "string_too_long",
+                format!("String should have at most {max} characters"),
+            ));
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[derive(serde::Deserialize, Debug)]
+    #[serde(deny_unknown_fields)]
+    #[allow(dead_code)]
+    struct Body {
+        content: String,
+        chat_id: Uuid,
+    }
+    impl Validate for Body {}
+
+    fn issues(body: &str) -> Vec<ValidationIssue> {
+        match parse_json_body::<Body>(body.as_bytes()) {
+            Err(ApiError::Validation(i)) => i,
+            other => panic!("expected 422, got {other:?}"),
+        }
+    }
+
+    #[test]
+    fn a_missing_field_is_located_in_the_body() {
+        let i = issues(r#"{"chat_id":"7f9c0b5e-0d7c-4a43-9a8e-4b1f2a3c4d5e"}"#);
+        assert_eq!(i[0].loc, vec![json!("body"), json!("content")]);
+        assert_eq!(i[0].kind, "missing");
+    }
+
+    #[test]
+    fn an_ill_typed_field_names_the_field() {
+        let i = issues(r#"{"content": 5, "chat_id":"7f9c0b5e-0d7c-4a43-9a8e-4b1f2a3c4d5e"}"#);
+        assert_eq!(i[0].loc, vec![json!("body"), json!("content")]);
+        assert_eq!(i[0].kind, "string_type");
+    }
+
+    #[test]
+    fn a_bad_uuid_and_an_extra_field_are_reported() {
+        let i = issues(r#"{"content": "x", "chat_id":"nope"}"#);
+        assert_eq!(i[0].kind, "uuid_parsing");
+        assert_eq!(i[0].loc, vec![json!("body"), json!("chat_id")]);
+        let i = issues(r#"{"content": "x", "chat_id":"7f9c0b5e-0d7c-4a43-9a8e-4b1f2a3c4d5e","x":1}"#);
+        assert_eq!(i[0].kind, "extra_forbidden");
+    }
+
+    #[test]
+    fn broken_json_is_json_invalid() {
+        assert_eq!(issues("{\"content\": ")[0].kind, "json_invalid");
+    }
+}

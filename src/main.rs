@@ -1,0 +1,113 @@
+//! `echo-server`: `serve` (default), `migrate`, and `token` for development mode.
+
+use clap::{Parser, Subcommand};
+use echo::config::Settings;
+use echo::startup::{shutdown, Application};
+use uuid::Uuid;
+
+#[derive(Parser)]
+#[command(name = "echo-server", version, about = "Echo realtime server")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Run the server (the default).
+    Serve,
+    /// Apply pending database migrations and exit.
+    Migrate,
+    /// Print a token signed with the generated development secret (development mode only).
+    Token {
+        /// The user's id (a new one when omitted).
+        #[arg(long)]
+        user: Option<Uuid>,
+        /// Email claim.
+        #[arg(long)]
+        email: Option<String>,
+        /// Lifetime in seconds.
+        #[arg(long, default_value_t = 86_400)]
+        ttl_secs: i64,
+    },
+}
+
+#[actix_web::main]
+async fn main() -> std::process::ExitCode {
+    let cli = Cli::parse();
+    let settings = match Settings::from_env() {
+        Ok(s) => s,
+        Err(e) => {
+            eprintln!("echo-server: {e}");
+            return std::process::ExitCode::from(2);
+        }
+    };
+    echo::telemetry::init(settings.log_format);
+    let result = match cli.command.unwrap_or(Command::Serve) {
+        Command::Serve => serve(settings).await,
+        Command::Migrate => echo::db::migrate::run_migrations(&settings)
+            .await
+            .map(|applied| println!("applied {} migration(s): {applied:?}", applied.len())),
+        Command::Token {
+            user,
+            email,
+            ttl_secs,
+        } => token(&settings, user, email, ttl_secs),
+    };
+    match result {
+        Ok(()) => std::process::ExitCode::SUCCESS,
+        Err(e) => {
+            eprintln!("echo-server: {e:#}");
+            std::process::ExitCode::FAILURE
+        }
+    }
+}
+
+async fn serve(settings: Settings) -> anyhow::Result<()> {
+    let app = Application::build(settings).await?;
+    let state = app.state().clone();
+    let handle = app.handle();
+    actix_rt::spawn(async move {
+        wait_for_signal().await;
+        tracing::info!("shutdown requested: closing sessions, finishing requests");
+        shutdown(&state, &handle).await;
+    });
+    app.run_until_stopped().await?;
+    tracing::info!("stopped");
+    Ok(())
+}
+
+async fn wait_for_signal() {
+    let mut term = match tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()) {
+        Ok(s) => s,
+        Err(e) => {
+            tracing::warn!(error = %e, "SIGTERM handler unavailable; only Ctrl-C stops the server");
+            let _ = tokio::signal::ctrl_c().await;
+            return;
+        }
+    };
+    tokio::select! {
+        _ = tokio::signal::ctrl_c() => {}
+        _ = term.recv() => {}
+    }
+}
+
+fn token(
+    settings: &Settings,
+    user: Option<Uuid>,
+    email: Option<String>,
+    ttl_secs: i64,
+) -> anyhow::Result<()> {
+    if settings.jwt_secret.is_some() {
+        anyhow::bail!(
+            "SUPABASE_JWT_SECRET is set: tokens come from your identity provider, not from echo-server"
+        );
+    }
+    let secret = echo::auth::dev_secret::load_or_create(&settings.data_dir)?;
+    let user = user.unwrap_or_else(Uuid::new_v4);
+    let email = email.unwrap_or_else(|| format!("dev-{}@example.test", &user.simple().to_string()[..8]));
+    let token = echo::auth::mint_hs256(&secret, user, Some(&email), ttl_secs, &settings.jwt_audience)?;
+    println!("{token}");
+    eprintln!("user {user} ({email}); valid for {ttl_secs} s");
+    Ok(())
+}

@@ -1,0 +1,159 @@
+//! Prometheus metrics and the middleware that records every HTTP request.
+
+use std::time::Instant;
+
+use actix_web::body::MessageBody;
+use actix_web::dev::{ServiceRequest, ServiceResponse};
+use actix_web::http::header::{HeaderName, HeaderValue};
+use actix_web::middleware::Next;
+use actix_web::web;
+use prometheus::{
+    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
+    Registry, TextEncoder,
+};
+
+use crate::db::PoolStatus;
+use crate::state::AppState;
+
+/// Every metric this node exports.
+pub struct Metrics {
+    registry: Registry,
+    /// HTTP requests by method, route pattern and status.
+    pub http_requests: IntCounterVec,
+    /// HTTP latency by method and route pattern.
+    pub http_latency: HistogramVec,
+    /// Database pool connections by state (`max`, `open`, `idle`, `waiting`).
+    pub db_pool: IntGaugeVec,
+    /// WebSocket sessions connected now.
+    pub ws_sessions: IntGauge,
+    /// Chat rooms with at least one local session.
+    pub ws_rooms: IntGauge,
+    /// Client frames received, by `type`.
+    pub ws_frames_in: IntCounterVec,
+    /// Frames sent to clients, by `type`.
+    pub ws_frames_out: IntCounterVec,
+    /// Bytes of text frames queued for clients.
+    pub ws_bytes_out: IntCounter,
+    /// Sessions closed by the server, by reason (`slow_consumer`, `rate_limited`, `expired`, …).
+    pub ws_disconnects: IntCounterVec,
+    /// Bytes waiting in all sessions' outbound queues.
+    pub ws_queue_bytes: IntGauge,
+}
+
+impl Metrics {
+    /// Registers every metric with a fresh registry, labelled with this node's id.
+    pub fn new(node_id: &str) -> anyhow::Result<Metrics> {
+        let registry = Registry::new_custom(
+            Some("echo".into()),
+            Some([("node".to_string(), node_id.to_string())].into()),
+        )?;
+        let http_requests = IntCounterVec::new(
+            Opts::new("http_requests_total", "HTTP requests by route and status"),
+            &["method", "route", "status"],
+        )?;
+        let http_latency = HistogramVec::new(
+            HistogramOpts::new("http_request_duration_seconds", "HTTP request latency").buckets(
+                vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0],
+            ),
+            &["method", "route"],
+        )?;
+        let db_pool = IntGaugeVec::new(
+            Opts::new("db_pool_connections", "Database pool connections by state"),
+            &["state"],
+        )?;
+        let ws_sessions = IntGauge::new("ws_sessions", "WebSocket sessions connected")?;
+        let ws_rooms = IntGauge::new("ws_rooms", "Chat rooms with local sessions")?;
+        let ws_frames_in = IntCounterVec::new(
+            Opts::new("ws_frames_in_total", "Client frames received by type"),
+            &["type"],
+        )?;
+        let ws_frames_out = IntCounterVec::new(
+            Opts::new("ws_frames_out_total", "Frames sent to clients by type"),
+            &["type"],
+        )?;
+        let ws_bytes_out = IntCounter::new("ws_bytes_out_total", "Bytes queued for clients")?;
+        let ws_disconnects = IntCounterVec::new(
+            Opts::new("ws_disconnects_total", "Sessions closed by the server by reason"),
+            &["reason"],
+        )?;
+        let ws_queue_bytes =
+            IntGauge::new("ws_outbound_queue_bytes", "Bytes waiting in outbound queues")?;
+        registry.register(Box::new(http_requests.clone()))?;
+        registry.register(Box::new(http_latency.clone()))?;
+        registry.register(Box::new(db_pool.clone()))?;
+        registry.register(Box::new(ws_sessions.clone()))?;
+        registry.register(Box::new(ws_rooms.clone()))?;
+        registry.register(Box::new(ws_frames_in.clone()))?;
+        registry.register(Box::new(ws_frames_out.clone()))?;
+        registry.register(Box::new(ws_bytes_out.clone()))?;
+        registry.register(Box::new(ws_disconnects.clone()))?;
+        registry.register(Box::new(ws_queue_bytes.clone()))?;
+        Ok(Metrics {
+            registry,
+            http_requests,
+            http_latency,
+            db_pool,
+            ws_sessions,
+            ws_rooms,
+            ws_frames_in,
+            ws_frames_out,
+            ws_bytes_out,
+            ws_disconnects,
+            ws_queue_bytes,
+        })
+    }
+
+    /// Copies the pool's occupancy into the gauges (called at scrape time).
+    pub fn observe_pool(&self, s: PoolStatus) {
+        self.db_pool.with_label_values(&["max"]).set(s.max_size as i64);
+        self.db_pool.with_label_values(&["open"]).set(s.size as i64);
+        self.db_pool.with_label_values(&["idle"]).set(s.available as i64);
+        self.db_pool.with_label_values(&["waiting"]).set(s.waiting as i64);
+    }
+
+    /// The Prometheus text exposition.
+    pub fn render(&self) -> String {
+        let mut buf = Vec::new();
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut buf) {
+            tracing::error!(error = %e, "metrics encoding failed");
+        }
+        String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
+
+/// Records each request's route, status and latency, gives it a request id (the caller's
+/// `x-request-id` if it sent one), and runs it inside a span carrying that id.
+pub async fn track(
+    req: ServiceRequest,
+    next: Next<impl MessageBody>,
+) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
+    let start = Instant::now();
+    let request_id = req
+        .headers()
+        .get(&REQUEST_ID)
+        .and_then(|v| v.to_str().ok())
+        .filter(|v| v.len() <= 128)
+        .map(str::to_string)
+        .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
+    let span = tracing::info_span!("http", id = %request_id, method = %req.method(), path = %req.path());
+    let metrics = req.app_data::<web::Data<AppState>>().map(|s| s.metrics.clone());
+    let mut res = tracing::Instrument::instrument(next.call(req), span.clone()).await?;
+    if let Ok(v) = HeaderValue::from_str(&request_id) {
+        res.headers_mut().insert(REQUEST_ID.clone(), v);
+    }
+    if let Some(m) = metrics {
+        let route = res.request().match_pattern().unwrap_or_else(|| "unmatched".into());
+        let method = res.request().method().as_str().to_string();
+        let status = res.status();
+        m.http_requests
+            .with_label_values(&[method.as_str(), route.as_str(), status.as_str()])
+            .inc();
+        m.http_latency
+            .with_label_values(&[method.as_str(), route.as_str()])
+            .observe(start.elapsed().as_secs_f64());
+        tracing::debug!(parent: &span, status = status.as_u16(), elapsed_us = start.elapsed().as_micros() as u64, "request done");
+    }
+    Ok(res)
+}

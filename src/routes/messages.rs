@@ -1,0 +1,81 @@
+//! `POST /messages/`.
+
+use actix_web::{web, HttpResponse};
+use serde::Deserialize;
+use utoipa::ToSchema;
+use uuid::Uuid;
+
+use crate::api_types::MessageResponse;
+use crate::auth::AuthUser;
+use crate::chat::service::PostMessage;
+use crate::error::{ApiResult, ValidationIssue};
+use crate::extract::{check_max_len, ApiJson, Validate};
+use crate::state::AppState;
+
+/// Longest message accepted, in characters.
+pub const MAX_CONTENT_CHARS: usize = 32_000;
+
+pub(super) fn configure(cfg: &mut web::ServiceConfig) {
+    for path in ["/messages/", "/messages"] {
+        cfg.route(path, web::post().to(create_message));
+    }
+}
+
+/// Body of `POST /messages/`.
+#[derive(Debug, Deserialize, ToSchema)]
+pub struct MessageCreate {
+    /// The text (1..=32000 characters).
+    pub content: String,
+    /// Target chat.
+    pub chat_id: Uuid,
+    /// Store as an assistant message.
+    #[serde(default)]
+    pub is_from_ai: bool,
+    /// Idempotency key: a retry with the same key returns the original message.
+    #[serde(default)]
+    pub client_msg_id: Option<Uuid>,
+}
+
+impl Validate for MessageCreate {
+    fn validate(&self) -> Vec<ValidationIssue> {
+        let mut issues = Vec::new();
+        validate_content(&mut issues, &["body", "content"], &self.content);
+        issues
+    }
+}
+
+/// Content must be non-empty and at most [`MAX_CONTENT_CHARS`].
+pub fn validate_content(issues: &mut Vec<ValidationIssue>, loc: &[&str], content: &str) {
+    if content.is_empty() {
+        issues.push(ValidationIssue::new(
+            loc.iter().map(|s| serde_json::json!(s)).collect(),
+            "string_too_short",
+            "String should have at least 1 character",
+        ));
+    }
+    check_max_len(issues, loc, Some(content), MAX_CONTENT_CHARS);
+}
+
+/// Posts a message to a chat the caller is a member of.
+#[utoipa::path(post, path = "/messages/", tag = "messages", security(("bearer" = [])), request_body = MessageCreate,
+    responses((status = 201, body = MessageResponse), (status = 404, description = "Chat not found"), (status = 422, description = "Invalid body")))]
+pub async fn create_message(
+    state: web::Data<AppState>,
+    user: AuthUser,
+    body: ApiJson<MessageCreate>,
+) -> ApiResult<HttpResponse> {
+    let body = body.0;
+    let appended = state
+        .chats
+        .post(
+            user.id,
+            PostMessage {
+                chat_id: body.chat_id,
+                content: body.content,
+                is_from_ai: body.is_from_ai,
+                client_msg_id: body.client_msg_id,
+            },
+        )
+        .await?;
+    Ok(HttpResponse::Created().json(MessageResponse::from(appended.message)))
+}

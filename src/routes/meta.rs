@@ -1,0 +1,71 @@
+//! `GET /`, `/health`, `/metrics`, `/openapi.json` and the docs page.
+
+use actix_web::{web, HttpResponse};
+use serde_json::json;
+use utoipa::OpenApi;
+
+use crate::state::AppState;
+
+pub(super) fn configure(cfg: &mut web::ServiceConfig) {
+    cfg.route("/", web::get().to(root))
+        .route("/health", web::get().to(health))
+        .route("/metrics", web::get().to(metrics))
+        .route("/openapi.json", web::get().to(openapi))
+        .route("/docs", web::get().to(docs));
+}
+
+/// Liveness banner of the legacy service.
+#[utoipa::path(get, path = "/", tag = "meta", responses((status = 200, description = "Running")))]
+pub async fn root() -> HttpResponse {
+    HttpResponse::Ok().json(json!({
+        "message": "Echo API is running",
+        "status": "ok",
+        "version": env!("CARGO_PKG_VERSION"),
+    }))
+}
+
+/// Dependency health: 200 when every service answers, 503 naming the one that does not.
+#[utoipa::path(get, path = "/health", tag = "meta",
+    responses((status = 200, description = "All services ok"), (status = 503, description = "A service failed")))]
+pub async fn health(state: web::Data<AppState>) -> HttpResponse {
+    let timestamp = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
+    let database = match state.db.ping(state.settings.database_timeout).await {
+        Ok(()) => json!({"status": "ok", "backend": state.db.backend_name()}),
+        Err(e) => json!({"status": "error", "backend": state.db.backend_name(), "message": e.to_string()}),
+    };
+    let broker = json!({"status": "ok", "kind": state.broker.name()});
+    let ok = database["status"] == "ok";
+    let body = json!({
+        "status": if ok { "ok" } else { "error" },
+        "timestamp": timestamp,
+        "node_id": state.settings.node_id,
+        "services": {"database": database, "broker": broker},
+    });
+    if ok {
+        HttpResponse::Ok().json(body)
+    } else {
+        HttpResponse::ServiceUnavailable().json(body)
+    }
+}
+
+/// Prometheus metrics.
+#[utoipa::path(get, path = "/metrics", tag = "meta", responses((status = 200, description = "Prometheus text format")))]
+pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
+    state.metrics.observe_pool(state.db.status());
+    HttpResponse::Ok()
+        .content_type("text/plain; version=0.0.4; charset=utf-8")
+        .body(state.metrics.render())
+}
+
+/// This API's OpenAPI 3.1 document.
+#[utoipa::path(get, path = "/openapi.json", tag = "meta", responses((status = 200, description = "OpenAPI document")))]
+pub async fn openapi() -> HttpResponse {
+    HttpResponse::Ok().json(crate::openapi::ApiDoc::openapi())
+}
+
+/// A small self-contained page listing every operation of the OpenAPI document.
+pub async fn docs() -> HttpResponse {
+    HttpResponse::Ok()
+        .content_type("text/html; charset=utf-8")
+        .body(include_str!("docs.html"))
+}

@@ -1,0 +1,17 @@
+//! HTTP routes: thin handlers that parse, call a service, and shape the response.
+
+pub mod chats;
+pub mod messages;
+pub mod meta;
+pub mod users;
+
+use actix_web::web;
+
+/// Registers every REST route. Collection paths answer with and without the trailing slash,
+/// as FastAPI clients use both.
+pub fn configure(cfg: &mut web::ServiceConfig) {
+    meta::configure(cfg);
+    users::configure(cfg);
+    chats::configure(cfg);
+    messages::configure(cfg);
+}
