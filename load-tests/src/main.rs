@@ -1,1 +1,352 @@
-fn main() {}
+//! echo-load: load generator for the Echo chat server (REST and WebSocket).
+//!
+//! See `load-tests/README.md` for usage. Only loopback targets are accepted and
+//! every run is bounded in time.
+
+mod common;
+mod http;
+mod plan;
+mod progress;
+mod rest;
+mod stats;
+mod ws;
+
+use std::path::PathBuf;
+use std::time::Duration;
+
+use anyhow::{bail, Result};
+use clap::{Args, Parser, Subcommand};
+use serde_json::json;
+
+use crate::common::{load_secret, output_path, source_ips, Minter, Target};
+use crate::rest::RestScenario;
+use crate::ws::WsScenario;
+
+#[derive(Parser)]
+#[command(name = "echo-load", version, about = "Load generator for the Echo chat server (loopback only)")]
+struct Cli {
+    #[command(subcommand)]
+    cmd: Cmd,
+}
+
+#[derive(Subcommand)]
+enum Cmd {
+    /// HTTP load on the REST API (scenarios: root, chats, messages)
+    Rest(RestArgs),
+    /// WebSocket sessions (scenarios: idle, fanout, churn)
+    Ws(WsArgs),
+    /// Create users, rooms and memberships once and write a plan file for `ws --plan`
+    Seed(SeedArgs),
+    /// Merge the JSON summaries of cooperating processes into one summary + chart
+    Merge(MergeArgs),
+}
+
+#[derive(Args, Clone)]
+struct Common {
+    /// Server base URL (loopback addresses only)
+    #[arg(long, env = "ECHO_LOAD_URL", default_value = "http://127.0.0.1:8000")]
+    url: String,
+    /// HS256 secret used to mint tokens (or SUPABASE_JWT_SECRET in the environment)
+    #[arg(long, env = "SUPABASE_JWT_SECRET", hide_env_values = true)]
+    secret: Option<String>,
+    /// File holding the HS256 secret (trailing newline ignored); wins over --secret
+    #[arg(long)]
+    secret_file: Option<PathBuf>,
+    /// Summary JSON path (the SVG chart goes next to it) [default: load-tests/results/<scenario>-<timestamp>.json]
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// No progress bar / status lines
+    #[arg(long)]
+    no_progress: bool,
+    /// Tiny sizes for CI: a few sessions/connections for 2-3 seconds (explicit options still win)
+    #[arg(long)]
+    quick: bool,
+}
+
+#[derive(Args)]
+struct RestArgs {
+    /// Scenario
+    #[arg(value_enum)]
+    scenario: RestScenario,
+    #[command(flatten)]
+    common: Common,
+    /// Concurrent keep-alive connections (one worker task each) [default: 64, quick 4]
+    #[arg(long)]
+    connections: Option<usize>,
+    /// Seconds to run [default: 10, quick 2]
+    #[arg(long)]
+    duration: Option<u64>,
+    /// Chats to create first and spread messages over (messages scenario) [default: 100, quick 4]
+    #[arg(long)]
+    chats: Option<usize>,
+}
+
+#[derive(Args)]
+struct WsArgs {
+    /// Scenario
+    #[arg(value_enum)]
+    scenario: WsScenario,
+    #[command(flatten)]
+    common: Common,
+    /// Use a plan written by `echo-load seed` instead of seeding now (required with --process-count > 1)
+    #[arg(long)]
+    plan: Option<PathBuf>,
+    /// Sessions (one user each) when seeding in-process [default: idle 2000, fanout 1000, quick 8]
+    #[arg(long)]
+    sessions: Option<usize>,
+    /// Members per room when seeding in-process [default: idle 20, fanout 50, churn 10, quick 4]
+    #[arg(long)]
+    room_size: Option<usize>,
+    /// Senders per room (fanout): the first N members of each room [default: 1]
+    #[arg(long)]
+    senders: Option<usize>,
+    /// Total messages per second over all senders of the plan (fanout) [default: 200, quick 10]
+    #[arg(long)]
+    rate: Option<f64>,
+    /// Seconds of measurement (hold time for idle) [default: 10 (idle 30), quick 3]
+    #[arg(long)]
+    duration: Option<u64>,
+    /// Seconds to keep receiving after senders stop (fanout) [default: 2, quick 1]
+    #[arg(long)]
+    drain: Option<u64>,
+    /// Churn workers (each loops connect → subscribe → close) [default: 32, quick 2]
+    #[arg(long)]
+    concurrency: Option<usize>,
+    /// Spread connections over 127.0.0.1..=127.0.0.N [default: 4]
+    #[arg(long)]
+    source_ips: Option<u8>,
+    /// This process's index; it owns sessions with index ≡ I (mod K)
+    #[arg(long, default_value_t = 0)]
+    process_index: u32,
+    /// Number of cooperating processes (K)
+    #[arg(long, default_value_t = 1)]
+    process_count: u32,
+    /// Concurrent REST requests while seeding [default: 32]
+    #[arg(long)]
+    seed_concurrency: Option<usize>,
+    /// Concurrent WebSocket handshakes during ramp-up [default: 128]
+    #[arg(long)]
+    connect_concurrency: Option<usize>,
+    /// Max seconds for all sessions to connect and subscribe [default: 120, quick 20]
+    #[arg(long)]
+    setup_timeout: Option<u64>,
+    /// Unix time (seconds) at which the measurement starts, to line up several processes
+    #[arg(long)]
+    start_at: Option<u64>,
+}
+
+#[derive(Args)]
+struct SeedArgs {
+    #[command(flatten)]
+    common: Common,
+    /// Users (= sessions) to create [default: 1000, quick 8]
+    #[arg(long)]
+    sessions: Option<usize>,
+    /// Members per room [default: 50, quick 4]
+    #[arg(long)]
+    room_size: Option<usize>,
+    /// Concurrent REST requests [default: 32]
+    #[arg(long)]
+    seed_concurrency: Option<usize>,
+}
+
+#[derive(Args)]
+struct MergeArgs {
+    /// Summary JSON files written by the processes of one run
+    #[arg(required = true)]
+    files: Vec<PathBuf>,
+    /// Merged summary path (chart next to it)
+    #[arg(long)]
+    out: Option<PathBuf>,
+}
+
+fn pick<T>(v: Option<T>, quick: bool, q: T, full: T) -> T {
+    v.unwrap_or(if quick { q } else { full })
+}
+
+fn secret_of(c: &Common) -> Result<Vec<u8>> {
+    load_secret(c.secret.as_deref(), c.secret_file.as_deref())
+}
+
+#[tokio::main]
+async fn main() {
+    let cli = Cli::parse();
+    if let Err(e) = real_main(cli).await {
+        eprintln!("error: {e:#}");
+        std::process::exit(1);
+    }
+}
+
+async fn real_main(cli: Cli) -> Result<()> {
+    match cli.cmd {
+        Cmd::Rest(a) => {
+            let q = a.common.quick;
+            let target = Target::parse(&a.common.url)?;
+            let connections = pick(a.connections, q, 4, 64);
+            let duration = pick(a.duration, q, 2, 10);
+            let chats = pick(a.chats, q, 4, 100);
+            if connections == 0 || duration == 0 {
+                bail!("--connections and --duration must be at least 1");
+            }
+            let secret = if a.scenario == RestScenario::Root {
+                secret_of(&a.common).ok()
+            } else {
+                Some(secret_of(&a.common)?)
+            };
+            let name = format!("rest-{}", serde_json::to_value(a.scenario)?.as_str().unwrap_or("rest"));
+            let params = json!({
+                "scenario": a.scenario,
+                "connections": connections,
+                "duration_secs": duration,
+                "chats": chats,
+                "quick": q,
+            });
+            rest::run(rest::RestConfig {
+                scenario: a.scenario,
+                target,
+                connections,
+                duration: Duration::from_secs(duration),
+                chats,
+                secret,
+                progress: !a.common.no_progress,
+                out: output_path(a.common.out.as_deref(), &name, 0, 1),
+                params,
+            })
+            .await
+        }
+        Cmd::Ws(a) => {
+            let q = a.common.quick;
+            let target = Target::parse(&a.common.url)?;
+            let secret = secret_of(&a.common)?;
+            let (def_sessions, def_room, def_duration) = match a.scenario {
+                WsScenario::Idle => (2000, 20, 30),
+                WsScenario::Fanout => (1000, 50, 10),
+                WsScenario::Churn => (32, 10, 10),
+            };
+            let sessions = pick(a.sessions, q, 8, def_sessions);
+            let room_size = pick(a.room_size, q, 4, def_room);
+            let senders = a.senders.unwrap_or(1);
+            let rate = pick(a.rate, q, 10.0, 200.0);
+            let duration = pick(a.duration, q, 3, def_duration);
+            let drain = pick(a.drain, q, 1, 2);
+            let concurrency = pick(a.concurrency, q, 2, 32);
+            let n_ips = a.source_ips.unwrap_or(4);
+            let seed_concurrency = a.seed_concurrency.unwrap_or(32);
+            let connect_concurrency = a.connect_concurrency.unwrap_or(128);
+            let setup_timeout = pick(a.setup_timeout, q, 20, 120);
+            if duration == 0 || sessions == 0 || room_size == 0 || concurrency == 0 {
+                bail!("--duration, --sessions, --room-size and --concurrency must be at least 1");
+            }
+            if !(rate.is_finite() && rate >= 0.0) {
+                bail!("--rate must be a non-negative number");
+            }
+            let ips = source_ips(&target, n_ips)?;
+            let name = format!("ws-{}", serde_json::to_value(a.scenario)?.as_str().unwrap_or("ws"));
+            let params = json!({
+                "scenario": a.scenario,
+                "plan": a.plan.as_ref().map(|p| p.display().to_string()),
+                "sessions": sessions,
+                "room_size": room_size,
+                "senders_per_room": senders,
+                "rate_total": rate,
+                "duration_secs": duration,
+                "drain_secs": drain,
+                "concurrency": concurrency,
+                "source_ips": ips.iter().map(|i| i.to_string()).collect::<Vec<_>>(),
+                "process_index": a.process_index,
+                "process_count": a.process_count,
+                "connect_concurrency": connect_concurrency,
+                "seed_concurrency": seed_concurrency,
+                "start_at": a.start_at,
+                "quick": q,
+            });
+            ws::run(ws::WsConfig {
+                scenario: a.scenario,
+                target,
+                secret,
+                plan: a.plan,
+                sessions,
+                room_size,
+                senders,
+                rate,
+                duration: Duration::from_secs(duration),
+                drain: Duration::from_secs(drain),
+                concurrency,
+                source_ips: ips,
+                process_index: a.process_index,
+                process_count: a.process_count,
+                seed_concurrency,
+                connect_concurrency,
+                setup_timeout: Duration::from_secs(setup_timeout),
+                start_at: a.start_at,
+                progress: !a.common.no_progress,
+                out: output_path(
+                    a.common.out.as_deref(),
+                    &name,
+                    a.process_index,
+                    a.process_count,
+                ),
+                params,
+            })
+            .await
+        }
+        Cmd::Seed(a) => {
+            let q = a.common.quick;
+            let target = Target::parse(&a.common.url)?;
+            let secret = secret_of(&a.common)?;
+            let sessions = pick(a.sessions, q, 8, 1000);
+            let room_size = pick(a.room_size, q, 4, 50);
+            let conc = a.seed_concurrency.unwrap_or(32);
+            common::raise_nofile();
+            let minter = Minter::new(&secret, 3600);
+            let mut progress = progress::Progress::new(!a.common.no_progress);
+            let t0 = std::time::Instant::now();
+            let plan = plan::seed(&target, &minter, sessions, room_size, conc, &mut progress).await?;
+            progress.finish();
+            let out = a.common.out.clone().unwrap_or_else(|| {
+                common::default_results_dir().join(format!("plan-{}.json", common::timestamp_slug()))
+            });
+            plan.save(&out)?;
+            println!(
+                "{}",
+                serde_json::to_string_pretty(&json!({
+                    "plan": out.display().to_string(),
+                    "users": plan.users.len(),
+                    "rooms": plan.rooms.len(),
+                    "room_size": room_size,
+                    "seconds": (t0.elapsed().as_secs_f64() * 100.0).round() / 100.0,
+                }))?
+            );
+            Ok(())
+        }
+        Cmd::Merge(a) => stats::merge(&a.files, a.out.as_deref()),
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use clap::CommandFactory;
+
+    #[test]
+    fn cli_is_consistent() {
+        Cli::command().debug_assert();
+    }
+
+    #[test]
+    fn parses_examples() {
+        for args in [
+            vec!["echo-load", "rest", "root", "--quick"],
+            vec!["echo-load", "rest", "messages", "--secret", "s", "--chats", "10"],
+            vec!["echo-load", "ws", "fanout", "--secret", "s", "--rate", "50", "--senders", "2"],
+            vec![
+                "echo-load", "ws", "idle", "--plan", "p.json", "--process-index", "1",
+                "--process-count", "3", "--start-at", "1700000000",
+            ],
+            vec!["echo-load", "seed", "--sessions", "10", "--out", "p.json"],
+            vec!["echo-load", "merge", "a.json", "b.json"],
+        ] {
+            Cli::try_parse_from(args.clone()).unwrap_or_else(|e| panic!("{args:?}: {e}"));
+        }
+    }
+}

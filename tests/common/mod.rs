@@ -1,0 +1,405 @@
+//! Test harness: `spawn_app(backend)` starts the real server on port 0, on its own database
+//! (a fresh SQLite file, or a fresh Postgres database cloned from a migrated template), and
+//! returns a handle with request helpers.
+#![allow(dead_code)]
+
+use std::collections::HashMap;
+use std::sync::OnceLock;
+use std::time::Duration;
+
+use diesel_async::{AsyncConnection, AsyncPgConnection, SimpleAsyncConnection};
+use echo::config::Settings;
+use echo::startup::{shutdown, Application};
+use echo::state::AppState;
+use jsonwebtoken::{Algorithm, EncodingKey, Header};
+use serde_json::{json, Value};
+use tokio::sync::Mutex;
+use uuid::Uuid;
+
+/// The shared HS256 secret every test app is configured with.
+pub const SECRET: &str = "test-secret-with-at-least-32-characters!!";
+
+/// Which database backend a test runs on.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Backend {
+    /// A fresh SQLite file.
+    Sqlite,
+    /// A fresh Postgres database.
+    Postgres,
+}
+
+/// Defines `mod sqlite { #[tokio::test] fn name() }` and `mod postgres { … }` for each listed
+/// `async fn name(backend: Backend)`, so every scenario runs on both backends.
+#[macro_export]
+macro_rules! on_both_backends {
+    ($($name:ident),* $(,)?) => {
+        mod sqlite {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::common::Backend::Sqlite).await
+                }
+            )*
+        }
+        mod postgres {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $name() {
+                    super::$name($crate::common::Backend::Postgres).await
+                }
+            )*
+        }
+    };
+}
+
+/// Base URL of the Postgres server for tests (no database name).
+pub fn postgres_base_url() -> String {
+    std::env::var("ECHO_TEST_POSTGRES_URL")
+        .unwrap_or_else(|_| "postgres://postgres@127.0.0.1:5432".to_string())
+}
+
+static TEMPLATE: OnceLock<Mutex<Option<String>>> = OnceLock::new();
+
+/// Name of the migrated template database, created once per test process.
+async fn postgres_template() -> String {
+    let cell = TEMPLATE.get_or_init(|| Mutex::new(None));
+    let mut guard = cell.lock().await;
+    if let Some(name) = guard.as_ref() {
+        return name.clone();
+    }
+    let base = postgres_base_url();
+    let mut admin = AsyncPgConnection::establish(&format!("{base}/postgres"))
+        .await
+        .unwrap_or_else(|e| {
+            panic!(
+                "Postgres at {base} is required for the Postgres suite and could not be reached: {e}. \
+                 Start it (see .ci/run) or set ECHO_TEST_POSTGRES_URL."
+            )
+        });
+    // One template per migration set; several test binaries may race to create it.
+    let name = format!("echo_tpl_{}", migrations_fingerprint());
+    admin
+        .batch_execute("SELECT pg_advisory_lock(4242)")
+        .await
+        .expect("advisory lock");
+    let exists = admin
+        .batch_execute(&format!(
+            "DO $$ BEGIN IF NOT EXISTS (SELECT 1 FROM pg_database WHERE datname = '{name}') \
+             THEN RAISE EXCEPTION 'missing'; END IF; END $$"
+        ))
+        .await
+        .is_ok();
+    if !exists {
+        let building = format!("{name}_building");
+        let _ = admin
+            .batch_execute(&format!("DROP DATABASE IF EXISTS {building}"))
+            .await;
+        admin
+            .batch_execute(&format!("CREATE DATABASE {building}"))
+            .await
+            .expect("create template");
+        let settings = settings_for(&format!("{base}/{building}"), &HashMap::new());
+        echo::db::migrate::run_migrations(&settings)
+            .await
+            .expect("migrate template");
+        admin
+            .batch_execute(&format!("ALTER DATABASE {building} RENAME TO {name}"))
+            .await
+            .expect("rename template");
+    }
+    admin
+        .batch_execute("SELECT pg_advisory_unlock(4242)")
+        .await
+        .expect("advisory unlock");
+    *guard = Some(name.clone());
+    name
+}
+
+fn migrations_fingerprint() -> String {
+    use std::hash::{Hash, Hasher};
+    let mut h = std::collections::hash_map::DefaultHasher::new();
+    let dir = concat!(env!("CARGO_MANIFEST_DIR"), "/migrations/postgres");
+    let mut entries: Vec<_> = walk(std::path::Path::new(dir));
+    entries.sort();
+    for p in entries {
+        p.hash(&mut h);
+        std::fs::read(&p).unwrap_or_default().hash(&mut h);
+    }
+    format!("{:016x}", h.finish())
+}
+
+fn walk(dir: &std::path::Path) -> Vec<std::path::PathBuf> {
+    let mut out = Vec::new();
+    if let Ok(rd) = std::fs::read_dir(dir) {
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                out.extend(walk(&p));
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
+}
+
+/// A fresh Postgres database cloned from the migrated template.
+pub async fn fresh_postgres_database() -> String {
+    let template = postgres_template().await;
+    let base = postgres_base_url();
+    let name = format!("echo_t_{}", Uuid::new_v4().simple());
+    let mut admin = AsyncPgConnection::establish(&format!("{base}/postgres"))
+        .await
+        .expect("connect to Postgres");
+    let mut last = String::new();
+    for _ in 0..20 {
+        match admin
+            .batch_execute(&format!("CREATE DATABASE {name} TEMPLATE {template}"))
+            .await
+        {
+            Ok(()) => return format!("{base}/{name}"),
+            // Another test may be cloning the template at this instant.
+            Err(e) => {
+                last = e.to_string();
+                tokio::time::sleep(Duration::from_millis(100)).await;
+            }
+        }
+    }
+    panic!("could not create a test database: {last}");
+}
+
+fn settings_for(database_url: &str, extra: &HashMap<String, String>) -> Settings {
+    let data_dir = std::env::temp_dir().join(format!("echo-test-{}", Uuid::new_v4().simple()));
+    let mut env: HashMap<String, String> = [
+        ("HOST", "127.0.0.1"),
+        ("PORT", "0"),
+        ("SUPABASE_JWT_SECRET", SECRET),
+        ("HTTP_WORKERS", "2"),
+        ("DATABASE_POOL_SIZE", "8"),
+        ("ECHO_NODE_ID", "test-node"),
+        ("MAX_JSON_BYTES", "65536"),
+    ]
+    .into_iter()
+    .map(|(k, v)| (k.to_string(), v.to_string()))
+    .collect();
+    env.insert("ECHO_DATA_DIR".into(), data_dir.to_string_lossy().into_owned());
+    env.insert("DATABASE_URL".into(), database_url.to_string());
+    for (k, v) in extra {
+        env.insert(k.clone(), v.clone());
+    }
+    Settings::from_map(&env).expect("test settings")
+}
+
+/// A running test server.
+pub struct TestApp {
+    /// `http://127.0.0.1:<port>`.
+    pub address: String,
+    /// The bound port.
+    pub port: u16,
+    /// The database URL it runs on.
+    pub database_url: String,
+    /// Its shared state (for assertions that need the database).
+    pub state: AppState,
+    /// HTTP client.
+    pub client: reqwest::Client,
+    handle: actix_web::dev::ServerHandle,
+    stopped: Option<std::sync::mpsc::Receiver<()>>,
+}
+
+/// Starts an app on `backend` with default test settings.
+pub async fn spawn_app(backend: Backend) -> TestApp {
+    spawn_app_with(backend, &[]).await
+}
+
+/// Starts an app on `backend` with extra environment settings.
+pub async fn spawn_app_with(backend: Backend, extra: &[(&str, &str)]) -> TestApp {
+    let database_url = match backend {
+        Backend::Sqlite => std::env::temp_dir()
+            .join(format!("echo-test-{}.db", Uuid::new_v4().simple()))
+            .to_string_lossy()
+            .into_owned(),
+        Backend::Postgres => fresh_postgres_database().await,
+    };
+    spawn_on_database(&database_url, extra).await
+}
+
+/// Starts an app on an existing database (to restart a node on the same data).
+pub async fn spawn_on_database(database_url: &str, extra: &[(&str, &str)]) -> TestApp {
+    let extra: HashMap<String, String> = extra
+        .iter()
+        .map(|(k, v)| (k.to_string(), v.to_string()))
+        .collect();
+    let settings = settings_for(database_url, &extra);
+    if std::env::var("TEST_LOG").is_ok() {
+        echo::telemetry::init(echo::config::LogFormat::Pretty);
+    }
+    let (tx, rx) = tokio::sync::oneshot::channel();
+    let (stopped_tx, stopped_rx) = std::sync::mpsc::channel();
+    std::thread::spawn(move || {
+        let system = actix_rt::System::new();
+        system.block_on(async move {
+            match Application::build(settings).await {
+                Ok(app) => {
+                    let info = (app.port(), app.state().clone(), app.handle());
+                    let _ = tx.send(Ok(info));
+                    let _ = app.run_until_stopped().await;
+                }
+                Err(e) => {
+                    let _ = tx.send(Err(format!("{e:#}")));
+                }
+            }
+        });
+        let _ = stopped_tx.send(());
+    });
+    let (port, state, handle) = rx
+        .await
+        .expect("server thread died")
+        .unwrap_or_else(|e| panic!("app failed to start: {e}"));
+    TestApp {
+        address: format!("http://127.0.0.1:{port}"),
+        port,
+        database_url: database_url.to_string(),
+        state,
+        client: reqwest::Client::builder()
+            .timeout(Duration::from_secs(30))
+            .build()
+            .expect("client"),
+        handle,
+        stopped: Some(stopped_rx),
+    }
+}
+
+impl TestApp {
+    /// Stops the server gracefully (sessions get 1001) and waits for it to finish.
+    pub async fn stop(mut self) {
+        shutdown(&self.state, &self.handle).await;
+        if let Some(rx) = self.stopped.take() {
+            let _ = tokio::task::spawn_blocking(move || rx.recv_timeout(Duration::from_secs(15)))
+                .await;
+        }
+    }
+
+    /// `base + path`.
+    pub fn url(&self, path: &str) -> String {
+        format!("{}{}", self.address, path)
+    }
+
+    /// GET with an optional bearer token.
+    pub async fn get(&self, path: &str, token: Option<&str>) -> reqwest::Response {
+        let mut rb = self.client.get(self.url(path));
+        if let Some(t) = token {
+            rb = rb.bearer_auth(t);
+        }
+        rb.send().await.expect("request")
+    }
+
+    /// Sends `method path` with a JSON body and a bearer token.
+    pub async fn send_json(
+        &self,
+        method: reqwest::Method,
+        path: &str,
+        token: Option<&str>,
+        body: &Value,
+    ) -> reqwest::Response {
+        let mut rb = self.client.request(method, self.url(path)).json(body);
+        if let Some(t) = token {
+            rb = rb.bearer_auth(t);
+        }
+        rb.send().await.expect("request")
+    }
+
+    /// POST JSON.
+    pub async fn post(&self, path: &str, token: &str, body: &Value) -> reqwest::Response {
+        self.send_json(reqwest::Method::POST, path, Some(token), body)
+            .await
+    }
+
+    /// Creates a chat as `token`'s user; returns its JSON.
+    pub async fn create_chat(&self, token: &str, title: &str) -> Value {
+        let res = self.post("/chats/", token, &json!({"title": title})).await;
+        assert_eq!(res.status(), 201, "create chat");
+        res.json().await.expect("json")
+    }
+
+    /// Makes sure the user behind `token` exists (first authenticated request upserts it).
+    pub async fn touch(&self, token: &str) {
+        let res = self.get("/users/me", Some(token)).await;
+        assert_eq!(res.status(), 200, "GET /users/me");
+    }
+
+    /// Adds `member` to `chat_id` as the owner `owner_token`.
+    pub async fn add_member(&self, owner_token: &str, chat_id: &str, member: Uuid) {
+        let res = self
+            .post(
+                &format!("/chats/{chat_id}/members"),
+                owner_token,
+                &json!({"user_id": member}),
+            )
+            .await;
+        assert_eq!(res.status(), 201, "add member");
+    }
+
+    /// Posts a message; returns its JSON.
+    pub async fn post_message(&self, token: &str, chat_id: &str, content: &str) -> Value {
+        let res = self
+            .post(
+                "/messages/",
+                token,
+                &json!({"content": content, "chat_id": chat_id}),
+            )
+            .await;
+        assert_eq!(res.status(), 201, "post message");
+        res.json().await.expect("json")
+    }
+}
+
+impl Drop for TestApp {
+    fn drop(&mut self) {
+        if self.stopped.is_some() {
+            drop(self.handle.stop(false));
+        }
+    }
+}
+
+/// A test user: id and a valid HS256 token.
+pub struct TestUser {
+    /// The user's id.
+    pub id: Uuid,
+    /// Bearer token.
+    pub token: String,
+}
+
+impl TestUser {
+    /// A new random user with a token valid for an hour.
+    pub fn new() -> TestUser {
+        let id = Uuid::new_v4();
+        TestUser {
+            id,
+            token: hs_token(&id.to_string(), 3600, "authenticated"),
+        }
+    }
+}
+
+/// HS256 token with the test secret.
+pub fn hs_token(sub: &str, ttl: i64, aud: &str) -> String {
+    let claims = json!({
+        "sub": sub,
+        "aud": aud,
+        "exp": chrono::Utc::now().timestamp() + ttl,
+        "email": format!("{}@example.test", &sub.chars().take(8).collect::<String>()),
+        "role": "authenticated",
+    });
+    sign(Algorithm::HS256, None, &claims, &EncodingKey::from_secret(SECRET.as_bytes()))
+}
+
+/// Signs arbitrary claims.
+pub fn sign(alg: Algorithm, kid: Option<&str>, claims: &Value, key: &EncodingKey) -> String {
+    let mut header = Header::new(alg);
+    header.kid = kid.map(str::to_string);
+    jsonwebtoken::encode(&header, claims, key).expect("sign")
+}
+
+/// Path of a test fixture.
+pub fn fixture(name: &str) -> String {
+    format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))
+}
