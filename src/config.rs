@@ -105,7 +105,11 @@ impl Settings {
 
     /// Builds settings from a variable map; tests use this to configure an app in isolation.
     pub fn from_map(env: &HashMap<String, String>) -> Result<Self, ConfigError> {
-        let get = |k: &str| env.get(k).map(|v| v.trim().to_string()).filter(|v| !v.is_empty());
+        let get = |k: &str| {
+            env.get(k)
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty())
+        };
         let data_dir = PathBuf::from(get("ECHO_DATA_DIR").unwrap_or_else(|| "./data".into()));
         let database_url = get("DATABASE_URL")
             .unwrap_or_else(|| data_dir.join("echo.db").to_string_lossy().into_owned());

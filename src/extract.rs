@@ -130,12 +130,17 @@ fn issue_from_serde(mut loc: Vec<Value>, message: &str) -> ValidationIssue {
     }
     if let Some(expected) = message.split("expected ").nth(1) {
         let (kind, msg) = if expected.contains("UUID") || expected.contains("uuid") {
-            ("uuid_type", "UUID input should be a string, bytes or UUID object")
+            (
+                "uuid_type",
+                "UUID input should be a string, bytes or UUID object",
+            )
         } else if expected.contains("string") {
             ("string_type", "Input should be a valid string")
         } else if expected.contains("bool") {
             ("bool_type", "Input should be a valid boolean")
-        } else if expected.contains("integer") || expected.contains("i64") || expected.contains("i32")
+        } else if expected.contains("integer")
+            || expected.contains("i64")
+            || expected.contains("i32")
         {
             ("int_type", "Input should be a valid integer")
         } else if expected.contains("sequence") {
@@ -302,7 +307,8 @@ mod tests {
         let i = issues(r#"{"content": "x", "chat_id":"nope"}"#);
         assert_eq!(i[0].kind, "uuid_parsing");
         assert_eq!(i[0].loc, vec![json!("body"), json!("chat_id")]);
-        let i = issues(r#"{"content": "x", "chat_id":"7f9c0b5e-0d7c-4a43-9a8e-4b1f2a3c4d5e","x":1}"#);
+        let i =
+            issues(r#"{"content": "x", "chat_id":"7f9c0b5e-0d7c-4a43-9a8e-4b1f2a3c4d5e","x":1}"#);
         assert_eq!(i[0].kind, "extra_forbidden");
     }
 

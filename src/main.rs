@@ -105,8 +105,15 @@ fn token(
     }
     let secret = echo::auth::dev_secret::load_or_create(&settings.data_dir)?;
     let user = user.unwrap_or_else(Uuid::new_v4);
-    let email = email.unwrap_or_else(|| format!("dev-{}@example.test", &user.simple().to_string()[..8]));
-    let token = echo::auth::mint_hs256(&secret, user, Some(&email), ttl_secs, &settings.jwt_audience)?;
+    let email =
+        email.unwrap_or_else(|| format!("dev-{}@example.test", &user.simple().to_string()[..8]));
+    let token = echo::auth::mint_hs256(
+        &secret,
+        user,
+        Some(&email),
+        ttl_secs,
+        &settings.jwt_audience,
+    )?;
     println!("{token}");
     eprintln!("user {user} ({email}); valid for {ttl_secs} s");
     Ok(())

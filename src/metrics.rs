@@ -53,7 +53,9 @@ impl Metrics {
         )?;
         let http_latency = HistogramVec::new(
             HistogramOpts::new("http_request_duration_seconds", "HTTP request latency").buckets(
-                vec![0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0],
+                vec![
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+                ],
             ),
             &["method", "route"],
         )?;
@@ -73,11 +75,16 @@ impl Metrics {
         )?;
         let ws_bytes_out = IntCounter::new("ws_bytes_out_total", "Bytes queued for clients")?;
         let ws_disconnects = IntCounterVec::new(
-            Opts::new("ws_disconnects_total", "Sessions closed by the server by reason"),
+            Opts::new(
+                "ws_disconnects_total",
+                "Sessions closed by the server by reason",
+            ),
             &["reason"],
         )?;
-        let ws_queue_bytes =
-            IntGauge::new("ws_outbound_queue_bytes", "Bytes waiting in outbound queues")?;
+        let ws_queue_bytes = IntGauge::new(
+            "ws_outbound_queue_bytes",
+            "Bytes waiting in outbound queues",
+        )?;
         registry.register(Box::new(http_requests.clone()))?;
         registry.register(Box::new(http_latency.clone()))?;
         registry.register(Box::new(db_pool.clone()))?;
@@ -105,10 +112,16 @@ impl Metrics {
 
     /// Copies the pool's occupancy into the gauges (called at scrape time).
     pub fn observe_pool(&self, s: PoolStatus) {
-        self.db_pool.with_label_values(&["max"]).set(s.max_size as i64);
+        self.db_pool
+            .with_label_values(&["max"])
+            .set(s.max_size as i64);
         self.db_pool.with_label_values(&["open"]).set(s.size as i64);
-        self.db_pool.with_label_values(&["idle"]).set(s.available as i64);
-        self.db_pool.with_label_values(&["waiting"]).set(s.waiting as i64);
+        self.db_pool
+            .with_label_values(&["idle"])
+            .set(s.available as i64);
+        self.db_pool
+            .with_label_values(&["waiting"])
+            .set(s.waiting as i64);
     }
 
     /// The Prometheus text exposition.
@@ -137,14 +150,20 @@ pub async fn track(
         .filter(|v| v.len() <= 128)
         .map(str::to_string)
         .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
-    let span = tracing::info_span!("http", id = %request_id, method = %req.method(), path = %req.path());
-    let metrics = req.app_data::<web::Data<AppState>>().map(|s| s.metrics.clone());
+    let span =
+        tracing::info_span!("http", id = %request_id, method = %req.method(), path = %req.path());
+    let metrics = req
+        .app_data::<web::Data<AppState>>()
+        .map(|s| s.metrics.clone());
     let mut res = tracing::Instrument::instrument(next.call(req), span.clone()).await?;
     if let Ok(v) = HeaderValue::from_str(&request_id) {
         res.headers_mut().insert(REQUEST_ID.clone(), v);
     }
     if let Some(m) = metrics {
-        let route = res.request().match_pattern().unwrap_or_else(|| "unmatched".into());
+        let route = res
+            .request()
+            .match_pattern()
+            .unwrap_or_else(|| "unmatched".into());
         let method = res.request().method().as_str().to_string();
         let status = res.status();
         m.http_requests

@@ -127,11 +127,14 @@ async fn build_state(settings: Settings) -> anyhow::Result<AppState> {
             }
         });
     }
-    let hs_secret = settings.jwt_secret.clone().or(dev_secret.as_deref().map(str::to_string));
+    let hs_secret = settings
+        .jwt_secret
+        .clone()
+        .or(dev_secret.as_deref().map(str::to_string));
     let auth = Arc::new(Authenticator::new(&settings, hs_secret.as_deref(), jwks));
     let db = Db::connect(&settings)?;
     let metrics = Arc::new(Metrics::new(&settings.node_id)?);
-    let hub = Arc::new(Hub::default());
+    let hub = Arc::new(Hub::start(db.clone(), metrics.clone()));
     let broker: Arc<dyn Broker> = Arc::new(LocalBroker::new(hub.clone()));
     let chats = ChatService::new(db.clone(), broker.clone());
     Ok(AppState {
@@ -162,7 +165,11 @@ fn http_server(state: AppState, listener: TcpListener) -> anyhow::Result<Server>
             })
             .allow_any_method()
             .allow_any_header()
-            .expose_headers(["x-request-id", "x-vercel-ai-data-stream", "x-vercel-ai-ui-message-stream"])
+            .expose_headers([
+                "x-request-id",
+                "x-vercel-ai-data-stream",
+                "x-vercel-ai-ui-message-stream",
+            ])
             .supports_credentials()
             .block_on_origin_mismatch(false)
             .max_age(3600);

@@ -101,7 +101,12 @@ impl ChatService {
     }
 
     /// Adds `member` to the chat (owner only).
-    pub async fn add_member(&self, user: Uuid, chat_id: Uuid, member: Uuid) -> ApiResult<ChatMember> {
+    pub async fn add_member(
+        &self,
+        user: Uuid,
+        chat_id: Uuid,
+        member: Uuid,
+    ) -> ApiResult<ChatMember> {
         let mut conn = self.db.conn().await?;
         let (chat, _) = chats::find_for_member(&mut conn, chat_id, user)
             .await?
@@ -115,7 +120,9 @@ impl ChatService {
         let row = match chats::insert_member(&mut conn, chat_id, member, chats::ROLE_MEMBER).await {
             Ok(row) => row,
             Err(e) if is_unique_violation(&e) => {
-                return Err(ApiError::Conflict("User is already a member of this chat".into()))
+                return Err(ApiError::Conflict(
+                    "User is already a member of this chat".into(),
+                ))
             }
             Err(e) => return Err(e.into()),
         };
@@ -135,10 +142,14 @@ impl ChatService {
             .await?
             .ok_or_else(|| ApiError::not_found("Chat not found"))?;
         if member == chat.owner_id.0 {
-            return Err(ApiError::forbidden("The owner cannot leave the chat; delete it instead"));
+            return Err(ApiError::forbidden(
+                "The owner cannot leave the chat; delete it instead",
+            ));
         }
         if user != chat.owner_id.0 && user != member {
-            return Err(ApiError::forbidden("Only the owner can remove other members"));
+            return Err(ApiError::forbidden(
+                "Only the owner can remove other members",
+            ));
         }
         if !chats::remove_member(&mut conn, chat_id, member).await? {
             return Err(ApiError::not_found("Member not found"));

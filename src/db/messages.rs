@@ -56,14 +56,16 @@ pub async fn append(conn: &mut DbConn, new: &NewMessage<'_>) -> QueryResult<Appe
             let ts = now();
             // Taking the seq first locks the chat row, so the duplicate check below sees every
             // committed retry of the same client_msg_id.
-            let seq = run!(conn, |c| diesel::update(chats::table.find(DbUuid(new.chat_id)))
-                .set((
-                    chats::last_seq.eq(chats::last_seq + 1i64),
-                    chats::updated_at.eq(ts),
-                ))
-                .returning(chats::last_seq)
-                .get_result::<i64>(c)
-                .await)?;
+            let seq = run!(conn, |c| diesel::update(
+                chats::table.find(DbUuid(new.chat_id))
+            )
+            .set((
+                chats::last_seq.eq(chats::last_seq + 1i64),
+                chats::updated_at.eq(ts),
+            ))
+            .returning(chats::last_seq)
+            .get_result::<i64>(c)
+            .await)?;
             if let Some(key) = new.client_msg_id {
                 if let Some(existing) = find_by_client_id(conn, new.chat_id, key).await? {
                     // Rolls back the seq we took.

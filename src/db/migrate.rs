@@ -16,7 +16,7 @@ const PG_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/postgres
 const SQLITE_MIGRATIONS: EmbeddedMigrations = embed_migrations!("migrations/sqlite");
 
 /// Arbitrary constant naming Echo's migration lock among Postgres advisory locks.
-const MIGRATION_LOCK_KEY: i64 = 0x4543_484f_4d49_47; // "ECHOMIG"
+const MIGRATION_LOCK_KEY: i64 = 0x0045_4348_4f4d_4947; // "ECHOMIG"
 
 /// Applies every pending migration; returns the versions applied.
 pub async fn run_migrations(settings: &Settings) -> anyhow::Result<Vec<String>> {

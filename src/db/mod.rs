@@ -64,6 +64,8 @@ pub enum Db {
 
 /// One pooled connection, returned to the pool on drop. A connection dropped inside an open
 /// transaction (a cancelled request) is discarded by the pool rather than reused.
+/// (The size difference is the pool object's, which lives on the caller's stack briefly.)
+#[allow(clippy::large_enum_variant)]
 pub enum DbConn {
     /// Postgres connection.
     Pg(Object<PgConn>),
@@ -276,10 +278,7 @@ impl DbConn {
 pub fn is_unique_violation(e: &diesel::result::Error) -> bool {
     matches!(
         e,
-        diesel::result::Error::DatabaseError(
-            diesel::result::DatabaseErrorKind::UniqueViolation,
-            _
-        )
+        diesel::result::Error::DatabaseError(diesel::result::DatabaseErrorKind::UniqueViolation, _)
     )
 }
 

@@ -1,9 +1,9 @@
 //! Rows as Rust values. Field order matches the column order in `schema.rs`, so
 //! `table.select(table::all_columns)` loads them on either backend.
 
+use super::sql_types::DbUuid;
 use chrono::{DateTime, Utc};
 use diesel::Queryable;
-use super::sql_types::DbUuid;
 
 /// A `users` row.
 #[derive(Debug, Clone, Queryable)]

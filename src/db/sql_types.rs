@@ -29,7 +29,6 @@ pub mod sqlite {
     #[derive(diesel::sql_types::SqlType, diesel::query_builder::QueryId, Debug, Clone, Copy)]
     #[diesel(sqlite_type(name = "Text"))]
     pub struct TextArray;
-
 }
 
 use diesel::deserialize::{self, FromSql, FromSqlRow};

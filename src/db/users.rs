@@ -35,8 +35,7 @@ pub async fn find(conn: &mut DbConn, id: Uuid) -> QueryResult<Option<User>> {
 /// True when `a` and `b` are members of at least one common chat.
 pub async fn share_a_chat(conn: &mut DbConn, a: Uuid, b: Uuid) -> QueryResult<bool> {
     run!(conn, |c| {
-        let (mine, theirs) =
-            diesel::alias!(chat_members as mine, chat_members as theirs);
+        let (mine, theirs) = diesel::alias!(chat_members as mine, chat_members as theirs);
         diesel::select(diesel::dsl::exists(
             mine.inner_join(
                 theirs.on(theirs

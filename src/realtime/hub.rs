@@ -1,17 +1,122 @@
-//! Local delivery of published events.
+//! The hub: this node's delivery end of the broker. Room events go straight to the chat's
+//! `ChatRoom` (if any session here subscribed to it); user-feed events go to that user's
+//! sessions. It also knows every session, to close them all at shutdown.
 
 use std::sync::Arc;
 
-use super::event::{Event, Topic};
+use actix::prelude::*;
+use dashmap::DashMap;
+use uuid::Uuid;
 
-/// This node's rooms and user feeds.
-#[derive(Default)]
-pub struct Hub {}
+use super::event::{Event, Topic};
+use super::messages::Deliver;
+use super::outbound::Outbound;
+use super::room::ChatRoom;
+use super::supervisor::RoomSupervisor;
+use crate::db::Db;
+use crate::metrics::Metrics;
+
+/// Close code when the node shuts down.
+pub const CLOSE_GOING_AWAY: u16 = 1001;
+
+/// Local rooms, feeds and sessions.
+pub struct Hub {
+    /// Rooms with local sessions, by chat.
+    rooms: Arc<DashMap<Uuid, Addr<ChatRoom>>>,
+    /// The supervisor that owns the rooms.
+    supervisor: Addr<RoomSupervisor>,
+    /// Each user's local sessions (their feed), by user then session.
+    feeds: DashMap<Uuid, Vec<(Uuid, Outbound)>>,
+    /// Every local session, for shutdown.
+    sessions: DashMap<Uuid, Outbound>,
+    metrics: Arc<Metrics>,
+}
 
 impl Hub {
-    /// Hands an event to the local subscribers of `topic`.
-    pub fn deliver(&self, _topic: Topic, _event: Arc<Event>) {}
+    /// Starts the supervisor (and the arbiter rooms run on). Call inside an actix system.
+    pub fn start(db: Db, metrics: Arc<Metrics>) -> Hub {
+        let rooms = Arc::new(DashMap::new());
+        let arbiter = Arbiter::new().handle();
+        let sup_rooms = rooms.clone();
+        let sup_metrics = metrics.clone();
+        let supervisor = RoomSupervisor::start_in_arbiter(&arbiter.clone(), move |_| {
+            RoomSupervisor::new(sup_rooms, db, sup_metrics, arbiter)
+        });
+        Hub {
+            rooms,
+            supervisor,
+            feeds: DashMap::new(),
+            sessions: DashMap::new(),
+            metrics,
+        }
+    }
 
-    /// Closes every local session (1001) before the node stops.
-    pub fn shutdown(&self) {}
+    /// The room supervisor.
+    pub fn supervisor(&self) -> &Addr<RoomSupervisor> {
+        &self.supervisor
+    }
+
+    /// Hands an event to the local subscribers of `topic`.
+    pub fn deliver(&self, topic: Topic, event: Arc<Event>) {
+        match topic {
+            Topic::Room(chat_id) => {
+                if let Some(room) = self.rooms.get(&chat_id) {
+                    room.do_send(Deliver { event });
+                }
+            }
+            Topic::User(user_id) => {
+                if let Some(sessions) = self.feeds.get(&user_id) {
+                    let frame = event.encode();
+                    for (_, out) in sessions.iter() {
+                        out.send(frame.clone());
+                    }
+                    self.metrics
+                        .ws_frames_out
+                        .with_label_values(&[event.kind()])
+                        .inc_by(sessions.len() as u64);
+                }
+            }
+        }
+    }
+
+    /// Registers a session and subscribes it to its user's feed.
+    pub fn register(&self, session_id: Uuid, user_id: Uuid, out: Outbound) {
+        self.sessions.insert(session_id, out.clone());
+        self.feeds
+            .entry(user_id)
+            .or_default()
+            .push((session_id, out));
+        self.metrics.ws_sessions.inc();
+    }
+
+    /// Forgets a session.
+    pub fn unregister(&self, session_id: Uuid, user_id: Uuid) {
+        if self.sessions.remove(&session_id).is_some() {
+            self.metrics.ws_sessions.dec();
+        }
+        let empty = match self.feeds.get_mut(&user_id) {
+            Some(mut v) => {
+                v.retain(|(id, _)| *id != session_id);
+                v.is_empty()
+            }
+            None => false,
+        };
+        if empty {
+            self.feeds.remove_if(&user_id, |_, v| v.is_empty());
+        }
+    }
+
+    /// Number of local sessions.
+    pub fn session_count(&self) -> usize {
+        self.sessions.len()
+    }
+
+    /// Closes every local session with 1001 (after what is already queued for it).
+    pub fn shutdown(&self) {
+        for entry in self.sessions.iter() {
+            entry
+                .value()
+                .close(CLOSE_GOING_AWAY, "server shutting down");
+        }
+    }
 }

@@ -3,3 +3,9 @@
 
 pub mod event;
 pub mod hub;
+pub mod messages;
+pub mod outbound;
+pub mod protocol;
+pub mod room;
+pub mod session;
+pub mod supervisor;

@@ -52,7 +52,12 @@ pub struct ChatWrite {
 impl Validate for ChatWrite {
     fn validate(&self) -> Vec<ValidationIssue> {
         let mut issues = Vec::new();
-        check_max_len(&mut issues, &["body", "title"], self.title.as_deref(), MAX_TITLE_CHARS);
+        check_max_len(
+            &mut issues,
+            &["body", "title"],
+            self.title.as_deref(),
+            MAX_TITLE_CHARS,
+        );
         issues
     }
 }

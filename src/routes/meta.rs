@@ -31,7 +31,9 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
     let timestamp = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
     let database = match state.db.ping(state.settings.database_timeout).await {
         Ok(()) => json!({"status": "ok", "backend": state.db.backend_name()}),
-        Err(e) => json!({"status": "error", "backend": state.db.backend_name(), "message": e.to_string()}),
+        Err(e) => {
+            json!({"status": "error", "backend": state.db.backend_name(), "message": e.to_string()})
+        }
     };
     let broker = json!({"status": "ok", "kind": state.broker.name()});
     let ok = database["status"] == "ok";

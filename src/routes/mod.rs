@@ -4,6 +4,7 @@ pub mod chats;
 pub mod messages;
 pub mod meta;
 pub mod users;
+pub mod ws;
 
 use actix_web::web;
 
@@ -14,4 +15,5 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     users::configure(cfg);
     chats::configure(cfg);
     messages::configure(cfg);
+    ws::configure(cfg);
 }

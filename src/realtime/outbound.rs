@@ -1,0 +1,219 @@
+//! A session's bounded outbound queue, measured in bytes, and the task that drains it into the
+//! socket. Rooms push shared, pre-serialised frames here and never wait: a queue that would
+//! grow past its bound kills the session with 4008 instead of slowing anyone else.
+
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicUsize, Ordering};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix_ws::{CloseCode, CloseReason};
+use bytestring::ByteString;
+use tokio::sync::{mpsc, Notify};
+
+use crate::metrics::Metrics;
+
+/// Close code for a client that cannot keep up.
+pub const CLOSE_SLOW_CONSUMER: u16 = 4008;
+/// How long a killed session's close frame may take before the socket is dropped.
+const CLOSE_GRACE: Duration = Duration::from_secs(2);
+/// How long `send_wait` waits for room in the queue before declaring the client too slow.
+const SEND_WAIT_LIMIT: Duration = Duration::from_secs(10);
+
+enum Out {
+    Frame(ByteString),
+    Ping,
+    Pong(bytes::Bytes),
+    Close(u16, &'static str),
+}
+
+struct Inner {
+    tx: mpsc::UnboundedSender<Out>,
+    /// Bytes of frames queued and not yet accepted by the socket.
+    queued: AtomicUsize,
+    /// The bound on `queued`.
+    limit: usize,
+    /// Set once the session is being torn down; later frames are dropped.
+    dead: AtomicBool,
+    /// The close code a kill asked for.
+    kill_code: AtomicU16,
+    /// Wakes the writer to abandon the queue.
+    kill: Notify,
+    /// Wakes `send_wait` callers when the writer made room.
+    drained: Notify,
+    metrics: Arc<Metrics>,
+}
+
+/// Handle to one session's outbound queue. Cheap to clone; rooms and feeds hold clones.
+#[derive(Clone)]
+pub struct Outbound {
+    inner: Arc<Inner>,
+}
+
+impl Outbound {
+    /// Creates the queue and spawns its writer on the current actix arbiter.
+    pub fn spawn(session: actix_ws::Session, limit: usize, metrics: Arc<Metrics>) -> Outbound {
+        let (tx, rx) = mpsc::unbounded_channel();
+        let inner = Arc::new(Inner {
+            tx,
+            queued: AtomicUsize::new(0),
+            limit,
+            dead: AtomicBool::new(false),
+            kill_code: AtomicU16::new(0),
+            kill: Notify::new(),
+            drained: Notify::new(),
+            metrics,
+        });
+        actix_rt::spawn(writer(session, rx, inner.clone()));
+        Outbound { inner }
+    }
+
+    /// Queues a frame without waiting. Returns false if the session is dead or was just killed
+    /// for exceeding its bound.
+    pub fn send(&self, frame: ByteString) -> bool {
+        let inner = &self.inner;
+        if inner.dead.load(Ordering::Relaxed) {
+            return false;
+        }
+        let len = frame.len();
+        let before = inner.queued.fetch_add(len, Ordering::AcqRel);
+        // A single frame larger than the bound still goes through when the queue is empty.
+        if before > 0 && before + len > inner.limit {
+            inner.queued.fetch_sub(len, Ordering::AcqRel);
+            inner
+                .metrics
+                .ws_disconnects
+                .with_label_values(&["slow_consumer"])
+                .inc();
+            self.kill(CLOSE_SLOW_CONSUMER);
+            return false;
+        }
+        inner.metrics.ws_queue_bytes.add(len as i64);
+        inner.metrics.ws_bytes_out.inc_by(len as u64);
+        inner.tx.send(Out::Frame(frame)).is_ok()
+    }
+
+    /// Queues a frame, first waiting for the writer to make room (for replays, which may be
+    /// larger than the bound in total but are paced by the client's own reading).
+    pub async fn send_wait(&self, frame: ByteString) -> bool {
+        let deadline = tokio::time::Instant::now() + SEND_WAIT_LIMIT;
+        loop {
+            if self.is_dead() {
+                return false;
+            }
+            let queued = self.inner.queued.load(Ordering::Acquire);
+            if queued == 0 || queued + frame.len() <= self.inner.limit {
+                return self.send(frame);
+            }
+            let notified = self.inner.drained.notified();
+            if tokio::time::timeout_at(deadline, notified).await.is_err() {
+                self.kill(CLOSE_SLOW_CONSUMER);
+                return false;
+            }
+        }
+    }
+
+    /// Queues a WebSocket ping control frame.
+    pub fn ping(&self) {
+        let _ = self.inner.tx.send(Out::Ping);
+    }
+
+    /// Queues a pong answering the client's ping.
+    pub fn pong(&self, payload: bytes::Bytes) {
+        let _ = self.inner.tx.send(Out::Pong(payload));
+    }
+
+    /// Closes after everything already queued is sent.
+    pub fn close(&self, code: u16, reason: &'static str) {
+        if !self.inner.dead.swap(true, Ordering::AcqRel) {
+            let _ = self.inner.tx.send(Out::Close(code, reason));
+        }
+    }
+
+    /// Drops whatever is queued and closes with `code` now.
+    pub fn kill(&self, code: u16) {
+        if !self.inner.dead.swap(true, Ordering::AcqRel) {
+            self.inner.kill_code.store(code, Ordering::Release);
+            self.inner.kill.notify_one();
+        }
+    }
+
+    /// True once the session is closing or closed.
+    pub fn is_dead(&self) -> bool {
+        self.inner.dead.load(Ordering::Acquire) || self.inner.tx.is_closed()
+    }
+
+    /// Bytes waiting now.
+    pub fn queued_bytes(&self) -> usize {
+        self.inner.queued.load(Ordering::Acquire)
+    }
+}
+
+fn reason(code: u16, text: &'static str) -> Option<CloseReason> {
+    Some(CloseReason {
+        code: CloseCode::from(code),
+        description: Some(text.to_string()),
+    })
+}
+
+async fn writer(
+    mut session: actix_ws::Session,
+    mut rx: mpsc::UnboundedReceiver<Out>,
+    inner: Arc<Inner>,
+) {
+    let mut killed = false;
+    loop {
+        let item = tokio::select! {
+            biased;
+            _ = inner.kill.notified() => { killed = true; break; }
+            item = rx.recv() => item,
+        };
+        let Some(item) = item else { break };
+        let ok = match item {
+            Out::Frame(frame) => {
+                let len = frame.len();
+                let sent = tokio::select! {
+                    biased;
+                    _ = inner.kill.notified() => { killed = true; None }
+                    r = session.text(frame) => Some(r.is_ok()),
+                };
+                inner.queued.fetch_sub(len, Ordering::AcqRel);
+                inner.metrics.ws_queue_bytes.sub(len as i64);
+                inner.drained.notify_waiters();
+                match sent {
+                    Some(ok) => ok,
+                    None => break,
+                }
+            }
+            Out::Ping => session.ping(b"").await.is_ok(),
+            Out::Pong(p) => session.pong(&p).await.is_ok(),
+            Out::Close(code, text) => {
+                let _ = tokio::time::timeout(CLOSE_GRACE, session.close(reason(code, text))).await;
+                return finish(&inner, &mut rx);
+            }
+        };
+        if !ok {
+            break;
+        }
+    }
+    if killed {
+        let code = inner.kill_code.load(Ordering::Acquire);
+        let text = match code {
+            CLOSE_SLOW_CONSUMER => "slow consumer",
+            4029 => "rate limit exceeded",
+            4001 => "token expired",
+            1009 => "frame too large",
+            _ => "closed by server",
+        };
+        let _ = tokio::time::timeout(CLOSE_GRACE, session.close(reason(code, text))).await;
+    }
+    finish(&inner, &mut rx);
+}
+
+/// Marks the queue dead and releases the bytes still accounted to it.
+fn finish(inner: &Inner, rx: &mut mpsc::UnboundedReceiver<Out>) {
+    inner.dead.store(true, Ordering::Release);
+    rx.close();
+    let left = inner.queued.swap(0, Ordering::AcqRel);
+    inner.metrics.ws_queue_bytes.sub(left as i64);
+    inner.drained.notify_waiters();
+}

@@ -1,0 +1,420 @@
+//! `ChatRoom`: one actor per chat with local subscribers. It knows who is online, delivers
+//! `message` events in `seq` order (holding later ones while a gap is filled from the
+//! database), and serialises each event once for all of its sessions.
+
+use std::collections::{BTreeMap, HashMap};
+use std::sync::Arc;
+use std::time::Duration;
+
+use actix::prelude::*;
+use bytestring::ByteString;
+use serde_json::json;
+use uuid::Uuid;
+
+use super::event::{Event, PresenceState};
+use super::messages::{Activate, Deliver, Join, Leave, RoomClosed, RoomNotice, Typing};
+use super::outbound::Outbound;
+use super::supervisor::RoomSupervisor;
+use crate::api_types::MessageResponse;
+use crate::db::{messages, Db};
+use crate::metrics::Metrics;
+
+/// How long a room holds messages behind a gap before reading the missing ones from the
+/// database (a publisher that committed but has not published yet is usually microseconds away).
+pub const GAP_FILL_AFTER: Duration = Duration::from_millis(250);
+
+enum MemberState {
+    /// Joined; frames are kept until the session's replay is sent.
+    Buffering(Vec<(Option<i64>, ByteString)>),
+    /// Receiving live; message seqs up to `skip_through` were in its replay.
+    Live { skip_through: i64 },
+}
+
+struct Member {
+    user_id: Uuid,
+    out: Outbound,
+    notify: Recipient<RoomNotice>,
+    state: MemberState,
+}
+
+/// A chat's room on this node.
+pub struct ChatRoom {
+    chat_id: Uuid,
+    db: Db,
+    metrics: Arc<Metrics>,
+    supervisor: Addr<RoomSupervisor>,
+    /// Sessions by id.
+    members: HashMap<Uuid, Member>,
+    /// Live sessions per user, for presence.
+    online: HashMap<Uuid, usize>,
+    /// Highest seq delivered to live members; `None` until the first member goes live.
+    cursor: Option<i64>,
+    /// Messages that arrived ahead of a gap, by seq.
+    pending: BTreeMap<i64, ByteString>,
+    /// Scheduled gap fill, if any.
+    gap_timer: Option<SpawnHandle>,
+}
+
+impl ChatRoom {
+    /// An empty room for `chat_id`.
+    pub fn new(
+        chat_id: Uuid,
+        db: Db,
+        metrics: Arc<Metrics>,
+        supervisor: Addr<RoomSupervisor>,
+    ) -> Self {
+        ChatRoom {
+            chat_id,
+            db,
+            metrics,
+            supervisor,
+            members: HashMap::new(),
+            online: HashMap::new(),
+            cursor: None,
+            pending: BTreeMap::new(),
+            gap_timer: None,
+        }
+    }
+
+    /// Sends a frame to every member (buffering ones keep it), except `skip_user`'s sessions.
+    fn broadcast(&mut self, frame: &ByteString, kind: &'static str, skip_user: Option<Uuid>) {
+        let mut n = 0u64;
+        for m in self.members.values_mut() {
+            if Some(m.user_id) == skip_user {
+                continue;
+            }
+            match &mut m.state {
+                MemberState::Buffering(buf) => buf.push((None, frame.clone())),
+                MemberState::Live { .. } => {
+                    m.out.send(frame.clone());
+                    n += 1;
+                }
+            }
+        }
+        self.metrics
+            .ws_frames_out
+            .with_label_values(&[kind])
+            .inc_by(n);
+    }
+
+    /// Delivers one in-order message to members that do not have it yet.
+    fn deliver_seq(&mut self, seq: i64, frame: &ByteString) {
+        let mut n = 0u64;
+        for m in self.members.values_mut() {
+            match &mut m.state {
+                MemberState::Buffering(buf) => buf.push((Some(seq), frame.clone())),
+                MemberState::Live { skip_through } => {
+                    if seq > *skip_through {
+                        m.out.send(frame.clone());
+                        n += 1;
+                    }
+                }
+            }
+        }
+        self.metrics
+            .ws_frames_out
+            .with_label_values(&["message"])
+            .inc_by(n);
+    }
+
+    /// Delivers pending messages that continue the cursor; schedules a fill if a gap remains.
+    fn drain(&mut self, ctx: &mut Context<Self>) {
+        let Some(mut cursor) = self.cursor else {
+            return;
+        };
+        while let Some((&seq, _)) = self.pending.first_key_value() {
+            if seq > cursor + 1 {
+                break;
+            }
+            let Some((seq, frame)) = self.pending.pop_first() else {
+                break;
+            };
+            if seq == cursor + 1 {
+                cursor = seq;
+            }
+            // seq <= cursor: already in every live member's stream or replay; buffering
+            // members may still need it, and `deliver_seq` filters per member.
+            self.deliver_seq(seq, &frame);
+        }
+        self.cursor = Some(cursor);
+        if self.pending.is_empty() {
+            if let Some(h) = self.gap_timer.take() {
+                ctx.cancel_future(h);
+            }
+        } else if self.gap_timer.is_none() {
+            self.gap_timer = Some(ctx.run_later(GAP_FILL_AFTER, |room, ctx| {
+                room.gap_timer = None;
+                room.fill_gap(ctx);
+            }));
+        }
+    }
+
+    /// Reads the messages missing between the cursor and the first pending one.
+    fn fill_gap(&mut self, ctx: &mut Context<Self>) {
+        let (Some(cursor), Some((&first, _))) = (self.cursor, self.pending.first_key_value())
+        else {
+            return;
+        };
+        let db = self.db.clone();
+        let chat_id = self.chat_id;
+        let missing = first - cursor - 1;
+        tracing::debug!(%chat_id, cursor, first, "filling a seq gap from the database");
+        let fut = async move {
+            let mut conn = db.conn().await?;
+            let rows =
+                messages::page(&mut conn, chat_id, 0, missing, Some(cursor), Some(first)).await?;
+            Ok::<_, crate::db::DbError>(rows)
+        };
+        ctx.spawn(fut.into_actor(self).map(move |res, room, ctx| {
+            match res {
+                Ok(rows) => {
+                    for m in rows {
+                        let seq = m.seq;
+                        let event = Event::Message {
+                            chat_id,
+                            message: MessageResponse::from(m),
+                        };
+                        room.pending.entry(seq).or_insert_with(|| event.encode());
+                    }
+                    // A gap the database cannot fill (a deleted row) must not stall the room.
+                    if let Some((&first, _)) = room.pending.first_key_value() {
+                        if room.cursor.is_some_and(|c| first > c + 1) {
+                            tracing::warn!(%chat_id, first, "skipping an unfillable seq gap");
+                            room.cursor = Some(first - 1);
+                        }
+                    }
+                }
+                Err(e) => tracing::warn!(%chat_id, error = %e, "gap fill failed; retrying"),
+            }
+            room.drain(ctx);
+        }));
+    }
+
+    fn online_users(&self) -> Vec<Uuid> {
+        self.online.keys().copied().collect()
+    }
+
+    /// Removes a session; announces `leave` if it was its user's last live session.
+    fn remove(&mut self, session_id: Uuid) -> Option<Member> {
+        let member = self.members.remove(&session_id)?;
+        if matches!(member.state, MemberState::Live { .. }) {
+            let last = match self.online.get_mut(&member.user_id) {
+                Some(n) if *n > 1 => {
+                    *n -= 1;
+                    false
+                }
+                Some(_) => {
+                    self.online.remove(&member.user_id);
+                    true
+                }
+                None => false,
+            };
+            if last {
+                let frame = Event::Presence {
+                    chat_id: self.chat_id,
+                    user_id: member.user_id,
+                    state: PresenceState::Leave,
+                }
+                .encode();
+                self.broadcast(&frame, "presence", None);
+            }
+        }
+        Some(member)
+    }
+
+    /// Unsubscribes every session of `user_id` (they were removed from the chat).
+    fn evict_user(&mut self, user_id: Uuid) {
+        let ids: Vec<Uuid> = self
+            .members
+            .iter()
+            .filter(|(_, m)| m.user_id == user_id)
+            .map(|(id, _)| *id)
+            .collect();
+        let frame = unsubscribed_frame(self.chat_id);
+        for id in ids {
+            if let Some(m) = self.remove(id) {
+                m.out.send(frame.clone());
+                m.notify.do_send(RoomNotice {
+                    chat_id: self.chat_id,
+                });
+            }
+        }
+    }
+}
+
+fn unsubscribed_frame(chat_id: Uuid) -> ByteString {
+    ByteString::from(json!({"type": "unsubscribed", "chat_id": chat_id}).to_string())
+}
+
+impl Actor for ChatRoom {
+    type Context = Context<Self>;
+
+    fn started(&mut self, _: &mut Self::Context) {
+        self.metrics.ws_rooms.inc();
+    }
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        self.metrics.ws_rooms.dec();
+    }
+}
+
+impl Handler<Join> for ChatRoom {
+    type Result = MessageResult<Join>;
+
+    fn handle(&mut self, msg: Join, ctx: &mut Context<Self>) -> Self::Result {
+        self.members.insert(
+            msg.session_id,
+            Member {
+                user_id: msg.user_id,
+                out: msg.out,
+                notify: msg.notify,
+                state: MemberState::Buffering(Vec::new()),
+            },
+        );
+        MessageResult(ctx.address())
+    }
+}
+
+impl Handler<Leave> for ChatRoom {
+    type Result = ();
+
+    fn handle(&mut self, msg: Leave, _: &mut Context<Self>) {
+        self.remove(msg.session_id);
+    }
+}
+
+impl Handler<Activate> for ChatRoom {
+    type Result = ();
+
+    fn handle(&mut self, msg: Activate, ctx: &mut Context<Self>) {
+        let chat_id = self.chat_id;
+        let Some(member) = self.members.get_mut(&msg.session_id) else {
+            return;
+        };
+        let user_id = member.user_id;
+        let buffered = match std::mem::replace(
+            &mut member.state,
+            MemberState::Live {
+                skip_through: msg.replayed_through,
+            },
+        ) {
+            MemberState::Buffering(buf) => buf,
+            live @ MemberState::Live { .. } => {
+                member.state = live;
+                return;
+            }
+        };
+        let first_session = {
+            let n = self.online.entry(user_id).or_insert(0);
+            *n += 1;
+            *n == 1
+        };
+        let mut subscribed = json!({
+            "type": "subscribed",
+            "chat_id": chat_id,
+            "last_seq": msg.replayed_through,
+            "recovered": msg.recovered,
+            "online": self.online_users(),
+        });
+        if let Some(id) = &msg.request_id {
+            subscribed["id"] = json!(id);
+        }
+        let Some(member) = self.members.get_mut(&msg.session_id) else {
+            return;
+        };
+        member.out.send(ByteString::from(subscribed.to_string()));
+        // Messages first in seq order (deduplicated against the replay), then other events.
+        let mut seqd: Vec<(i64, ByteString)> = Vec::new();
+        let mut other: Vec<ByteString> = Vec::new();
+        for (seq, frame) in buffered {
+            match seq {
+                Some(s) if s > msg.replayed_through => seqd.push((s, frame)),
+                Some(_) => {}
+                None => other.push(frame),
+            }
+        }
+        seqd.sort_by_key(|(s, _)| *s);
+        seqd.dedup_by_key(|(s, _)| *s);
+        let mut through = msg.replayed_through;
+        for (s, frame) in seqd {
+            member.out.send(frame);
+            through = through.max(s);
+        }
+        for frame in other {
+            member.out.send(frame);
+        }
+        member.state = MemberState::Live {
+            skip_through: through,
+        };
+        if first_session {
+            let frame = Event::Presence {
+                chat_id,
+                user_id,
+                state: PresenceState::Join,
+            }
+            .encode();
+            self.broadcast(&frame, "presence", None);
+        }
+        if self.cursor.is_none() {
+            self.cursor = Some(msg.replayed_through);
+            self.drain(ctx);
+        }
+    }
+}
+
+impl Handler<Typing> for ChatRoom {
+    type Result = ();
+
+    fn handle(&mut self, msg: Typing, _: &mut Context<Self>) {
+        let live = self
+            .members
+            .get(&msg.session_id)
+            .is_some_and(|m| matches!(m.state, MemberState::Live { .. }));
+        if live {
+            let frame = Event::Typing {
+                chat_id: self.chat_id,
+                user_id: msg.user_id,
+            }
+            .encode();
+            self.broadcast(&frame, "typing", Some(msg.user_id));
+        }
+    }
+}
+
+impl Handler<Deliver> for ChatRoom {
+    type Result = ();
+
+    fn handle(&mut self, msg: Deliver, ctx: &mut Context<Self>) {
+        let event = msg.event;
+        if let Some(seq) = event.seq() {
+            if self.cursor.is_none_or(|c| seq > c) {
+                self.pending.entry(seq).or_insert_with(|| event.encode());
+            }
+            self.drain(ctx);
+            return;
+        }
+        let frame = event.encode();
+        match &*event {
+            Event::ChatDeleted { chat_id } => {
+                self.broadcast(&frame, "chat_deleted", None);
+                let sessions: Vec<Uuid> = self.members.keys().copied().collect();
+                for id in sessions {
+                    if let Some(m) = self.members.remove(&id) {
+                        m.notify.do_send(RoomNotice { chat_id: *chat_id });
+                    }
+                }
+                self.online.clear();
+                self.supervisor.do_send(RoomClosed { chat_id: *chat_id });
+            }
+            Event::MemberRemoved { user_id, .. } => {
+                let user_id = *user_id;
+                self.evict_user(user_id);
+                self.broadcast(&frame, "member_removed", None);
+            }
+            other => {
+                let kind = other.kind();
+                self.broadcast(&frame, kind, None);
+            }
+        }
+    }
+}

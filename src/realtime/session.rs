@@ -1,0 +1,492 @@
+//! `UserSession`: one actor per WebSocket connection. It owns the heartbeat, the rate limit,
+//! the token's expiry and the session's subscriptions; its outbound queue is shared with the
+//! rooms that fan out to it.
+
+use std::collections::HashMap;
+use std::time::{Duration, Instant};
+
+use actix::prelude::*;
+use actix_ws::{AggregatedMessage, ProtocolError};
+use serde_json::json;
+use uuid::Uuid;
+
+use super::messages::{Activate, Join, Leave, RoomNotice, Typing};
+use super::outbound::Outbound;
+use super::protocol::{self, error_frame, with_id, Request};
+use super::room::ChatRoom;
+use crate::api_types::MessageResponse;
+use crate::chat::service::PostMessage;
+use crate::db::{chats, messages};
+use crate::error::ApiError;
+use crate::routes::messages::validate_content;
+use crate::state::AppState;
+
+/// Close code when the token expires without `refresh_token`.
+pub const CLOSE_TOKEN_EXPIRED: u16 = 4001;
+/// Close code when a client keeps flooding past its rate limit.
+pub const CLOSE_RATE_LIMITED: u16 = 4029;
+/// Close code for a frame over the size limit.
+pub const CLOSE_TOO_LARGE: u16 = 1009;
+/// Window over which rate-limit violations are counted towards a 4029 close.
+const FLOOD_WINDOW: Duration = Duration::from_secs(5);
+/// Typing events a session may send per chat, at most one per this interval.
+const TYPING_INTERVAL: Duration = Duration::from_millis(1000);
+
+/// A token bucket: `rate` tokens a second, holding at most `burst`.
+struct RateLimit {
+    rate: f64,
+    burst: f64,
+    tokens: f64,
+    last: Instant,
+    /// Frames refused within the current flood window, and when it started.
+    refused: u32,
+    window_start: Instant,
+}
+
+impl RateLimit {
+    fn new(rate: u32, burst: u32) -> Self {
+        let now = Instant::now();
+        RateLimit {
+            rate: f64::from(rate.max(1)),
+            burst: f64::from(burst.max(1)),
+            tokens: f64::from(burst.max(1)),
+            last: now,
+            refused: 0,
+            window_start: now,
+        }
+    }
+
+    /// `Ok` when the frame may be handled; `Err(true)` when the client should be closed.
+    fn take(&mut self) -> Result<(), bool> {
+        let now = Instant::now();
+        self.tokens =
+            (self.tokens + now.duration_since(self.last).as_secs_f64() * self.rate).min(self.burst);
+        self.last = now;
+        if self.tokens >= 1.0 {
+            self.tokens -= 1.0;
+            return Ok(());
+        }
+        if now.duration_since(self.window_start) > FLOOD_WINDOW {
+            self.window_start = now;
+            self.refused = 0;
+        }
+        self.refused += 1;
+        Err(f64::from(self.refused) > self.burst)
+    }
+}
+
+/// One WebSocket connection.
+pub struct UserSession {
+    id: Uuid,
+    user_id: Uuid,
+    /// Token expiry, seconds since the epoch.
+    exp: i64,
+    state: AppState,
+    out: Outbound,
+    /// Chats this session is subscribed to, with their rooms.
+    rooms: HashMap<Uuid, Addr<ChatRoom>>,
+    /// Last time anything arrived from the client.
+    last_heard: Instant,
+    limit: RateLimit,
+    expiry: Option<SpawnHandle>,
+    typing_sent: HashMap<Uuid, Instant>,
+}
+
+impl UserSession {
+    /// A session for an authenticated user whose socket writes go through `out`.
+    pub fn new(state: AppState, user_id: Uuid, exp: i64, out: Outbound) -> Self {
+        let limit = RateLimit::new(state.settings.rate_per_sec, state.settings.rate_burst);
+        UserSession {
+            id: Uuid::new_v4(),
+            user_id,
+            exp,
+            state,
+            out,
+            rooms: HashMap::new(),
+            last_heard: Instant::now(),
+            limit,
+            expiry: None,
+            typing_sent: HashMap::new(),
+        }
+    }
+
+    fn schedule_expiry(&mut self, ctx: &mut Context<Self>) {
+        if let Some(h) = self.expiry.take() {
+            ctx.cancel_future(h);
+        }
+        let left = self.exp - chrono::Utc::now().timestamp();
+        let after = Duration::from_secs(left.max(0) as u64);
+        self.expiry = Some(ctx.run_later(after, |act, ctx| {
+            act.state
+                .metrics
+                .ws_disconnects
+                .with_label_values(&["token_expired"])
+                .inc();
+            act.out.close(CLOSE_TOKEN_EXPIRED, "token expired");
+            ctx.stop();
+        }));
+    }
+
+    fn reply(&self, frame: bytestring::ByteString, kind: &'static str) {
+        self.state
+            .metrics
+            .ws_frames_out
+            .with_label_values(&[kind])
+            .inc();
+        self.out.send(frame);
+    }
+
+    fn error(&self, id: &Option<String>, code: &str, message: &str) {
+        self.reply(error_frame(id, code, message), "error");
+    }
+
+    fn api_error(&self, id: &Option<String>, e: &ApiError) {
+        self.error(id, e.protocol_code(), &e.public_message());
+    }
+
+    fn handle_text(&mut self, text: &str, ctx: &mut Context<Self>) {
+        if let Err(close) = self.limit.take() {
+            if close {
+                self.state
+                    .metrics
+                    .ws_disconnects
+                    .with_label_values(&["rate_limited"])
+                    .inc();
+                // What was already answered (the rate_limited errors) goes out first.
+                self.out.close(CLOSE_RATE_LIMITED, "rate limit exceeded");
+                ctx.stop();
+            } else {
+                let id = serde_json::from_str::<serde_json::Value>(text)
+                    .ok()
+                    .and_then(|v| v.get("id").and_then(|i| i.as_str()).map(str::to_string))
+                    .filter(|i| i.chars().count() <= protocol::MAX_ID_LEN);
+                self.error(&id, "rate_limited", "too many frames; slow down");
+            }
+            return;
+        }
+        let (id, req) = match protocol::parse(text) {
+            Ok(parsed) => parsed,
+            Err(bad) => {
+                self.state
+                    .metrics
+                    .ws_frames_in
+                    .with_label_values(&["invalid"])
+                    .inc();
+                self.error(&bad.id, "bad_request", &bad.message);
+                return;
+            }
+        };
+        self.state
+            .metrics
+            .ws_frames_in
+            .with_label_values(&[protocol::kind(&req)])
+            .inc();
+        match req {
+            Request::Ping => self.reply(with_id(json!({"type": "pong"}), &id), "pong"),
+            Request::Subscribe { chat_id, since_seq } => {
+                self.subscribe(id, chat_id, since_seq, ctx)
+            }
+            Request::Unsubscribe { chat_id } => {
+                if self.rooms.remove(&chat_id).is_some() {
+                    self.state.hub.supervisor().do_send(Leave {
+                        chat_id,
+                        session_id: self.id,
+                    });
+                }
+                self.reply(
+                    with_id(json!({"type": "unsubscribed", "chat_id": chat_id}), &id),
+                    "unsubscribed",
+                );
+            }
+            Request::Send {
+                chat_id,
+                content,
+                client_msg_id,
+            } => self.send(id, chat_id, content, client_msg_id, ctx),
+            Request::Typing { chat_id } => {
+                let Some(room) = self.rooms.get(&chat_id) else {
+                    self.error(&id, "bad_request", "not subscribed to this chat");
+                    return;
+                };
+                let now = Instant::now();
+                let recent = self
+                    .typing_sent
+                    .get(&chat_id)
+                    .is_some_and(|t| now.duration_since(*t) < TYPING_INTERVAL);
+                if !recent {
+                    self.typing_sent.insert(chat_id, now);
+                    room.do_send(Typing {
+                        session_id: self.id,
+                        user_id: self.user_id,
+                    });
+                }
+            }
+            Request::RefreshToken { token } => self.refresh(id, token, ctx),
+            Request::Prompt { .. } | Request::Cancel { .. } => self.error(
+                &id,
+                "unavailable",
+                "AI generation is not available on this server yet",
+            ),
+            Request::Jobs => self.error(
+                &id,
+                "unavailable",
+                "video jobs are not available on this server yet",
+            ),
+        }
+    }
+
+    fn subscribe(
+        &mut self,
+        id: Option<String>,
+        chat_id: Uuid,
+        since_seq: Option<i64>,
+        ctx: &mut Context<Self>,
+    ) {
+        if let Some(_old) = self.rooms.remove(&chat_id) {
+            self.state.hub.supervisor().do_send(Leave {
+                chat_id,
+                session_id: self.id,
+            });
+        }
+        let state = self.state.clone();
+        let (session_id, user_id, out) = (self.id, self.user_id, self.out.clone());
+        let notify = ctx.address().recipient::<RoomNotice>();
+        let limit = state.settings.recovery_limit;
+        let fut = async move {
+            let mut conn = state.db.conn().await?;
+            if !chats::is_member(&mut conn, chat_id, user_id).await? {
+                return Err(ApiError::not_found("Chat not found"));
+            }
+            // Join first: from here on the room buffers live events for us, so reading the
+            // database afterwards leaves no window in which a message could be missed.
+            let room = state
+                .hub
+                .supervisor()
+                .send(Join {
+                    chat_id,
+                    session_id,
+                    user_id,
+                    out: out.clone(),
+                    notify,
+                })
+                .await
+                .map_err(|e| ApiError::Internal(anyhow::anyhow!("room supervisor: {e}")))?;
+            let last_seq = chats::find(&mut conn, chat_id)
+                .await?
+                .map(|c| c.last_seq)
+                .ok_or_else(|| ApiError::not_found("Chat not found"))?;
+            let mut through = last_seq;
+            let mut recovered = true;
+            if let Some(since) = since_seq.filter(|s| *s < last_seq) {
+                let missed =
+                    messages::page(&mut conn, chat_id, 0, limit + 1, Some(since.max(0)), None)
+                        .await?;
+                if missed.len() as i64 > limit {
+                    recovered = false;
+                } else {
+                    drop(conn);
+                    for m in missed {
+                        through = through.max(m.seq);
+                        let frame = crate::realtime::event::Event::Message {
+                            chat_id,
+                            message: MessageResponse::from(m),
+                        }
+                        .encode();
+                        if !out.send_wait(frame).await {
+                            break;
+                        }
+                    }
+                }
+            }
+            Ok((room, through, recovered))
+        };
+        ctx.wait(fut.into_actor(self).map(move |res, act, _ctx| match res {
+            Ok((room, through, recovered)) => {
+                room.do_send(Activate {
+                    session_id: act.id,
+                    request_id: id,
+                    replayed_through: through,
+                    recovered,
+                });
+                act.rooms.insert(chat_id, room);
+            }
+            Err(e) => {
+                // If the join happened before a later failure, undo it.
+                act.state.hub.supervisor().do_send(Leave {
+                    chat_id,
+                    session_id: act.id,
+                });
+                act.api_error(&id, &e);
+            }
+        }));
+    }
+
+    fn send(
+        &mut self,
+        id: Option<String>,
+        chat_id: Uuid,
+        content: String,
+        client_msg_id: Option<Uuid>,
+        ctx: &mut Context<Self>,
+    ) {
+        if !self.rooms.contains_key(&chat_id) {
+            self.error(&id, "bad_request", "not subscribed to this chat");
+            return;
+        }
+        let mut issues = Vec::new();
+        validate_content(&mut issues, &["content"], &content);
+        if !issues.is_empty() {
+            self.api_error(&id, &ApiError::Validation(issues));
+            return;
+        }
+        let chats = self.state.chats.clone();
+        let user_id = self.user_id;
+        let fut = async move {
+            chats
+                .post(
+                    user_id,
+                    PostMessage {
+                        chat_id,
+                        content,
+                        is_from_ai: false,
+                        client_msg_id,
+                    },
+                )
+                .await
+        };
+        ctx.wait(fut.into_actor(self).map(move |res, act, _| match res {
+            Ok(appended) => act.reply(
+                with_id(
+                    json!({
+                        "type": "ack",
+                        "message_id": appended.message.id.0,
+                        "seq": appended.message.seq,
+                        "duplicate": !appended.created,
+                    }),
+                    &id,
+                ),
+                "ack",
+            ),
+            Err(e) => act.api_error(&id, &e),
+        }));
+    }
+
+    fn refresh(&mut self, id: Option<String>, token: String, ctx: &mut Context<Self>) {
+        let state = self.state.clone();
+        let fut = async move { state.authenticate(&token).await };
+        ctx.wait(fut.into_actor(self).map(move |res, act, ctx| match res {
+            Ok(user) if user.id == act.user_id => {
+                act.exp = user.exp;
+                act.schedule_expiry(ctx);
+                act.reply(with_id(json!({"type": "ack"}), &id), "ack");
+            }
+            Ok(_) => act.error(&id, "unauthorized", "token is for another user"),
+            Err(e) => act.api_error(&id, &e),
+        }));
+    }
+}
+
+impl Actor for UserSession {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Self::Context) {
+        let settings = &self.state.settings;
+        self.state
+            .hub
+            .register(self.id, self.user_id, self.out.clone());
+        let welcome = json!({
+            "type": "welcome",
+            "session_id": self.id,
+            "user_id": self.user_id,
+            "node_id": settings.node_id,
+            "protocol": protocol::PROTOCOL_VERSION,
+            "heartbeat_ms": settings.heartbeat_interval.as_millis() as u64,
+            "limits": {
+                "max_frame_bytes": settings.max_frame_bytes,
+                "rate_per_sec": settings.rate_per_sec,
+                "rate_burst": settings.rate_burst,
+                "outbound_queue_bytes": settings.outbound_queue_bytes,
+                "recovery_limit": settings.recovery_limit,
+            },
+        });
+        self.reply(bytestring::ByteString::from(welcome.to_string()), "welcome");
+        let interval = settings.heartbeat_interval;
+        let timeout = settings.client_timeout;
+        ctx.run_interval(interval, move |act, ctx| {
+            if act.out.is_dead() {
+                ctx.stop();
+                return;
+            }
+            if act.last_heard.elapsed() > interval + timeout {
+                act.state
+                    .metrics
+                    .ws_disconnects
+                    .with_label_values(&["heartbeat_timeout"])
+                    .inc();
+                act.out.close(1000, "heartbeat timeout");
+                ctx.stop();
+                return;
+            }
+            act.out.ping();
+        });
+        self.schedule_expiry(ctx);
+    }
+
+    fn stopped(&mut self, _: &mut Self::Context) {
+        for chat_id in self.rooms.keys() {
+            self.state.hub.supervisor().do_send(Leave {
+                chat_id: *chat_id,
+                session_id: self.id,
+            });
+        }
+        self.state.hub.unregister(self.id, self.user_id);
+        // Anything still queued is sent before the normal close.
+        self.out.close(1000, "bye");
+    }
+}
+
+impl Handler<RoomNotice> for UserSession {
+    type Result = ();
+
+    fn handle(&mut self, msg: RoomNotice, _: &mut Context<Self>) {
+        self.rooms.remove(&msg.chat_id);
+    }
+}
+
+impl StreamHandler<Result<AggregatedMessage, ProtocolError>> for UserSession {
+    fn handle(&mut self, item: Result<AggregatedMessage, ProtocolError>, ctx: &mut Context<Self>) {
+        self.last_heard = Instant::now();
+        match item {
+            Ok(AggregatedMessage::Text(text)) => self.handle_text(&text, ctx),
+            Ok(AggregatedMessage::Binary(_)) => {
+                if self.limit.take().is_ok() {
+                    self.error(&None, "bad_request", "binary frames are not supported");
+                }
+            }
+            Ok(AggregatedMessage::Ping(p)) => self.out.pong(p),
+            Ok(AggregatedMessage::Pong(_)) => {}
+            Ok(AggregatedMessage::Close(_)) => {
+                self.out.close(1000, "bye");
+                ctx.stop();
+            }
+            Err(ProtocolError::Overflow) => {
+                self.state
+                    .metrics
+                    .ws_disconnects
+                    .with_label_values(&["too_large"])
+                    .inc();
+                self.out.kill(CLOSE_TOO_LARGE);
+                ctx.stop();
+            }
+            Err(e) => {
+                tracing::debug!(error = %e, "websocket protocol error");
+                self.out.kill(1002);
+                ctx.stop();
+            }
+        }
+    }
+
+    fn finished(&mut self, ctx: &mut Context<Self>) {
+        ctx.stop();
+    }
+}
