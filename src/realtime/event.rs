@@ -58,6 +58,66 @@ pub enum Event {
         /// Who.
         user_id: Uuid,
     },
+    /// An AI reply started generating.
+    GenerationStarted {
+        /// The chat.
+        chat_id: Uuid,
+        /// The generation.
+        generation_id: Uuid,
+        /// Id the persisted reply will have.
+        message_id: Uuid,
+        /// Model producing it.
+        model: String,
+    },
+    /// One token of an AI reply.
+    Token {
+        /// The chat.
+        chat_id: Uuid,
+        /// The generation.
+        generation_id: Uuid,
+        /// 0, 1, 2, … per generation.
+        index: u64,
+        /// The text delta.
+        delta: String,
+    },
+    /// The text of an in-flight reply so far (for late subscribers).
+    GenerationSnapshot {
+        /// The chat.
+        chat_id: Uuid,
+        /// The generation.
+        generation_id: Uuid,
+        /// Index of the last token included.
+        index: i64,
+        /// All text so far.
+        text: String,
+    },
+    /// An AI reply finished and was persisted.
+    GenerationFinished {
+        /// The chat.
+        chat_id: Uuid,
+        /// The generation.
+        generation_id: Uuid,
+        /// The persisted assistant message.
+        message: MessageResponse,
+        /// `stop`, `length`, `cancelled` or `error`.
+        finish_reason: String,
+        /// Token usage reported by the provider.
+        usage: serde_json::Value,
+    },
+    /// An AI reply failed.
+    GenerationFailed {
+        /// The chat.
+        chat_id: Uuid,
+        /// The generation.
+        generation_id: Uuid,
+        /// What went wrong.
+        error: String,
+    },
+    /// A video job changed (sent to its owner's feed).
+    Job {
+        /// The job as `VideoJobWithDetailsResponse` without `video`/`video_metadata`.
+        job: serde_json::Value,
+    },
 }
 
 /// Presence transitions.
@@ -97,6 +157,12 @@ impl Event {
             Event::MemberRemoved { .. } => "member_removed",
             Event::Presence { .. } => "presence",
             Event::Typing { .. } => "typing",
+            Event::GenerationStarted { .. } => "generation_started",
+            Event::Token { .. } => "token",
+            Event::GenerationSnapshot { .. } => "generation_snapshot",
+            Event::GenerationFinished { .. } => "generation_finished",
+            Event::GenerationFailed { .. } => "generation_failed",
+            Event::Job { .. } => "job",
         }
     }
 }
