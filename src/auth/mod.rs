@@ -91,9 +91,11 @@ impl Authenticator {
         let mut v = Validation::new(alg);
         v.set_audience(&[self.audience.as_str()]);
         v.leeway = self.leeway;
-        v.required_spec_claims = HashSet::from(["exp".to_string(), "sub".to_string()]);
+        v.required_spec_claims =
+            HashSet::from(["exp".to_string(), "sub".to_string(), "aud".to_string()]);
         if let Some(iss) = &self.issuer {
             v.set_issuer(&[iss.as_str()]);
+            v.required_spec_claims.insert("iss".to_string());
         }
         v
     }

@@ -28,7 +28,53 @@ use crate::config::{DatabaseKind, Settings};
 /// A Postgres connection.
 pub type PgConn = AsyncPgConnection;
 /// A SQLite connection, run on tokio's blocking pool.
-pub type SqliteConn = SyncConnectionWrapper<SqliteConnection>;
+pub type SqliteConn = SyncConnectionWrapper<SqliteConnection, DetachedBlocking>;
+
+/// Runs SQLite work on tokio's blocking pool without waiting for it when the caller goes away.
+///
+/// diesel-async's default waits for an abandoned query with `block_in_place`, which panics on
+/// actix's single-threaded runtimes (a client disconnecting mid-query would take the worker
+/// down). Here the abandoned query just finishes on its blocking thread, holding the
+/// connection's mutex, and the next user of that connection waits for it.
+pub struct DetachedBlocking(tokio::runtime::Handle);
+
+impl diesel_async::sync_connection_wrapper::SpawnBlocking for DetachedBlocking {
+    fn spawn_blocking<'a, R>(
+        &mut self,
+        task: impl FnOnce() -> R + Send + 'static,
+    ) -> futures_util::future::BoxFuture<
+        'a,
+        Result<R, Box<dyn std::error::Error + Send + Sync + 'static>>,
+    >
+    where
+        R: Send + 'static,
+    {
+        let handle = self.0.spawn_blocking(task);
+        async move { handle.await.map_err(Box::from) }.boxed()
+    }
+
+    fn get_runtime() -> Self {
+        DetachedBlocking(
+            tokio::runtime::Handle::try_current()
+                .unwrap_or_else(|_| fallback_runtime().handle().clone()),
+        )
+    }
+}
+
+/// A runtime for SQLite connections opened outside any tokio runtime (never on the serving path).
+fn fallback_runtime() -> &'static tokio::runtime::Runtime {
+    static RT: std::sync::OnceLock<tokio::runtime::Runtime> = std::sync::OnceLock::new();
+    RT.get_or_init(|| {
+        match tokio::runtime::Builder::new_multi_thread()
+            .worker_threads(1)
+            .enable_all()
+            .build()
+        {
+            Ok(rt) => rt,
+            Err(e) => panic!("cannot start a tokio runtime for SQLite: {e}"),
+        }
+    })
+}
 
 /// Runs a query body against whichever backend `conn` is on; inside the body the tables of that
 /// backend are in scope and `$c` is the concrete connection.

@@ -30,14 +30,13 @@ pub(super) fn configure(cfg: &mut web::ServiceConfig) {
             .route(web::delete().to(delete_chat)),
     );
     for path in ["/chats/{chat_id}/members", "/chats/{chat_id}/members/"] {
-        cfg.route(path, web::post().to(add_member));
+        cfg.service(web::resource(path).route(web::post().to(add_member)));
     }
-    cfg.route(
-        "/chats/{chat_id}/members/{user_id}",
-        web::delete().to(remove_member),
+    cfg.service(
+        web::resource("/chats/{chat_id}/members/{user_id}").route(web::delete().to(remove_member)),
     );
     for path in ["/chats/{chat_id}/messages/", "/chats/{chat_id}/messages"] {
-        cfg.route(path, web::get().to(list_messages));
+        cfg.service(web::resource(path).route(web::get().to(list_messages)));
     }
 }
 

@@ -17,7 +17,7 @@ pub const MAX_CONTENT_CHARS: usize = 32_000;
 
 pub(super) fn configure(cfg: &mut web::ServiceConfig) {
     for path in ["/messages/", "/messages"] {
-        cfg.route(path, web::post().to(create_message));
+        cfg.service(web::resource(path).route(web::post().to(create_message)));
     }
 }
 

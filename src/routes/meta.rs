@@ -7,11 +7,11 @@ use utoipa::OpenApi;
 use crate::state::AppState;
 
 pub(super) fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/", web::get().to(root))
-        .route("/health", web::get().to(health))
-        .route("/metrics", web::get().to(metrics))
-        .route("/openapi.json", web::get().to(openapi))
-        .route("/docs", web::get().to(docs));
+    cfg.service(web::resource("/").route(web::get().to(root)))
+        .service(web::resource("/health").route(web::get().to(health)))
+        .service(web::resource("/metrics").route(web::get().to(metrics)))
+        .service(web::resource("/openapi.json").route(web::get().to(openapi)))
+        .service(web::resource("/docs").route(web::get().to(docs)));
 }
 
 /// Liveness banner of the legacy service.

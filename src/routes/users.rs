@@ -10,8 +10,8 @@ use crate::extract::path_uuid;
 use crate::state::AppState;
 
 pub(super) fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/users/me", web::get().to(me))
-        .route("/users/{user_id}", web::get().to(get_user));
+    cfg.service(web::resource("/users/me").route(web::get().to(me)))
+        .service(web::resource("/users/{user_id}").route(web::get().to(get_user)));
 }
 
 /// The caller's profile.

@@ -16,7 +16,7 @@ use crate::state::AppState;
 pub const SUBPROTOCOL: &str = "echo.v1";
 
 pub(super) fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/ws", web::get().to(upgrade));
+    cfg.service(web::resource("/ws").route(web::get().to(upgrade)));
 }
 
 /// True when a browser page from `origin` may open a socket: same host as the request, or

@@ -414,35 +414,6 @@ pub fn fixture(name: &str) -> String {
     format!("{}/tests/fixtures/{name}", env!("CARGO_MANIFEST_DIR"))
 }
 
-/// Like [`on_both_backends!`], for scenarios that document the contract but fail because of a
-/// known server bug: each is generated on both backends with `#[ignore = reason]`, under
-/// `server_bugs::sqlite` / `server_bugs::postgres`, so `cargo test -- --ignored` runs them.
-#[macro_export]
-macro_rules! ignored_on_both_backends {
-    ($($name:ident => $reason:literal),* $(,)?) => {
-        mod server_bugs {
-            mod sqlite {
-                $(
-                    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                    #[ignore = $reason]
-                    async fn $name() {
-                        super::super::$name($crate::common::Backend::Sqlite).await
-                    }
-                )*
-            }
-            mod postgres {
-                $(
-                    #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-                    #[ignore = $reason]
-                    async fn $name() {
-                        super::super::$name($crate::common::Backend::Postgres).await
-                    }
-                )*
-            }
-        }
-    };
-}
-
 /// Asserts a FastAPI plain error: `status` and exactly `{"detail": detail}`.
 pub async fn assert_detail(res: reqwest::Response, status: u16, detail: &str, case: &str) {
     assert_eq!(res.status(), status, "{case}: status");
