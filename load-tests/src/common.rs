@@ -42,7 +42,9 @@ impl Target {
             })?
         };
         if !ip.is_loopback() {
-            bail!("refusing to target {ip}: only loopback addresses (127.0.0.0/8, ::1) are allowed");
+            bail!(
+                "refusing to target {ip}: only loopback addresses (127.0.0.0/8, ::1) are allowed"
+            );
         }
         let addr = SocketAddr::new(ip, port);
         let authority = match ip {

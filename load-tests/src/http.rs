@@ -52,7 +52,10 @@ impl Api {
             .uri(uri)
             .header(HOST, HeaderValue::from_str(&self.target.authority)?);
         if let Some(t) = token {
-            b = b.header(AUTHORIZATION, HeaderValue::from_str(&format!("Bearer {t}"))?);
+            b = b.header(
+                AUTHORIZATION,
+                HeaderValue::from_str(&format!("Bearer {t}"))?,
+            );
         }
         let payload = match body {
             Some(v) => {
@@ -94,14 +97,14 @@ impl Api {
                     let v = if bytes.is_empty() {
                         serde_json::Value::Null
                     } else {
-                        serde_json::from_slice(&bytes).with_context(|| {
-                            format!("{method} {path}: response is not JSON")
-                        })?
+                        serde_json::from_slice(&bytes)
+                            .with_context(|| format!("{method} {path}: response is not JSON"))?
                     };
                     return Ok((st, v));
                 }
                 Ok((st, bytes)) => {
-                    let snippet = String::from_utf8_lossy(&bytes[..bytes.len().min(300)]).to_string();
+                    let snippet =
+                        String::from_utf8_lossy(&bytes[..bytes.len().min(300)]).to_string();
                     let e = anyhow!("{method} {path} -> {st}: {snippet}");
                     if st == StatusCode::TOO_MANY_REQUESTS || st.is_server_error() {
                         last_err = e;

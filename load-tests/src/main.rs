@@ -23,7 +23,11 @@ use crate::rest::RestScenario;
 use crate::ws::WsScenario;
 
 #[derive(Parser)]
-#[command(name = "echo-load", version, about = "Load generator for the Echo chat server (loopback only)")]
+#[command(
+    name = "echo-load",
+    version,
+    about = "Load generator for the Echo chat server (loopback only)"
+)]
 struct Cli {
     #[command(subcommand)]
     cmd: Cmd,
@@ -61,6 +65,9 @@ struct Common {
     /// Tiny sizes for CI: a few sessions/connections for 2-3 seconds (explicit options still win)
     #[arg(long)]
     quick: bool,
+    /// Exit with status 3 when the summary lists any problem (errors, failures, seq violations)
+    #[arg(long)]
+    strict: bool,
 }
 
 #[derive(Args)]
@@ -76,7 +83,7 @@ struct RestArgs {
     /// Seconds to run [default: 10, quick 2]
     #[arg(long)]
     duration: Option<u64>,
-    /// Chats to create first and spread messages over (messages scenario) [default: 100, quick 4]
+    /// Chats the load user creates first (chats: rows to list; messages: spread round-robin) [default: 100, quick 4]
     #[arg(long)]
     chats: Option<usize>,
 }
@@ -158,7 +165,13 @@ struct MergeArgs {
     /// Merged summary path (chart next to it)
     #[arg(long)]
     out: Option<PathBuf>,
+    /// Exit with status 3 when the merged summary lists any problem
+    #[arg(long)]
+    strict: bool,
 }
+
+/// Every run stops by itself; this caps how long a measurement may be asked to last.
+const MAX_DURATION: u64 = 3600;
 
 fn pick<T>(v: Option<T>, quick: bool, q: T, full: T) -> T {
     v.unwrap_or(if quick { q } else { full })
@@ -168,16 +181,39 @@ fn secret_of(c: &Common) -> Result<Vec<u8>> {
     load_secret(c.secret.as_deref(), c.secret_file.as_deref())
 }
 
+/// Exit status: 0 ok, 1 error before/while running (bad options, seeding failed),
+/// 2 the run achieved nothing (e.g. no request succeeded), 3 `--strict` and the
+/// summary lists problems.
 #[tokio::main]
 async fn main() {
     let cli = Cli::parse();
-    if let Err(e) = real_main(cli).await {
-        eprintln!("error: {e:#}");
-        std::process::exit(1);
+    let strict = match &cli.cmd {
+        Cmd::Rest(a) => a.common.strict,
+        Cmd::Ws(a) => a.common.strict,
+        Cmd::Seed(_) => false,
+        Cmd::Merge(a) => a.strict,
+    };
+    match real_main(cli).await {
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::exit(1);
+        }
+        Ok(Some(s)) if s.nothing_worked => {
+            eprintln!("FAILED: {}", s.problems.join("; "));
+            std::process::exit(2);
+        }
+        Ok(Some(s)) if strict && !s.problems.is_empty() => {
+            eprintln!("problems (--strict): {}", s.problems.join("; "));
+            std::process::exit(3);
+        }
+        Ok(Some(s)) if !s.problems.is_empty() => {
+            eprintln!("problems: {}", s.problems.join("; "));
+        }
+        Ok(_) => {}
     }
 }
 
-async fn real_main(cli: Cli) -> Result<()> {
+async fn real_main(cli: Cli) -> Result<Option<stats::Summary>> {
     match cli.cmd {
         Cmd::Rest(a) => {
             let q = a.common.quick;
@@ -188,12 +224,18 @@ async fn real_main(cli: Cli) -> Result<()> {
             if connections == 0 || duration == 0 {
                 bail!("--connections and --duration must be at least 1");
             }
+            if duration > MAX_DURATION {
+                bail!("--duration is capped at {MAX_DURATION} seconds");
+            }
             let secret = if a.scenario == RestScenario::Root {
                 secret_of(&a.common).ok()
             } else {
                 Some(secret_of(&a.common)?)
             };
-            let name = format!("rest-{}", serde_json::to_value(a.scenario)?.as_str().unwrap_or("rest"));
+            let name = format!(
+                "rest-{}",
+                serde_json::to_value(a.scenario)?.as_str().unwrap_or("rest")
+            );
             let params = json!({
                 "scenario": a.scenario,
                 "connections": connections,
@@ -213,6 +255,7 @@ async fn real_main(cli: Cli) -> Result<()> {
                 params,
             })
             .await
+            .map(Some)
         }
         Cmd::Ws(a) => {
             let q = a.common.quick;
@@ -237,11 +280,17 @@ async fn real_main(cli: Cli) -> Result<()> {
             if duration == 0 || sessions == 0 || room_size == 0 || concurrency == 0 {
                 bail!("--duration, --sessions, --room-size and --concurrency must be at least 1");
             }
+            if duration > MAX_DURATION || drain > 60 {
+                bail!("--duration is capped at {MAX_DURATION} seconds and --drain at 60");
+            }
             if !(rate.is_finite() && rate >= 0.0) {
                 bail!("--rate must be a non-negative number");
             }
             let ips = source_ips(&target, n_ips)?;
-            let name = format!("ws-{}", serde_json::to_value(a.scenario)?.as_str().unwrap_or("ws"));
+            let name = format!(
+                "ws-{}",
+                serde_json::to_value(a.scenario)?.as_str().unwrap_or("ws")
+            );
             let params = json!({
                 "scenario": a.scenario,
                 "plan": a.plan.as_ref().map(|p| p.display().to_string()),
@@ -289,6 +338,7 @@ async fn real_main(cli: Cli) -> Result<()> {
                 params,
             })
             .await
+            .map(Some)
         }
         Cmd::Seed(a) => {
             let q = a.common.quick;
@@ -301,10 +351,12 @@ async fn real_main(cli: Cli) -> Result<()> {
             let minter = Minter::new(&secret, 3600);
             let mut progress = progress::Progress::new(!a.common.no_progress);
             let t0 = std::time::Instant::now();
-            let plan = plan::seed(&target, &minter, sessions, room_size, conc, &mut progress).await?;
+            let plan =
+                plan::seed(&target, &minter, sessions, room_size, conc, &mut progress).await?;
             progress.finish();
             let out = a.common.out.clone().unwrap_or_else(|| {
-                common::default_results_dir().join(format!("plan-{}.json", common::timestamp_slug()))
+                common::default_results_dir()
+                    .join(format!("plan-{}.json", common::timestamp_slug()))
             });
             plan.save(&out)?;
             println!(
@@ -317,9 +369,9 @@ async fn real_main(cli: Cli) -> Result<()> {
                     "seconds": (t0.elapsed().as_secs_f64() * 100.0).round() / 100.0,
                 }))?
             );
-            Ok(())
+            Ok(None)
         }
-        Cmd::Merge(a) => stats::merge(&a.files, a.out.as_deref()),
+        Cmd::Merge(a) => stats::merge(&a.files, a.out.as_deref()).map(Some),
     }
 }
 
@@ -337,11 +389,38 @@ mod tests {
     fn parses_examples() {
         for args in [
             vec!["echo-load", "rest", "root", "--quick"],
-            vec!["echo-load", "rest", "messages", "--secret", "s", "--chats", "10"],
-            vec!["echo-load", "ws", "fanout", "--secret", "s", "--rate", "50", "--senders", "2"],
             vec![
-                "echo-load", "ws", "idle", "--plan", "p.json", "--process-index", "1",
-                "--process-count", "3", "--start-at", "1700000000",
+                "echo-load",
+                "rest",
+                "messages",
+                "--secret",
+                "s",
+                "--chats",
+                "10",
+            ],
+            vec![
+                "echo-load",
+                "ws",
+                "fanout",
+                "--secret",
+                "s",
+                "--rate",
+                "50",
+                "--senders",
+                "2",
+            ],
+            vec![
+                "echo-load",
+                "ws",
+                "idle",
+                "--plan",
+                "p.json",
+                "--process-index",
+                "1",
+                "--process-count",
+                "3",
+                "--start-at",
+                "1700000000",
             ],
             vec!["echo-load", "seed", "--sessions", "10", "--out", "p.json"],
             vec!["echo-load", "merge", "a.json", "b.json"],

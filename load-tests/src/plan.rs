@@ -54,7 +54,10 @@ impl Plan {
         let p: Plan = serde_json::from_str(&text)
             .with_context(|| format!("{} is not an echo-load plan", path.display()))?;
         if p.version != PLAN_VERSION {
-            bail!("plan version {} is not supported (want {PLAN_VERSION})", p.version);
+            bail!(
+                "plan version {} is not supported (want {PLAN_VERSION})",
+                p.version
+            );
         }
         for (i, u) in p.users.iter().enumerate() {
             if u.room >= p.rooms.len() {
@@ -163,7 +166,13 @@ pub async fn seed(
                     let tok = minter.token(&owner.id, &owner.email)?;
                     let body = json!({ "title": format!("load room {r} ({tag})") });
                     let (_, v) = api
-                        .call(Method::POST, "/chats/", Some(&tok), Some(&body), &[200, 201])
+                        .call(
+                            Method::POST,
+                            "/chats/",
+                            Some(&tok),
+                            Some(&body),
+                            &[200, 201],
+                        )
                         .await?;
                     let id = v
                         .get("id")
@@ -232,8 +241,14 @@ pub async fn seed(
                     let body = json!({ "user_id": member.id });
                     let path = format!("/chats/{}/members", room.chat_id);
                     // 409: already a member (a retried request that had succeeded).
-                    api.call(Method::POST, &path, Some(&tok), Some(&body), &[200, 201, 409])
-                        .await
+                    api.call(
+                        Method::POST,
+                        &path,
+                        Some(&tok),
+                        Some(&body),
+                        &[200, 201, 409],
+                    )
+                    .await
                 }
                 .await;
                 match r {

@@ -53,7 +53,10 @@ impl Progress {
         self.len = len.max(1);
         self.last_line = Instant::now();
         if self.enabled && !self.tty {
-            eprintln!("[{name}] started ({len}{})", if timed { "s" } else { " items" });
+            eprintln!(
+                "[{name}] started ({len}{})",
+                if timed { "s" } else { " items" }
+            );
         }
     }
 
@@ -66,7 +69,13 @@ impl Progress {
             self.pb.set_message(msg);
         } else if self.last_line.elapsed() >= Duration::from_secs(2) {
             self.last_line = Instant::now();
-            eprintln!("[{}] {}/{} {}", self.phase, pos.min(self.len), self.len, msg);
+            eprintln!(
+                "[{}] {}/{} {}",
+                self.phase,
+                pos.min(self.len),
+                self.len,
+                msg
+            );
         }
     }
 

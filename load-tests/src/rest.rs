@@ -127,7 +127,7 @@ impl WorkerStats {
     }
 }
 
-pub async fn run(cfg: RestConfig) -> Result<()> {
+pub async fn run(cfg: RestConfig) -> Result<Summary> {
     crate::common::raise_nofile();
     let mut progress = Progress::new(cfg.progress);
     let mut summary = Summary::new(
@@ -163,7 +163,9 @@ pub async fn run(cfg: RestConfig) -> Result<()> {
             (
                 acc.0 + s.ok.load(Ordering::Relaxed),
                 acc.1 + s.non2xx.load(Ordering::Relaxed),
-                acc.2 + s.transport.load(Ordering::Relaxed) + s.connect_errors.load(Ordering::Relaxed),
+                acc.2
+                    + s.transport.load(Ordering::Relaxed)
+                    + s.connect_errors.load(Ordering::Relaxed),
             )
         })
     };
@@ -200,6 +202,7 @@ pub async fn run(cfg: RestConfig) -> Result<()> {
             _ = &mut grace => break,
         }
     }
+    let stuck = handles.iter().filter(|h| !h.is_finished()).count() as u64;
     for h in &handles {
         h.abort();
     }
@@ -212,11 +215,20 @@ pub async fn run(cfg: RestConfig) -> Result<()> {
     c("ok", &|s| s.ok.load(Ordering::Relaxed));
     c("errors_non_2xx", &|s| s.non2xx.load(Ordering::Relaxed));
     c("errors_transport", &|s| s.transport.load(Ordering::Relaxed));
-    c("connect_errors", &|s| s.connect_errors.load(Ordering::Relaxed));
+    c("connect_errors", &|s| {
+        s.connect_errors.load(Ordering::Relaxed)
+    });
     c("reconnects", &|s| s.reconnects.load(Ordering::Relaxed));
-    for (i, name) in ["status_1xx", "status_2xx", "status_3xx", "status_4xx", "status_5xx", "status_other"]
-        .iter()
-        .enumerate()
+    for (i, name) in [
+        "status_1xx",
+        "status_2xx",
+        "status_3xx",
+        "status_4xx",
+        "status_5xx",
+        "status_other",
+    ]
+    .iter()
+    .enumerate()
     {
         c(name, &|s| s.class[i].load(Ordering::Relaxed));
     }
@@ -228,18 +240,28 @@ pub async fn run(cfg: RestConfig) -> Result<()> {
     let ok = summary.counters.get("ok").copied().unwrap_or(0);
     let bad = summary.counters.get("errors_non_2xx").copied().unwrap_or(0);
     summary.counter("requests", ok + bad);
+    summary.counter("workers_stuck_at_stop", stuck);
+    if stuck > 0 {
+        summary.notes.push(format!(
+            "{stuck} workers still had a request in flight 3 s after the end (aborted)"
+        ));
+    }
     summary.duration_secs = elapsed.as_secs_f64();
     summary.rate("req_per_sec", "requests");
     summary.rate("ok_per_sec", "ok");
     summary.latency("request", "request latency", &hist, true);
     summary.errors_sample = errors.snapshot();
-    if ok + bad == 0 {
+    summary.problem_if_nonzero("errors_non_2xx", "non-2xx responses");
+    summary.problem_if_nonzero("errors_transport", "transport errors");
+    summary.problem_if_nonzero("connect_errors", "connect errors");
+    summary.problem_if_nonzero("workers_stuck_at_stop", "requests hung at stop");
+    if ok == 0 {
+        summary.nothing_worked = true;
         summary
-            .notes
-            .push("no request completed: is the server running?".into());
+            .problems
+            .push("no successful request: is the server running?".into());
     }
-    summary.finish_and_write(&cfg.out)?;
-    Ok(())
+    summary.finish_and_write(&cfg.out)
 }
 
 /// Scenario setup: tokens, user upsert, chats for the `messages` scenario.
@@ -248,13 +270,18 @@ async fn setup(cfg: &RestConfig, progress: &mut Progress) -> Result<ReqBuilder> 
     let need_auth = cfg.scenario != RestScenario::Root;
     let mut token = None;
     if need_auth {
-        let secret = cfg
-            .secret
-            .as_ref()
-            .ok_or_else(|| anyhow!("the {:?} scenario needs --secret or --secret-file", cfg.scenario))?;
+        let secret = cfg.secret.as_ref().ok_or_else(|| {
+            anyhow!(
+                "the {:?} scenario needs --secret or --secret-file",
+                cfg.scenario
+            )
+        })?;
         let minter = Minter::new(secret, cfg.duration.as_secs() + 3600);
         let user = Uuid::new_v4();
-        let email = format!("load-rest-{}@load.echo.test", &user.simple().to_string()[..8]);
+        let email = format!(
+            "load-rest-{}@load.echo.test",
+            &user.simple().to_string()[..8]
+        );
         let tok = minter.token(&user, &email)?;
         let api = Api::new(&cfg.target, 16);
         api.call(Method::GET, "/users/me", Some(&tok), None, &[200])
@@ -271,34 +298,18 @@ async fn setup(cfg: &RestConfig, progress: &mut Progress) -> Result<ReqBuilder> 
             uri: Uri::from_static("/"),
             auth: None,
         },
-        RestScenario::Chats => ReqKind::Get {
-            uri: Uri::from_static("/chats/"),
-            auth,
-        },
+        RestScenario::Chats => {
+            // The user owns --chats chats so the listing has rows to return.
+            let tok = token.clone().unwrap_or_default();
+            create_chats(cfg, &tok, progress).await?;
+            ReqKind::Get {
+                uri: Uri::from_static("/chats/"),
+                auth,
+            }
+        }
         RestScenario::Messages => {
             let tok = token.clone().unwrap_or_default();
-            let api = Api::new(&cfg.target, 16);
-            let n = cfg.chats.max(1);
-            progress.phase("chats", n as u64, false);
-            let mut chats = Vec::with_capacity(n);
-            for i in 0..n {
-                let (_, v) = api
-                    .call(
-                        Method::POST,
-                        "/chats/",
-                        Some(&tok),
-                        Some(&json!({ "title": format!("load chat {i}") })),
-                        &[200, 201],
-                    )
-                    .await
-                    .context("creating chats for the messages scenario")?;
-                let id = v
-                    .get("id")
-                    .and_then(|x| x.as_str())
-                    .context("POST /chats/ response has no string `id`")?;
-                chats.push(id.to_string());
-                progress.update(i as u64 + 1, format!("created {} chats", i + 1));
-            }
+            let chats = create_chats(cfg, &tok, progress).await?;
             ReqKind::PostMessage {
                 uri: Uri::from_static("/messages/"),
                 auth: auth.context("no token")?,
@@ -307,6 +318,47 @@ async fn setup(cfg: &RestConfig, progress: &mut Progress) -> Result<ReqBuilder> 
         }
     };
     Ok(ReqBuilder { host, kind })
+}
+
+/// Create `--chats` chats owned by the load user (bounded concurrency 16).
+async fn create_chats(cfg: &RestConfig, tok: &str, progress: &mut Progress) -> Result<Vec<String>> {
+    use futures_util::StreamExt;
+    let api = Api::new(&cfg.target, 16);
+    let n = cfg.chats.max(1);
+    progress.phase("chats", n as u64, false);
+    let done = std::sync::atomic::AtomicU64::new(0);
+    let fut = futures_util::stream::iter(0..n)
+        .map(|i| {
+            let api = &api;
+            let done = &done;
+            async move {
+                let (_, v) = api
+                    .call(
+                        Method::POST,
+                        "/chats/",
+                        Some(tok),
+                        Some(&json!({ "title": format!("load chat {i}") })),
+                        &[200, 201],
+                    )
+                    .await
+                    .context("creating chats for the scenario")?;
+                let id = v
+                    .get("id")
+                    .and_then(|x| x.as_str())
+                    .context("POST /chats/ response has no string `id`")?
+                    .to_string();
+                done.fetch_add(1, Ordering::Relaxed);
+                Ok::<_, anyhow::Error>(id)
+            }
+        })
+        .buffered(16)
+        .collect::<Vec<_>>();
+    let ids = crate::progress::with_ticker(progress, fut, || {
+        let d = done.load(Ordering::Relaxed);
+        (d, format!("created {d}/{n} chats"))
+    })
+    .await;
+    ids.into_iter().collect()
 }
 
 async fn connect(addr: std::net::SocketAddr) -> Result<SendRequest<Full<Bytes>>> {
@@ -387,8 +439,12 @@ async fn worker(
                         record(&mut h, us);
                     }
                     let class = (status.as_u16() / 100) as usize;
-                    st.class[if (1..=5).contains(&class) { class - 1 } else { 5 }]
-                        .fetch_add(1, Ordering::Relaxed);
+                    st.class[if (1..=5).contains(&class) {
+                        class - 1
+                    } else {
+                        5
+                    }]
+                    .fetch_add(1, Ordering::Relaxed);
                     if status.is_success() {
                         st.ok.fetch_add(1, Ordering::Relaxed);
                     } else {

@@ -46,14 +46,6 @@ impl LatencySink {
         }
     }
 
-    pub fn merge(&self, other: &Histogram<u64>) {
-        if let Ok(mut g) = self.h.lock() {
-            if let Some(h) = g.as_mut() {
-                let _ = h.add(other);
-            }
-        }
-    }
-
     pub fn snapshot(&self) -> Histogram<u64> {
         self.h
             .lock()
@@ -62,18 +54,24 @@ impl LatencySink {
             .unwrap_or_else(new_hist)
     }
 
-    pub fn count(&self) -> u64 {
+    /// p50 and p99 so far (0 when empty), for live display.
+    pub fn p50_p99(&self) -> (u64, u64) {
         self.h
             .lock()
             .ok()
-            .and_then(|g| g.as_ref().map(|h| h.len()))
-            .unwrap_or(0)
+            .and_then(|g| {
+                g.as_ref()
+                    .filter(|h| !h.is_empty())
+                    .map(|h| (h.value_at_quantile(0.5), h.value_at_quantile(0.99)))
+            })
+            .unwrap_or((0, 0))
     }
 }
 
 pub struct LocalBatch {
     buf: Vec<u64>,
     sink: Arc<LatencySink>,
+    last_flush: std::time::Instant,
 }
 
 impl LocalBatch {
@@ -83,12 +81,15 @@ impl LocalBatch {
         Self {
             buf: Vec::with_capacity(Self::N),
             sink,
+            last_flush: std::time::Instant::now(),
         }
     }
 
     pub fn record(&mut self, us: u64) {
         self.buf.push(us);
-        if self.buf.len() >= Self::N {
+        if self.buf.len() >= Self::N
+            || self.last_flush.elapsed() >= std::time::Duration::from_millis(250)
+        {
             self.flush();
         }
     }
@@ -98,6 +99,7 @@ impl LocalBatch {
             self.sink.record_many(&self.buf);
             self.buf.clear();
         }
+        self.last_flush = std::time::Instant::now();
     }
 }
 
@@ -144,6 +146,7 @@ pub struct LatencyBlock {
     pub what: String,
     pub stats_us: LatencyStats,
     /// Lossless dump of the histogram: `[value_us, count]` pairs (used by `merge`).
+    #[serde(default, skip_serializing_if = "Vec::is_empty")]
     pub histogram_us: Vec<(u64, u64)>,
 }
 
@@ -191,6 +194,13 @@ pub struct Summary {
     pub latency: BTreeMap<String, LatencyBlock>,
     #[serde(default)]
     pub checks: BTreeMap<String, serde_json::Value>,
+    /// Anything that went wrong (errors, failures, order violations); `--strict`
+    /// makes the process exit with status 3 when this is not empty.
+    #[serde(default)]
+    pub problems: Vec<String>,
+    /// True when the run achieved nothing at all (exit status 2).
+    #[serde(default)]
+    pub nothing_worked: bool,
     #[serde(default)]
     pub notes: Vec<String>,
     #[serde(default)]
@@ -220,6 +230,8 @@ impl Summary {
             primary_latency: String::new(),
             latency: BTreeMap::new(),
             checks: BTreeMap::new(),
+            problems: Vec::new(),
+            nothing_worked: false,
             notes: Vec::new(),
             errors_sample: Vec::new(),
             files: BTreeMap::new(),
@@ -243,6 +255,14 @@ impl Summary {
         }
     }
 
+    /// Adds a problem when `counters[name] > 0`.
+    pub fn problem_if_nonzero(&mut self, name: &str, what: &str) {
+        let n = self.counters.get(name).copied().unwrap_or(0);
+        if n > 0 {
+            self.problems.push(format!("{what}: {n}"));
+        }
+    }
+
     pub fn compute_rates(&mut self) {
         self.rates.clear();
         for (name, basis) in &self.rate_basis {
@@ -261,8 +281,7 @@ impl Summary {
         self.finished_at = crate::common::rfc3339_now();
         self.compute_rates();
         let svg_path = out.with_extension("svg");
-        self.files
-            .insert("json".into(), out.display().to_string());
+        self.files.insert("json".into(), out.display().to_string());
         self.files
             .insert("svg".into(), svg_path.display().to_string());
         if let Some(dir) = out.parent() {
@@ -271,13 +290,18 @@ impl Summary {
                     .with_context(|| format!("creating {}", dir.display()))?;
             }
         }
-        let json = serde_json::to_string_pretty(&self)?;
+        let json = to_json(&self)?;
         std::fs::write(out, format!("{json}\n"))
             .with_context(|| format!("writing {}", out.display()))?;
         let svg = self.svg();
         std::fs::write(&svg_path, svg)
             .with_context(|| format!("writing {}", svg_path.display()))?;
-        println!("{json}");
+        // stdout gets the summary without the raw histogram dumps.
+        let mut brief = self.clone();
+        for b in brief.latency.values_mut() {
+            b.histogram_us.clear();
+        }
+        println!("{}", to_json(&brief)?);
         eprintln!("summary: {}", out.display());
         eprintln!("chart:   {}", svg_path.display());
         Ok(self)
@@ -291,11 +315,7 @@ impl Summary {
             self.scenario,
             block.map(|b| b.what.as_str()).unwrap_or("latency")
         );
-        let mut rates: Vec<String> = self
-            .rates
-            .iter()
-            .map(|(k, v)| format!("{k}={v}"))
-            .collect();
+        let mut rates: Vec<String> = self.rates.iter().map(|(k, v)| format!("{k}={v}")).collect();
         rates.truncate(4);
         let subtitle = format!(
             "{} · {:.1}s · {}",
@@ -308,6 +328,92 @@ impl Summary {
             None => svg_chart(&title, &subtitle, &new_hist()),
         }
     }
+}
+
+/// Pretty JSON whose arrays are written on one line (keeps histogram dumps
+/// compact while objects stay readable). Key order follows the structs.
+struct CompactArrays {
+    pretty: serde_json::ser::PrettyFormatter<'static>,
+    in_array: usize,
+}
+
+impl serde_json::ser::Formatter for CompactArrays {
+    fn begin_array<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.in_array += 1;
+        w.write_all(b"[")
+    }
+    fn end_array<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        self.in_array -= 1;
+        w.write_all(b"]")
+    }
+    fn begin_array_value<W: ?Sized + std::io::Write>(
+        &mut self,
+        w: &mut W,
+        first: bool,
+    ) -> std::io::Result<()> {
+        if first {
+            Ok(())
+        } else {
+            w.write_all(b",")
+        }
+    }
+    fn end_array_value<W: ?Sized + std::io::Write>(&mut self, _w: &mut W) -> std::io::Result<()> {
+        Ok(())
+    }
+    fn begin_object<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        if self.in_array > 0 {
+            w.write_all(b"{")
+        } else {
+            self.pretty.begin_object(w)
+        }
+    }
+    fn end_object<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        if self.in_array > 0 {
+            w.write_all(b"}")
+        } else {
+            self.pretty.end_object(w)
+        }
+    }
+    fn begin_object_key<W: ?Sized + std::io::Write>(
+        &mut self,
+        w: &mut W,
+        first: bool,
+    ) -> std::io::Result<()> {
+        if self.in_array > 0 {
+            if first {
+                Ok(())
+            } else {
+                w.write_all(b",")
+            }
+        } else {
+            self.pretty.begin_object_key(w, first)
+        }
+    }
+    fn begin_object_value<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        if self.in_array > 0 {
+            w.write_all(b":")
+        } else {
+            self.pretty.begin_object_value(w)
+        }
+    }
+    fn end_object_value<W: ?Sized + std::io::Write>(&mut self, w: &mut W) -> std::io::Result<()> {
+        if self.in_array > 0 {
+            Ok(())
+        } else {
+            self.pretty.end_object_value(w)
+        }
+    }
+}
+
+fn to_json<T: Serialize>(v: &T) -> Result<String> {
+    let mut buf = Vec::new();
+    let fmt = CompactArrays {
+        pretty: serde_json::ser::PrettyFormatter::new(),
+        in_array: 0,
+    };
+    let mut ser = serde_json::Serializer::with_formatter(&mut buf, fmt);
+    v.serialize(&mut ser)?;
+    Ok(String::from_utf8(buf)?)
 }
 
 /// Human label for a latency in µs.
@@ -360,7 +466,7 @@ fn bucket_bounds() -> Vec<f64> {
 /// Hand-written SVG bar chart of a latency histogram on log-spaced buckets.
 pub fn svg_chart(title: &str, subtitle: &str, h: &Histogram<u64>) -> String {
     let (w, ht) = (960.0_f64, 500.0_f64);
-    let (ml, mr, mt, mb) = (80.0, 30.0, 70.0, 100.0);
+    let (ml, mr, mt, mb) = (80.0, 30.0, 84.0, 100.0);
     let pw = w - ml - mr;
     let ph = ht - mt - mb;
     let mut s = String::new();
@@ -389,17 +495,30 @@ pub fn svg_chart(title: &str, subtitle: &str, h: &Histogram<u64>) -> String {
     }
 
     let bounds = bucket_bounds();
-    let idx_of = |v: f64| bounds.iter().position(|&b| v <= b).unwrap_or(bounds.len() - 1);
+    let idx_of = |v: f64| {
+        bounds
+            .iter()
+            .position(|&b| v <= b)
+            .unwrap_or(bounds.len() - 1)
+    };
     let mut counts = vec![0u64; bounds.len()];
     for it in h.iter_recorded() {
         let v = h.highest_equivalent(it.value_iterated_to()) as f64;
         counts[idx_of(v)] += it.count_at_value();
     }
-    let lo = idx_of(h.min() as f64).saturating_sub(1);
-    let hi = idx_of(h.highest_equivalent(h.max()) as f64);
+    let mut lo = idx_of(h.min() as f64).saturating_sub(1);
+    let mut hi = idx_of(h.highest_equivalent(h.max()) as f64);
+    // Show at least 12 buckets so a narrow distribution still reads as a histogram.
+    while hi - lo + 1 < 12 && (lo > 0 || hi + 1 < bounds.len()) {
+        lo = lo.saturating_sub(1);
+        if hi - lo + 1 < 12 && hi + 1 < bounds.len() {
+            hi += 1;
+        }
+    }
     let shown = &counts[lo..=hi];
     let n = shown.len().max(1) as f64;
-    let maxc = shown.iter().copied().max().unwrap_or(1).max(1) as f64;
+    // 10 % headroom above the tallest bar.
+    let maxc = (shown.iter().copied().max().unwrap_or(1).max(1) as f64 * 1.1).ceil();
     let bw = pw / n;
 
     // Axes and y grid.
@@ -463,24 +582,38 @@ pub fn svg_chart(title: &str, subtitle: &str, h: &Histogram<u64>) -> String {
         ("p90", h.value_at_quantile(0.9), "#d80"),
         ("p99", h.value_at_quantile(0.99), "#c22"),
     ];
-    for (k, (name, v, color)) in marks.iter().enumerate() {
-        let i = idx_of(*v as f64).saturating_sub(lo).min(shown.len().saturating_sub(1));
-        let x = ml + (i as f64 + 0.5) * bw;
+    let mut legend_x = ml;
+    for (name, v, color) in marks.iter() {
+        // Position inside the bucket, interpolated on the log scale.
+        let vi = idx_of(*v as f64);
+        let ub = bounds[vi];
+        let lb = if vi == 0 { ub / 1.25 } else { bounds[vi - 1] };
+        let frac = (((*v as f64).max(lb).ln() - lb.ln()) / (ub.ln() - lb.ln())).clamp(0.0, 1.0);
+        let i = vi.saturating_sub(lo).min(shown.len().saturating_sub(1));
+        let x = ml + (i as f64 + frac) * bw;
         let _ = writeln!(
             s,
-            r##"<line x1="{x:.1}" y1="{mt}" x2="{x:.1}" y2="{y0}" stroke="{color}" stroke-dasharray="4 3"/><text x="{tx:.1}" y="{ty}" fill="{color}">{name} {lab}</text>"##,
+            r##"<line x1="{x:.1}" y1="{mt}" x2="{x:.1}" y2="{y0}" stroke="{color}" stroke-width="1.5" stroke-dasharray="5 3"/>"##,
             y0 = mt + ph,
-            tx = x + 3.0,
-            ty = mt + 12.0 + 14.0 * k as f64,
+        );
+        let _ = writeln!(
+            s,
+            r##"<line x1="{legend_x:.1}" y1="{ly}" x2="{lx2:.1}" y2="{ly}" stroke="{color}" stroke-width="2" stroke-dasharray="5 3"/><text x="{tx:.1}" y="{ty}" fill="{color}">{name} {lab}</text>"##,
+            ly = mt - 12.0,
+            lx2 = legend_x + 18.0,
+            tx = legend_x + 22.0,
+            ty = mt - 8.0,
             lab = fmt_us(*v as f64)
         );
+        legend_x += 130.0;
     }
     let _ = writeln!(
         s,
-        r##"<text x="{x}" y="{y}" text-anchor="end" fill="#333">n={n} · max {mx}</text>"##,
+        r##"<text x="{x}" y="{y}" text-anchor="end" fill="#333">n={n} · mean {mean} · max {mx}</text>"##,
         x = ml + pw,
         y = mt - 8.0,
         n = h.len(),
+        mean = fmt_us(h.mean()),
         mx = fmt_us(h.max() as f64)
     );
     s.push_str("</svg>\n");
@@ -488,13 +621,14 @@ pub fn svg_chart(title: &str, subtitle: &str, h: &Histogram<u64>) -> String {
 }
 
 /// Combine the summaries of cooperating processes into one.
-pub fn merge(files: &[PathBuf], out: Option<&Path>) -> Result<()> {
+pub fn merge(files: &[PathBuf], out: Option<&Path>) -> Result<Summary> {
     if files.is_empty() {
         bail!("merge needs at least one summary file");
     }
     let mut parts = Vec::new();
     for f in files {
-        let text = std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
+        let text =
+            std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
         let s: Summary = serde_json::from_str(&text)
             .with_context(|| format!("{} is not an echo-load summary", f.display()))?;
         parts.push(s);
@@ -517,6 +651,8 @@ pub fn merge(files: &[PathBuf], out: Option<&Path>) -> Result<()> {
     m.errors_sample.clear();
     m.notes.clear();
     m.checks.clear();
+    m.problems.clear();
+    m.nothing_worked = parts.iter().all(|p| p.nothing_worked);
     m.files.clear();
     m.process_index = 0;
     m.process_count = parts.len() as u32;
@@ -541,23 +677,28 @@ pub fn merge(files: &[PathBuf], out: Option<&Path>) -> Result<()> {
                 m.errors_sample.push(e.clone());
             }
         }
+        for pr in &p.problems {
+            m.problems
+                .push(format!("process {}: {pr}", p.process_index));
+        }
         for nte in &p.notes {
             if !m.notes.contains(nte) {
                 m.notes.push(nte.clone());
             }
         }
         for (k, v) in &p.checks {
-            // Numeric checks add up; others keep the first value.
-            match (m.checks.get(k), v.as_u64()) {
-                (Some(prev), Some(n)) if prev.is_u64() => {
-                    let sum = prev.as_u64().unwrap_or(0) + n;
-                    m.checks.insert(k.clone(), sum.into());
+            // Counts add up, booleans must all hold, plan facts and anything else keep
+            // the first value.
+            let merged = match (m.checks.get(k), v) {
+                (None, _) => v.clone(),
+                (Some(prev), _) if k.starts_with("plan_") => prev.clone(),
+                (Some(serde_json::Value::Bool(a)), serde_json::Value::Bool(b)) => (*a && *b).into(),
+                (Some(prev), _) if prev.is_u64() && v.is_u64() => {
+                    (prev.as_u64().unwrap_or(0) + v.as_u64().unwrap_or(0)).into()
                 }
-                (None, _) => {
-                    m.checks.insert(k.clone(), v.clone());
-                }
-                _ => {}
-            }
+                (Some(prev), _) => prev.clone(),
+            };
+            m.checks.insert(k.clone(), merged);
         }
     }
     for (k, (what, h)) in hists {
@@ -572,8 +713,7 @@ pub fn merge(files: &[PathBuf], out: Option<&Path>) -> Result<()> {
             crate::common::timestamp_slug()
         )),
     };
-    m.finish_and_write(&out)?;
-    Ok(())
+    m.finish_and_write(&out)
 }
 
 #[cfg(test)]

@@ -145,6 +145,8 @@ struct Ctx {
     cycle_latency: Arc<LatencySink>,
     room_acks: Vec<AtomicU64>,
     room_subscribed: Vec<AtomicU64>,
+    /// The first `welcome` frame seen (reported in the summary).
+    welcome: Mutex<Option<serde_json::Value>>,
 }
 
 impl Ctx {
@@ -259,21 +261,27 @@ async fn open_session(
     ip_hint: usize,
 ) -> std::result::Result<(Ws, Option<i64>), SetupError> {
     let addr = ctx.target.addr;
-    let stream = at(Stage::Tcp, async {
-        let sock = if addr.is_ipv4() {
-            TcpSocket::new_v4()?
-        } else {
-            TcpSocket::new_v6()?
-        };
-        if let Some(ip) = ctx.pick_ip(ip_hint) {
-            sock.bind(std::net::SocketAddr::new(ip, 0))
-                .with_context(|| format!("bind {ip}:0"))?;
+    let stream = at(
+        Stage::Tcp,
+        async {
+            let sock = if addr.is_ipv4() {
+                TcpSocket::new_v4()?
+            } else {
+                TcpSocket::new_v6()?
+            };
+            if let Some(ip) = ctx.pick_ip(ip_hint) {
+                sock.bind(std::net::SocketAddr::new(ip, 0))
+                    .with_context(|| format!("bind {ip}:0"))?;
+            }
+            let s = sock
+                .connect(addr)
+                .await
+                .with_context(|| format!("connect {addr}"))?;
+            s.set_nodelay(true)?;
+            Ok(s)
         }
-        let s = sock.connect(addr).await.with_context(|| format!("connect {addr}"))?;
-        s.set_nodelay(true)?;
-        Ok(s)
-    }
-    .await)?;
+        .await,
+    )?;
 
     let token = at(Stage::Upgrade, ctx.minter.token(&spec.user, &spec.email))?;
     let url = ctx.target.ws_url(&token);
@@ -285,15 +293,26 @@ async fn open_session(
     )?;
 
     let first = at(Stage::Welcome, next_text(&mut ws).await)?;
-    at(Stage::Welcome, async {
-        let f: InFrame = serde_json::from_str(&first)
-            .with_context(|| format!("first frame is not JSON: {first:.200}"))?;
-        if f.kind != "welcome" {
-            bail!("first frame is {:?}, expected welcome: {first:.200}", f.kind);
+    at(
+        Stage::Welcome,
+        async {
+            let f: InFrame = serde_json::from_str(&first)
+                .with_context(|| format!("first frame is not JSON: {first:.200}"))?;
+            if f.kind != "welcome" {
+                bail!(
+                    "first frame is {:?}, expected welcome: {first:.200}",
+                    f.kind
+                );
+            }
+            if let Ok(mut w) = ctx.welcome.lock() {
+                if w.is_none() {
+                    *w = serde_json::from_str(&first).ok();
+                }
+            }
+            Ok(())
         }
-        Ok(())
-    }
-    .await)?;
+        .await,
+    )?;
 
     let sub = json!({"type": "subscribe", "id": "s1", "chat_id": &*spec.chat_id}).to_string();
     at(
@@ -322,7 +341,10 @@ async fn open_session(
                 });
             }
             "message" => {
-                if let Some(m) = f.message.and_then(|r| serde_json::from_str::<MsgBody>(r.get()).ok()) {
+                if let Some(m) = f
+                    .message
+                    .and_then(|r| serde_json::from_str::<MsgBody>(r.get()).ok())
+                {
                     early_seq = Some(early_seq.map_or(m.seq, |s| s.max(m.seq)));
                 }
             }
@@ -377,7 +399,9 @@ async fn close_gracefully(ws: &mut Ws) -> bool {
             }
         }
     };
-    tokio::time::timeout(CLOSE_TIMEOUT, fut).await.unwrap_or(false)
+    tokio::time::timeout(CLOSE_TIMEOUT, fut)
+        .await
+        .unwrap_or(false)
 }
 
 async fn maybe_tick(iv: &mut Option<Interval>) {
@@ -397,11 +421,13 @@ struct SeqCheck {
 }
 
 impl SeqCheck {
-    fn see(&mut self, seq: i64, c: &Counters) {
+    /// Records `seq`; false for an immediate duplicate (same seq as the last one).
+    fn see(&mut self, seq: i64, c: &Counters) -> bool {
         match self.last {
             None => self.last = Some(seq),
             Some(last) if seq == last => {
                 c.seq_duplicates.fetch_add(1, Ordering::Relaxed);
+                return false;
             }
             Some(last) if seq < last => {
                 c.seq_out_of_order.fetch_add(1, Ordering::Relaxed);
@@ -414,6 +440,7 @@ impl SeqCheck {
                 self.last = Some(seq);
             }
         }
+        true
     }
 }
 
@@ -549,9 +576,9 @@ fn handle_frame(
                 ctx.c.foreign_messages.fetch_add(1, Ordering::Relaxed);
                 return;
             }
-            seq.see(m.seq, &ctx.c);
+            let fresh = seq.see(m.seq, &ctx.c);
             match serde_json::from_str::<Stamp>(&m.content) {
-                Ok(st) if measuring => {
+                Ok(st) if measuring && fresh => {
                     ctx.c.delivered.fetch_add(1, Ordering::Relaxed);
                     lat.record(now.saturating_sub(st.t) / 1_000);
                 }
@@ -621,7 +648,7 @@ async fn churn_worker(
 // ---------------------------------------------------------------------------
 // drivers
 
-pub async fn run(cfg: WsConfig) -> Result<()> {
+pub async fn run(cfg: WsConfig) -> Result<Summary> {
     let nofile = crate::common::raise_nofile();
     if cfg.process_count == 0 || cfg.process_index >= cfg.process_count {
         bail!(
@@ -688,18 +715,42 @@ pub async fn run(cfg: WsConfig) -> Result<()> {
         cycle_latency: LatencySink::new(),
         room_acks: (0..plan.rooms.len()).map(|_| AtomicU64::new(0)).collect(),
         room_subscribed: (0..plan.rooms.len()).map(|_| AtomicU64::new(0)).collect(),
+        welcome: Mutex::new(None),
     });
 
-    let mut summary = Summary::new("ws", cfg.scenario.name(), &cfg.target.base, cfg.params.clone());
+    let mut summary = Summary::new(
+        "ws",
+        cfg.scenario.name(),
+        &cfg.target.base,
+        cfg.params.clone(),
+    );
     summary.process_index = cfg.process_index;
     summary.process_count = cfg.process_count;
     summary.notes = notes;
 
     match cfg.scenario {
         WsScenario::Idle | WsScenario::Fanout => {
-            run_sessions(&cfg, &plan, ctx.clone(), nofile, &mut progress, &mut summary).await?
+            run_sessions(
+                &cfg,
+                &plan,
+                ctx.clone(),
+                nofile,
+                &mut progress,
+                &mut summary,
+            )
+            .await?
         }
-        WsScenario::Churn => run_churn(&cfg, &plan, ctx.clone(), nofile, &mut progress, &mut summary).await?,
+        WsScenario::Churn => {
+            run_churn(
+                &cfg,
+                &plan,
+                ctx.clone(),
+                nofile,
+                &mut progress,
+                &mut summary,
+            )
+            .await?
+        }
     }
     progress.finish();
 
@@ -720,26 +771,53 @@ pub async fn run(cfg: WsConfig) -> Result<()> {
         }
     }
     summary.errors_sample = ctx.errors.snapshot();
-    summary.finish_and_write(&cfg.out)?;
-    Ok(())
+    if let Some(w) = ctx.welcome.lock().ok().and_then(|w| w.clone()) {
+        if let Some(rate) = w
+            .pointer("/limits/rate_per_sec")
+            .and_then(|r| r.as_f64())
+            .filter(|r| *r > 0.0)
+        {
+            if let Some(per) = per_sender_rate(&cfg, &plan) {
+                if per > rate {
+                    summary.notes.push(format!(
+                        "per-sender rate {per:.1}/s exceeds the server's announced rate_per_sec {rate}"
+                    ));
+                }
+            }
+        }
+        summary.checks.insert("server_welcome".into(), w);
+    }
+    summary.problem_if_nonzero("setup_failed", "session setups failed");
+    summary.problem_if_nonzero("error_frames", "error frames received");
+    summary.problem_if_nonzero("rate_limited", "rate_limited errors");
+    summary.finish_and_write(&cfg.out)
 }
 
-fn specs_for(cfg: &WsConfig, plan: &Plan, indices: impl Iterator<Item = usize>) -> Result<Vec<Spec>> {
+/// Messages per second each sender sends (fanout with a positive rate).
+fn per_sender_rate(cfg: &WsConfig, plan: &Plan) -> Option<f64> {
+    let total: usize = plan
+        .rooms
+        .iter()
+        .map(|r| r.members.len().min(cfg.senders))
+        .sum();
+    (cfg.scenario == WsScenario::Fanout && cfg.rate > 0.0 && total > 0)
+        .then(|| cfg.rate / total as f64)
+}
+
+fn specs_for(
+    cfg: &WsConfig,
+    plan: &Plan,
+    indices: impl Iterator<Item = usize>,
+) -> Result<Vec<Spec>> {
     // Senders: the first `--senders` members of every room; the total rate is
     // spread evenly over all senders of the plan (all processes together).
     let senders_per_room = cfg.senders;
-    let total_senders: usize = plan
+    let period = per_sender_rate(cfg, plan).map(|per| Duration::from_secs_f64(1.0 / per));
+    let chat_ids: Vec<Arc<str>> = plan
         .rooms
         .iter()
-        .map(|r| r.members.len().min(senders_per_room))
-        .sum();
-    let period = if cfg.scenario == WsScenario::Fanout && cfg.rate > 0.0 && total_senders > 0 {
-        let per_sender = cfg.rate / total_senders as f64;
-        Some(Duration::from_secs_f64(1.0 / per_sender))
-    } else {
-        None
-    };
-    let chat_ids: Vec<Arc<str>> = plan.rooms.iter().map(|r| Arc::from(r.chat_id.as_str())).collect();
+        .map(|r| Arc::from(r.chat_id.as_str()))
+        .collect();
     let mut out = Vec::new();
     for idx in indices {
         let u = plan
@@ -768,13 +846,16 @@ async fn wait_start(cfg: &WsConfig, progress: &mut Progress, summary: &mut Summa
             progress.phase("waiting", at - now, true);
             let t0 = Instant::now();
             with_ticker(progress, crate::common::sleep_until_unix(at), || {
-                (t0.elapsed().as_secs(), format!("synchronised start at unix time {at}"))
+                (
+                    t0.elapsed().as_secs(),
+                    format!("synchronised start at unix time {at}"),
+                )
             })
             .await;
         } else {
-            summary
-                .notes
-                .push(format!("--start-at {at} had already passed when setup finished"));
+            summary.notes.push(format!(
+                "--start-at {at} had already passed when setup finished"
+            ));
         }
     }
 }
@@ -807,10 +888,16 @@ async fn run_sessions(
             summary.notes.push(msg);
         }
     }
-    summary.checks.insert("sessions_planned_total".into(), plan.users.len().into());
-    summary.checks.insert("rooms_total".into(), plan.rooms.len().into());
+    summary
+        .checks
+        .insert("plan_sessions".into(), plan.users.len().into());
+    summary
+        .checks
+        .insert("plan_rooms".into(), plan.rooms.len().into());
     summary.checks.insert("sessions_owned".into(), owned.into());
-    summary.checks.insert("senders_owned".into(), n_senders.into());
+    summary
+        .checks
+        .insert("senders_owned".into(), n_senders.into());
 
     let (phase_tx, phase_rx) = watch::channel(Phase::Setup);
     let mut handles = Vec::with_capacity(specs.len());
@@ -875,11 +962,13 @@ async fn run_sessions(
                 let dt = now.duration_since(last.0).as_secs_f64().max(1e-3);
                 let rate = (d.saturating_sub(last.1)) as f64 / dt;
                 last = (now, d);
+                let (p50, p99) = sink.p50_p99();
                 format!(
-                    "alive {alive} · sent {} acked {} · delivered {d} ({rate:.0}/s, {} lat samples) · seq dup/ooo/missing {}/{}/{} · errors {}",
+                    "alive {alive} · sent {} acked {} · delivered {d} ({rate:.0}/s) · latency p50 {} p99 {} · seq dup/ooo/missing {}/{}/{} · errors {}",
                     c.sent.load(Ordering::Relaxed),
                     c.acked.load(Ordering::Relaxed),
-                    sink.count(),
+                    crate::stats::fmt_us(p50 as f64),
+                    crate::stats::fmt_us(p99 as f64),
                     c.seq_duplicates.load(Ordering::Relaxed),
                     c.seq_out_of_order.load(Ordering::Relaxed),
                     c.seq_missing.load(Ordering::Relaxed),
@@ -926,11 +1015,14 @@ async fn run_sessions(
     let close_deadline = tokio::time::Instant::now() + Duration::from_secs(10);
     let mut closed = 0u64;
     for h in handles.iter_mut() {
-        if tokio::time::timeout_at(close_deadline, &mut *h).await.is_err() {
+        if tokio::time::timeout_at(close_deadline, &mut *h)
+            .await
+            .is_err()
+        {
             break;
         }
         closed += 1;
-        if closed % 256 == 0 {
+        if closed.is_multiple_of(256) {
             progress.update(closed, String::new());
         }
     }
@@ -946,9 +1038,16 @@ async fn run_sessions(
     summary.counter("alive_at_end", alive_at_end);
     summary.counter("closed_by_server", ld(&c.closed_by_server));
     summary.counter("dropped", ld(&c.dropped));
-    summary
-        .checks
-        .insert("setup_secs".into(), json!((setup_secs * 100.0).round() / 100.0));
+    summary.problem_if_nonzero("closed_by_server", "sessions closed by the server");
+    summary.problem_if_nonzero("dropped", "sessions dropped without a close frame");
+    if ld(&c.connected) == 0 {
+        summary.nothing_worked = true;
+        summary.problems.push("no session could subscribe".into());
+    }
+    summary.checks.insert(
+        "setup_secs".into(),
+        json!((setup_secs * 100.0).round() / 100.0),
+    );
     summary.checks.insert(
         "setup_sessions_per_sec".into(),
         json!(((connected_at_start as f64 / setup_secs.max(1e-3)) * 10.0).round() / 10.0),
@@ -969,15 +1068,18 @@ async fn run_sessions(
         let seq_ok = ld(&c.seq_duplicates) == 0 && ld(&c.seq_out_of_order) == 0;
         summary.checks.insert("seq_order_ok".into(), json!(seq_ok));
         if cfg.process_count == 1 {
-            summary.checks.insert("expected_deliveries".into(), json!(expected));
+            summary
+                .checks
+                .insert("expected_deliveries".into(), json!(expected));
             let ratio = if expected > 0 {
                 ld(&c.delivered) as f64 / expected as f64
             } else {
                 0.0
             };
-            summary
-                .checks
-                .insert("delivery_ratio".into(), json!((ratio * 10_000.0).round() / 10_000.0));
+            summary.checks.insert(
+                "delivery_ratio".into(),
+                json!((ratio * 10_000.0).round() / 10_000.0),
+            );
         }
         summary.latency(
             "delivery",
@@ -985,12 +1087,32 @@ async fn run_sessions(
             &ctx.delivery_latency.snapshot(),
             true,
         );
-        summary.latency("setup", "session setup (connect → subscribed)", &setup_h, false);
+        summary.latency(
+            "setup",
+            "session setup (connect → subscribed)",
+            &setup_h,
+            false,
+        );
+        summary.problem_if_nonzero("seq_duplicates", "duplicate messages (same seq twice)");
+        summary.problem_if_nonzero("seq_out_of_order", "messages out of seq order");
+        summary.problem_if_nonzero("seq_missing", "seq gaps (missing messages)");
+        if cfg.process_count == 1 && expected > 0 && ld(&c.delivered) < expected {
+            summary.problems.push(format!(
+                "delivered {} of {expected} expected messages",
+                ld(&c.delivered)
+            ));
+        }
         if ld(&c.delivered) == 0 {
-            summary.notes.push("no message was delivered".into());
+            summary.nothing_worked = true;
+            summary.problems.push("no message was delivered".into());
         }
     } else {
-        summary.latency("setup", "session setup (connect → subscribed)", &setup_h, true);
+        summary.latency(
+            "setup",
+            "session setup (connect → subscribed)",
+            &setup_h,
+            true,
+        );
     }
     Ok(())
 }
@@ -1007,7 +1129,11 @@ async fn run_churn(
     let i = cfg.process_index as usize;
     let workers = cfg.concurrency.max(1);
     let users = plan.users.len();
-    let specs = specs_for(cfg, plan, (0..workers).filter(|w| w % k == i).map(|w| w % users))?;
+    let specs = specs_for(
+        cfg,
+        plan,
+        (0..workers).filter(|w| w % k == i).map(|w| w % users),
+    )?;
     let owned = specs.len() as u64;
     if owned * 2 + 128 > nofile {
         bail!("--concurrency {owned} is too high for this process's {nofile} open files");
@@ -1077,8 +1203,12 @@ async fn run_churn(
         &ctx.cycle_latency.snapshot(),
         false,
     );
+    summary.problem_if_nonzero("failures", "failed cycles");
     if ok_at_end == 0 {
-        summary.notes.push("no session completed: is the server running?".into());
+        summary.nothing_worked = true;
+        summary
+            .problems
+            .push("no session completed: is the server running?".into());
     }
     Ok(())
 }
