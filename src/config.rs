@@ -84,6 +84,8 @@ pub struct Settings {
     pub outbound_queue_bytes: usize,
     /// Grace period for in-flight requests at shutdown.
     pub shutdown_timeout: Duration,
+    /// AI replies: provider, model, prompt budget, concurrency limits and timeouts.
+    pub ai: AiSettings,
 }
 
 /// A configuration problem, naming the variable.
@@ -190,12 +192,177 @@ impl Settings {
             rate_burst: parse(env, "WS_RATE_BURST", 50)?,
             outbound_queue_bytes: parse(env, "WS_OUTBOUND_QUEUE_BYTES", 1024 * 1024)?,
             shutdown_timeout: Duration::from_secs(parse(env, "SHUTDOWN_TIMEOUT_SECS", 10)?),
+            ai: AiSettings::from_map(env)?,
         })
     }
 
     /// True when no shared secret is configured and a generated development secret is used.
     pub fn dev_mode(&self) -> bool {
         self.jwt_secret.is_none()
+    }
+}
+
+/// Which AI provider answers prompts.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum AiProviderKind {
+    /// The built-in development provider: canned, deterministic replies, no account needed.
+    Dev,
+    /// An OpenAI-compatible endpoint through async-openai.
+    OpenAi,
+}
+
+/// Settings of AI replies and speech-to-text.
+#[derive(Clone)]
+pub struct AiSettings {
+    /// `AI_PROVIDER`: `openai` when `OPENAI_API_KEY` is set, else `dev`.
+    pub provider: AiProviderKind,
+    /// `OPENAI_API_KEY`.
+    pub openai_api_key: Option<String>,
+    /// `OPENAI_BASE_URL`: base of the OpenAI-compatible API (`…/v1`).
+    pub openai_base_url: String,
+    /// `AI_MODEL`: the chat model used unless a prompt names another allowed one.
+    pub model: String,
+    /// `AI_ALLOWED_MODELS`: further models a WebSocket `prompt` may ask for.
+    pub allowed_models: Vec<String>,
+    /// `AI_TRANSCRIPTION_MODEL`: the speech-to-text model.
+    pub transcription_model: String,
+    /// `AI_SYSTEM_PROMPT`: the system message that opens every prompt (empty: none).
+    pub system_prompt: String,
+    /// `AI_CONTEXT_TOKEN_BUDGET`: estimated tokens of history (plus system prompt) sent.
+    pub context_token_budget: u32,
+    /// `AI_MAX_OUTPUT_TOKENS`: cap on a reply's tokens, when set.
+    pub max_output_tokens: Option<u32>,
+    /// `AI_MAX_CONCURRENT_PER_USER`: replies one user may have in flight (over it: 429).
+    pub max_concurrent_per_user: usize,
+    /// `AI_MAX_CONCURRENT_PER_NODE`: replies this node streams at once (over it: 429).
+    pub max_concurrent_per_node: usize,
+    /// `AI_CONNECT_TIMEOUT_MS`: TCP/TLS connect timeout to the provider.
+    pub connect_timeout: Duration,
+    /// `AI_IDLE_TIMEOUT_MS`: longest wait for the provider's response or its next event.
+    pub idle_timeout: Duration,
+    /// `AI_MAX_RETRIES`: retries on 429/5xx/connect failures, before the first token only.
+    pub max_retries: u32,
+    /// `AI_RETRY_BASE_MS`: first retry delay; doubles each retry (with jitter).
+    pub retry_base: Duration,
+    /// `AI_DEV_TOKENS_PER_SEC`: pacing of the development provider.
+    pub dev_tokens_per_sec: f64,
+    /// `AI_DEV_FIRST_TOKEN_MS`: the development provider's time to first token.
+    pub dev_first_token: Duration,
+    /// `AI_DEV_REPLY_TOKENS`: makes every development reply exactly this many tokens.
+    pub dev_reply_tokens: Option<usize>,
+}
+
+impl std::fmt::Debug for AiSettings {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.debug_struct("AiSettings")
+            .field("provider", &self.provider)
+            .field(
+                "openai_api_key",
+                &self.openai_api_key.as_ref().map(|_| "<redacted>"),
+            )
+            .field("openai_base_url", &self.openai_base_url)
+            .field("model", &self.model)
+            .field("max_concurrent_per_user", &self.max_concurrent_per_user)
+            .field("max_concurrent_per_node", &self.max_concurrent_per_node)
+            .finish_non_exhaustive()
+    }
+}
+
+impl AiSettings {
+    /// Reads the `AI_*` and `OPENAI_*` variables.
+    pub fn from_map(env: &HashMap<String, String>) -> Result<Self, ConfigError> {
+        let get = |k: &str| {
+            env.get(k)
+                .map(|v| v.trim().to_string())
+                .filter(|v| !v.is_empty())
+        };
+        let openai_api_key = get("OPENAI_API_KEY");
+        let base_url = get("OPENAI_BASE_URL");
+        let provider = match get("AI_PROVIDER").as_deref() {
+            None if openai_api_key.is_some() => AiProviderKind::OpenAi,
+            None | Some("dev") => AiProviderKind::Dev,
+            Some("openai") => {
+                if openai_api_key.is_none() && base_url.is_none() {
+                    return Err(ConfigError {
+                        var: "AI_PROVIDER",
+                        reason:
+                            "openai needs OPENAI_API_KEY (or an OPENAI_BASE_URL that needs no key)"
+                                .into(),
+                    });
+                }
+                AiProviderKind::OpenAi
+            }
+            Some(other) => {
+                return Err(ConfigError {
+                    var: "AI_PROVIDER",
+                    reason: format!("{other:?} is not one of dev, openai"),
+                })
+            }
+        };
+        let openai_base_url = base_url
+            .unwrap_or_else(|| "https://api.openai.com/v1".into())
+            .trim_end_matches('/')
+            .to_string();
+        if !(openai_base_url.starts_with("http://") || openai_base_url.starts_with("https://")) {
+            return Err(ConfigError {
+                var: "OPENAI_BASE_URL",
+                reason: "must be an http(s) URL".into(),
+            });
+        }
+        let default_model = match provider {
+            AiProviderKind::Dev => "echo-dev",
+            AiProviderKind::OpenAi => "gpt-4o-mini",
+        };
+        let dev_tokens_per_sec: f64 = parse(env, "AI_DEV_TOKENS_PER_SEC", 30.0)?;
+        if !(dev_tokens_per_sec.is_finite() && dev_tokens_per_sec > 0.0) {
+            return Err(ConfigError {
+                var: "AI_DEV_TOKENS_PER_SEC",
+                reason: "must be a positive number".into(),
+            });
+        }
+        let optional = |var: &'static str| -> Result<Option<u64>, ConfigError> {
+            match get(var) {
+                None => Ok(None),
+                Some(raw) => raw.parse().map(Some).map_err(|e| ConfigError {
+                    var,
+                    reason: format!("{raw:?}: {e}"),
+                }),
+            }
+        };
+        Ok(AiSettings {
+            provider,
+            openai_api_key,
+            openai_base_url,
+            model: get("AI_MODEL").unwrap_or_else(|| default_model.into()),
+            allowed_models: get("AI_ALLOWED_MODELS")
+                .map(|v| {
+                    v.split(',')
+                        .map(|s| s.trim().to_string())
+                        .filter(|s| !s.is_empty())
+                        .collect()
+                })
+                .unwrap_or_default(),
+            transcription_model: get("AI_TRANSCRIPTION_MODEL")
+                .unwrap_or_else(|| "whisper-1".into()),
+            system_prompt: env
+                .get("AI_SYSTEM_PROMPT")
+                .map(|v| v.trim().to_string())
+                .unwrap_or_else(|| {
+                    "You are Echo, a helpful assistant in a group chat. Answer concisely.".into()
+                }),
+            context_token_budget: parse(env, "AI_CONTEXT_TOKEN_BUDGET", 8_000)?,
+            max_output_tokens: optional("AI_MAX_OUTPUT_TOKENS")?
+                .map(|v| v.min(u32::MAX as u64) as u32),
+            max_concurrent_per_user: parse(env, "AI_MAX_CONCURRENT_PER_USER", 3)?,
+            max_concurrent_per_node: parse(env, "AI_MAX_CONCURRENT_PER_NODE", 256)?,
+            connect_timeout: Duration::from_millis(parse(env, "AI_CONNECT_TIMEOUT_MS", 10_000)?),
+            idle_timeout: Duration::from_millis(parse(env, "AI_IDLE_TIMEOUT_MS", 60_000)?),
+            max_retries: parse(env, "AI_MAX_RETRIES", 3)?,
+            retry_base: Duration::from_millis(parse(env, "AI_RETRY_BASE_MS", 500)?),
+            dev_tokens_per_sec,
+            dev_first_token: Duration::from_millis(parse(env, "AI_DEV_FIRST_TOKEN_MS", 250)?),
+            dev_reply_tokens: optional("AI_DEV_REPLY_TOKENS")?.map(|v| v as usize),
+        })
     }
 }
 
@@ -256,5 +423,23 @@ mod tests {
         assert_eq!(s.database_kind, DatabaseKind::Postgres);
         let err = Settings::from_map(&env(&[("DATABASE_URL", "mysql://h/db")])).unwrap_err();
         assert_eq!(err.var, "DATABASE_URL");
+    }
+
+    #[test]
+    fn ai_defaults_to_the_dev_provider_and_to_openai_when_a_key_is_set() {
+        let s = Settings::from_map(&env(&[])).unwrap();
+        assert_eq!(s.ai.provider, AiProviderKind::Dev);
+        assert_eq!(s.ai.max_concurrent_per_user, 3);
+        let s = Settings::from_map(&env(&[("OPENAI_API_KEY", "sk-x")])).unwrap();
+        assert_eq!(s.ai.provider, AiProviderKind::OpenAi);
+        assert_eq!(s.ai.openai_base_url, "https://api.openai.com/v1");
+        assert!(
+            !format!("{:?}", s.ai).contains("sk-x"),
+            "the key is not logged"
+        );
+        let err = Settings::from_map(&env(&[("AI_PROVIDER", "magic")])).unwrap_err();
+        assert_eq!(err.var, "AI_PROVIDER");
+        let err = Settings::from_map(&env(&[("AI_DEV_TOKENS_PER_SEC", "0")])).unwrap_err();
+        assert_eq!(err.var, "AI_DEV_TOKENS_PER_SEC");
     }
 }

@@ -5,6 +5,7 @@
 
 #![deny(clippy::unwrap_used, clippy::expect_used)]
 
+pub mod ai;
 pub mod api_types;
 pub mod auth;
 pub mod broker;

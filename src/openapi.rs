@@ -16,6 +16,7 @@ use crate::routes;
         routes::chats::update_chat, routes::chats::delete_chat, routes::chats::add_member,
         routes::chats::remove_member, routes::chats::list_messages,
         routes::messages::create_message,
+        routes::ai::chat, routes::ai::stream_message, routes::ai::resume,
     ),
     modifiers(&BearerAuth)
 )]

@@ -137,6 +137,11 @@ async fn build_state(settings: Settings) -> anyhow::Result<AppState> {
     let hub = Arc::new(Hub::start(db.clone(), metrics.clone()));
     let broker: Arc<dyn Broker> = Arc::new(LocalBroker::new(hub.clone()));
     let chats = ChatService::new(db.clone(), broker.clone());
+    let ai = crate::ai::build_provider(&settings.ai)?;
+    let generations = Arc::new(crate::ai::registry::LocalGenerations::new(
+        settings.ai.max_concurrent_per_user,
+        settings.ai.max_concurrent_per_node,
+    ));
     Ok(AppState {
         settings,
         db,
@@ -147,6 +152,8 @@ async fn build_state(settings: Settings) -> anyhow::Result<AppState> {
         metrics,
         dev_secret,
         known_users: Arc::new(DashMap::new()),
+        ai,
+        generations,
     })
 }
 

@@ -39,6 +39,10 @@ pub struct AppState {
     pub dev_secret: Option<Arc<str>>,
     /// Claims last written to each user's row, so the upsert runs once per change, not per request.
     pub known_users: Arc<DashMap<Uuid, UserClaims>>,
+    /// The AI provider (OpenAI-compatible, or the development one).
+    pub ai: Arc<dyn crate::ai::AiProvider>,
+    /// In-flight AI replies on this node, and the concurrency limits.
+    pub generations: Arc<dyn crate::ai::registry::GenerationRegistry>,
 }
 
 impl AppState {

@@ -193,6 +193,36 @@ impl ChatService {
         Ok(appended)
     }
 
+    /// Stores an AI reply under the id announced when it started (`finish_reason` recorded),
+    /// then publishes it as a `message` like any other.
+    pub async fn store_reply(
+        &self,
+        chat_id: Uuid,
+        message_id: Uuid,
+        content: &str,
+        finish_reason: &str,
+    ) -> ApiResult<Message> {
+        let mut conn = self.db.conn().await?;
+        let new = NewMessage {
+            chat_id,
+            user_id: None,
+            role: "assistant",
+            is_from_ai: true,
+            content,
+            client_msg_id: None,
+            finish_reason: Some(finish_reason),
+        };
+        let appended = match messages::append_with_id(&mut conn, message_id, &new).await {
+            Ok(a) => a,
+            Err(diesel::result::Error::NotFound) => {
+                return Err(ApiError::not_found("Chat not found"))
+            }
+            Err(e) => return Err(e.into()),
+        };
+        self.publish_message(&appended.message);
+        Ok(appended.message)
+    }
+
     /// Publishes a committed message to its room.
     pub fn publish_message(&self, message: &Message) {
         self.broker.publish(

@@ -51,6 +51,16 @@ impl From<diesel::result::Error> for AppendError {
 
 /// Stores a message with the chat's next `seq`. Fails with `NotFound` if the chat is gone.
 pub async fn append(conn: &mut DbConn, new: &NewMessage<'_>) -> QueryResult<Appended> {
+    append_with_id(conn, Uuid::new_v4(), new).await
+}
+
+/// As [`append`], with the message id chosen by the caller (an AI reply's id is announced in
+/// `generation_started` before the reply is stored).
+pub async fn append_with_id(
+    conn: &mut DbConn,
+    id: Uuid,
+    new: &NewMessage<'_>,
+) -> QueryResult<Appended> {
     let result = conn
         .write_txn(async |conn: &mut DbConn| {
             let ts = now();
@@ -74,7 +84,7 @@ pub async fn append(conn: &mut DbConn, new: &NewMessage<'_>) -> QueryResult<Appe
             }
             let message = run!(conn, |c| diesel::insert_into(messages::table)
                 .values((
-                    messages::id.eq(DbUuid(Uuid::new_v4())),
+                    messages::id.eq(DbUuid(id)),
                     messages::chat_id.eq(DbUuid(new.chat_id)),
                     messages::seq.eq(seq),
                     messages::user_id.eq(new.user_id.map(DbUuid)),
@@ -151,6 +161,26 @@ pub async fn page(
 pub async fn latest(conn: &mut DbConn, chat_id: Uuid, limit: i64) -> QueryResult<Vec<Message>> {
     let mut newest_first = run!(conn, |c| messages::table
         .filter(messages::chat_id.eq(DbUuid(chat_id)))
+        .order(messages::seq.desc())
+        .limit(limit)
+        .select(messages::all_columns)
+        .load::<Message>(c)
+        .await)?;
+    newest_first.reverse();
+    Ok(newest_first)
+}
+
+/// The newest `limit` messages of a chat with `seq <= through_seq`, in ascending `seq` (the
+/// history an AI reply to message `through_seq` is based on).
+pub async fn history_through(
+    conn: &mut DbConn,
+    chat_id: Uuid,
+    through_seq: i64,
+    limit: i64,
+) -> QueryResult<Vec<Message>> {
+    let mut newest_first = run!(conn, |c| messages::table
+        .filter(messages::chat_id.eq(DbUuid(chat_id)))
+        .filter(messages::seq.le(through_seq))
         .order(messages::seq.desc())
         .limit(limit)
         .select(messages::all_columns)

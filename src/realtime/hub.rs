@@ -56,6 +56,11 @@ impl Hub {
         &self.supervisor
     }
 
+    /// True when a session on this node is subscribed to the chat's room.
+    pub fn room_is_watched(&self, chat_id: Uuid) -> bool {
+        self.rooms.contains_key(&chat_id)
+    }
+
     /// Hands an event to the local subscribers of `topic`.
     pub fn deliver(&self, topic: Topic, event: Arc<Event>) {
         match topic {

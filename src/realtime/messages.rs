@@ -48,6 +48,9 @@ pub struct Activate {
     pub replayed_through: i64,
     /// False when the gap was over the recovery limit.
     pub recovered: bool,
+    /// In-flight AI replies whose `generation_snapshot` the session was sent, with the index
+    /// of the last token each held (-1 for none).
+    pub generations: Vec<(Uuid, i64)>,
 }
 
 /// Hub → ChatRoom: an event published to the room.

@@ -2,7 +2,7 @@
 //! `message` events in `seq` order (holding later ones while a gap is filled from the
 //! database), and serialises each event once for all of its sessions.
 
-use std::collections::{BTreeMap, HashMap};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -30,11 +30,27 @@ enum MemberState {
     Live { skip_through: i64 },
 }
 
+/// Where an AI generation event belongs, for a member that joined while it streams.
+#[derive(Clone, Copy)]
+enum GenFrame {
+    /// `generation_started`.
+    Started,
+    /// `token` with its index.
+    Token(u64),
+    /// `generation_finished` or `generation_failed`.
+    Ended,
+}
+
 struct Member {
     user_id: Uuid,
     out: Outbound,
     notify: Recipient<RoomNotice>,
     state: MemberState,
+    /// Generation events that arrived while buffering, in order.
+    gen_buffer: Vec<(Uuid, GenFrame, ByteString)>,
+    /// Per in-flight generation, the last token index its `generation_snapshot` held: tokens
+    /// up to it are not sent again.
+    gen_skip: HashMap<Uuid, i64>,
 }
 
 /// A chat's room on this node.
@@ -269,6 +285,8 @@ impl Handler<Join> for ChatRoom {
                 out: msg.out,
                 notify: msg.notify,
                 state: MemberState::Buffering(Vec::new()),
+                gen_buffer: Vec::new(),
+                gen_skip: HashMap::new(),
             },
         );
         MessageResult(ctx.address())
@@ -343,6 +361,28 @@ impl Handler<Activate> for ChatRoom {
         for frame in other {
             member.out.send(frame);
         }
+        // Tokens of a reply go out only past its snapshot, or when its start came after it.
+        member.gen_skip = msg.generations.iter().copied().collect();
+        let mut seen_start = HashSet::new();
+        for (gen, kind, frame) in std::mem::take(&mut member.gen_buffer) {
+            let send = match kind {
+                GenFrame::Started => {
+                    seen_start.insert(gen);
+                    true
+                }
+                GenFrame::Token(i) => match member.gen_skip.get(&gen) {
+                    Some(last) => i64::try_from(i).is_ok_and(|i| i > *last),
+                    None => seen_start.contains(&gen),
+                },
+                GenFrame::Ended => {
+                    member.gen_skip.remove(&gen);
+                    true
+                }
+            };
+            if send {
+                member.out.send(frame);
+            }
+        }
         member.state = MemberState::Live {
             skip_through: through,
         };
@@ -411,10 +451,58 @@ impl Handler<Deliver> for ChatRoom {
                 self.evict_user(user_id);
                 self.broadcast(&frame, "member_removed", None);
             }
+            Event::GenerationStarted { .. }
+            | Event::Token { .. }
+            | Event::GenerationFinished { .. }
+            | Event::GenerationFailed { .. } => self.deliver_generation(&event, &frame),
             other => {
                 let kind = other.kind();
                 self.broadcast(&frame, kind, None);
             }
         }
+    }
+}
+
+impl ChatRoom {
+    /// Delivers an AI generation event: buffering members keep it, tagged, until they go live;
+    /// live members get it unless it is a token their snapshot already held.
+    fn deliver_generation(&mut self, event: &Event, frame: &ByteString) {
+        let (gen, kind) = match event {
+            Event::GenerationStarted { generation_id, .. } => (*generation_id, GenFrame::Started),
+            Event::Token {
+                generation_id,
+                index,
+                ..
+            } => (*generation_id, GenFrame::Token(*index)),
+            Event::GenerationFinished { generation_id, .. }
+            | Event::GenerationFailed { generation_id, .. } => (*generation_id, GenFrame::Ended),
+            _ => return,
+        };
+        let mut n = 0u64;
+        for m in self.members.values_mut() {
+            if let MemberState::Buffering(_) = m.state {
+                m.gen_buffer.push((gen, kind, frame.clone()));
+                continue;
+            }
+            let covered = match kind {
+                GenFrame::Token(i) => m
+                    .gen_skip
+                    .get(&gen)
+                    .is_some_and(|last| i64::try_from(i).is_ok_and(|i| i <= *last)),
+                GenFrame::Started => false,
+                GenFrame::Ended => {
+                    m.gen_skip.remove(&gen);
+                    false
+                }
+            };
+            if !covered {
+                m.out.send(frame.clone());
+                n += 1;
+            }
+        }
+        self.metrics
+            .ws_frames_out
+            .with_label_values(&[event.kind()])
+            .inc_by(n);
     }
 }

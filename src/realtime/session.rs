@@ -14,6 +14,7 @@ use super::messages::{Activate, Join, Leave, RoomNotice, Typing};
 use super::outbound::Outbound;
 use super::protocol::{self, error_frame, with_id, Request};
 use super::room::ChatRoom;
+use crate::ai::replies::{self, Prompt};
 use crate::api_types::MessageResponse;
 use crate::chat::service::PostMessage;
 use crate::db::{chats, messages};
@@ -222,11 +223,12 @@ impl UserSession {
                 }
             }
             Request::RefreshToken { token } => self.refresh(id, token, ctx),
-            Request::Prompt { .. } | Request::Cancel { .. } => self.error(
-                &id,
-                "unavailable",
-                "AI generation is not available on this server yet",
-            ),
+            Request::Prompt {
+                chat_id,
+                content,
+                model,
+            } => self.prompt(id, chat_id, content, model, ctx),
+            Request::Cancel { generation_id } => self.cancel(id, generation_id, ctx),
             Request::Jobs => self.error(
                 &id,
                 "unavailable",
@@ -298,11 +300,21 @@ impl UserSession {
                     }
                 }
             }
-            Ok((room, through, recovered))
+            // Replies being generated: their text so far, then (from the room) later tokens.
+            let mut generations = Vec::new();
+            for live in state.generations.in_chat(chat_id) {
+                let snapshot = live.snapshot();
+                generations.push((snapshot.generation_id, snapshot.index));
+                if !out.send_wait(snapshot.event().encode()).await {
+                    break;
+                }
+            }
+            Ok((room, through, recovered, generations))
         };
         ctx.wait(fut.into_actor(self).map(move |res, act, _ctx| match res {
-            Ok((room, through, recovered)) => {
+            Ok((room, through, recovered, generations)) => {
                 room.do_send(Activate {
+                    generations,
                     session_id: act.id,
                     request_id: id,
                     replayed_through: through,
@@ -365,6 +377,81 @@ impl UserSession {
                     }),
                     &id,
                 ),
+                "ack",
+            ),
+            Err(e) => act.api_error(&id, &e),
+        }));
+    }
+
+    /// `prompt`: stores the message like `send`, then the AI reply streams to the room.
+    fn prompt(
+        &mut self,
+        id: Option<String>,
+        chat_id: Uuid,
+        content: String,
+        model: Option<String>,
+        ctx: &mut Context<Self>,
+    ) {
+        if !self.rooms.contains_key(&chat_id) {
+            self.error(&id, "bad_request", "not subscribed to this chat");
+            return;
+        }
+        let mut issues = Vec::new();
+        validate_content(&mut issues, &["content"], &content);
+        if !issues.is_empty() {
+            self.api_error(&id, &ApiError::Validation(issues));
+            return;
+        }
+        let state = self.state.clone();
+        let user_id = self.user_id;
+        let fut = async move {
+            let prompt = Prompt {
+                chat_id,
+                user_id,
+                content,
+                model,
+                client_msg_id: None,
+                stream_to_caller: false,
+            };
+            replies::start(&state, prompt).await
+        };
+        ctx.wait(fut.into_actor(self).map(move |res, act, _| match res {
+            Ok(started) => act.reply(
+                with_id(
+                    json!({
+                        "type": "ack",
+                        "message_id": started.user_message.message.id.0,
+                        "seq": started.user_message.message.seq,
+                        "generation_id": started.generation.id,
+                    }),
+                    &id,
+                ),
+                "ack",
+            ),
+            Err(e) => act.api_error(&id, &e),
+        }));
+    }
+
+    /// `cancel`: stops a generation in a chat the user is a member of.
+    fn cancel(&mut self, id: Option<String>, generation_id: Uuid, ctx: &mut Context<Self>) {
+        let state = self.state.clone();
+        let user_id = self.user_id;
+        let fut = async move {
+            let not_found = || ApiError::not_found("Generation not found");
+            let live = state
+                .generations
+                .find(generation_id)
+                .ok_or_else(not_found)?;
+            let mut conn = state.db.conn().await?;
+            if !chats::is_member(&mut conn, live.chat_id, user_id).await? {
+                return Err(not_found());
+            }
+            live.cancel();
+            Ok(())
+        };
+        ctx.wait(fut.into_actor(self).map(move |res, act, _| match res {
+            Ok(()) => act.reply(
+                with_id(json!({"type": "ack", "generation_id": generation_id}), &id),
                 "ack",
             ),
             Err(e) => act.api_error(&id, &e),

@@ -41,7 +41,7 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
         "status": if ok { "ok" } else { "error" },
         "timestamp": timestamp,
         "node_id": state.settings.node_id,
-        "services": {"database": database, "broker": broker},
+        "services": {"database": database, "broker": broker, "ai": state.ai.health()},
     });
     if ok {
         HttpResponse::Ok().json(body)

@@ -1,5 +1,6 @@
 //! HTTP routes: thin handlers that parse, call a service, and shape the response.
 
+pub mod ai;
 pub mod chats;
 pub mod messages;
 pub mod meta;
@@ -16,4 +17,5 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     chats::configure(cfg);
     messages::configure(cfg);
     ws::configure(cfg);
+    ai::configure(cfg);
 }

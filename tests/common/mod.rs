@@ -3,6 +3,8 @@
 //! returns a handle with request helpers.
 #![allow(dead_code)]
 
+pub mod ai;
+pub mod openai_mock;
 pub mod ws;
 
 use std::collections::HashMap;

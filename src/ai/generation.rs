@@ -1,0 +1,305 @@
+//! `Generation`: one actor per in-flight AI reply. It builds the prompt from the chat's history,
+//! streams the provider's tokens to the chat's room (through the broker) and to its REST
+//! readers, keeps the text so far in its [`LiveGeneration`] for late subscribers, and at the end
+//! stores the reply and announces it. A cancel stops it between two tokens; so does its REST
+//! caller going away while nobody else watches the chat.
+
+use std::sync::Arc;
+
+use actix::prelude::*;
+use tokio::sync::mpsc;
+use uuid::Uuid;
+
+use super::messages::{CancelGeneration, StreamUpdate};
+use super::prompt::{self, estimate_prompt_tokens};
+use super::registry::{LiveGeneration, Permit};
+use super::{AiError, ChatChunk, ChatRequest, FinishReason, Usage};
+use crate::api_types::MessageResponse;
+use crate::db::messages;
+use crate::error::ApiError;
+use crate::realtime::event::{Event, Topic};
+use crate::state::AppState;
+
+/// What the stored reply says when the node stops under a generation.
+const INTERRUPTED: &str = "The reply was interrupted";
+
+/// What a new generation needs.
+pub struct Launch {
+    /// Shared state (database, broker, provider, registry).
+    pub state: AppState,
+    /// The chat.
+    pub chat_id: Uuid,
+    /// Who prompted.
+    pub user_id: Uuid,
+    /// The model to ask.
+    pub model: String,
+    /// `seq` of the user's message: the history goes up to it.
+    pub through_seq: i64,
+    /// The place in the concurrency limits, held until the actor stops.
+    pub permit: Permit,
+    /// The REST caller's update channel, if a REST request started it.
+    pub caller: Option<mpsc::UnboundedSender<StreamUpdate>>,
+}
+
+/// One in-flight reply.
+pub struct Generation {
+    /// The shared view (ids, text so far, readers), also in the registry.
+    live: Arc<LiveGeneration>,
+    state: AppState,
+    through_seq: i64,
+    /// The REST caller's channel, watched to notice it going away.
+    caller: Option<mpsc::UnboundedSender<StreamUpdate>>,
+    /// The provider stream being consumed.
+    stream: Option<SpawnHandle>,
+    /// Estimated prompt tokens, for the usage of a cancelled reply.
+    prompt_tokens: u32,
+    /// Set once the reply is ending: later tokens and cancels are ignored.
+    finishing: bool,
+    _permit: Permit,
+}
+
+impl Generation {
+    /// Starts a generation on the current arbiter and registers it; returns its shared view.
+    pub fn launch(launch: Launch) -> Arc<LiveGeneration> {
+        let ctx = Context::<Generation>::new();
+        let live = Arc::new(LiveGeneration::new(
+            Uuid::new_v4(),
+            launch.chat_id,
+            launch.user_id,
+            Uuid::new_v4(),
+            launch.model,
+            ctx.address().recipient(),
+            launch.caller.clone(),
+        ));
+        launch.state.generations.register(live.clone());
+        ctx.run(Generation {
+            live: live.clone(),
+            state: launch.state,
+            through_seq: launch.through_seq,
+            caller: launch.caller,
+            stream: None,
+            prompt_tokens: 0,
+            finishing: false,
+            _permit: launch.permit,
+        });
+        live
+    }
+
+    fn publish(&self, event: Event) {
+        self.state
+            .broker
+            .publish(Topic::Room(self.live.chat_id), event);
+    }
+
+    /// Stops consuming the provider (dropping its stream aborts the request).
+    fn stop_stream(&mut self, ctx: &mut Context<Self>) {
+        self.finishing = true;
+        if let Some(h) = self.stream.take() {
+            ctx.cancel_future(h);
+        }
+    }
+
+    /// Stores the reply, announces it, and stops.
+    fn finish(&mut self, finish_reason: FinishReason, usage: Usage, ctx: &mut Context<Self>) {
+        self.stop_stream(ctx);
+        let (text, _) = self.live.text();
+        let chats = self.state.chats.clone();
+        let (chat_id, message_id) = (self.live.chat_id, self.live.message_id);
+        let store = async move {
+            chats
+                .store_reply(chat_id, message_id, &text, finish_reason.as_str())
+                .await
+        };
+        ctx.spawn(store.into_actor(self).map(move |res, act, ctx| {
+            match res {
+                Ok(message) => {
+                    act.publish(Event::GenerationFinished {
+                        chat_id,
+                        generation_id: act.live.id,
+                        message: MessageResponse::from(message),
+                        finish_reason: finish_reason.as_str().to_string(),
+                        usage: serde_json::to_value(usage).unwrap_or_default(),
+                    });
+                    act.live.close(StreamUpdate::Finished {
+                        finish_reason,
+                        usage,
+                    });
+                }
+                Err(e) => {
+                    tracing::error!(%chat_id, generation = %act.live.id, error = %e, "storing an AI reply failed");
+                    act.announce_failure("The reply could not be stored".into());
+                }
+            }
+            ctx.stop();
+        }));
+    }
+
+    /// Ends with an error: the partial reply (if any) is stored with `finish_reason: error`.
+    fn fail(&mut self, public: String, ctx: &mut Context<Self>) {
+        self.stop_stream(ctx);
+        let (text, _) = self.live.text();
+        if text.is_empty() {
+            self.announce_failure(public);
+            ctx.stop();
+            return;
+        }
+        let chats = self.state.chats.clone();
+        let (chat_id, message_id) = (self.live.chat_id, self.live.message_id);
+        let store = async move {
+            chats
+                .store_reply(chat_id, message_id, &text, FinishReason::Error.as_str())
+                .await
+        };
+        ctx.spawn(store.into_actor(self).map(move |res, act, ctx| {
+            if let Err(e) = res {
+                tracing::error!(%chat_id, error = %e, "storing a partial AI reply failed");
+            }
+            act.announce_failure(public);
+            ctx.stop();
+        }));
+    }
+
+    fn announce_failure(&mut self, error: String) {
+        self.publish(Event::GenerationFailed {
+            chat_id: self.live.chat_id,
+            generation_id: self.live.id,
+            error: error.clone(),
+        });
+        self.live.close(StreamUpdate::Failed { error });
+    }
+
+    fn cancel(&mut self, ctx: &mut Context<Self>) {
+        if self.finishing {
+            return;
+        }
+        let (_, tokens) = self.live.text();
+        let usage = Usage::new(
+            self.prompt_tokens,
+            u32::try_from(tokens).unwrap_or(u32::MAX),
+        );
+        tracing::info!(generation = %self.live.id, tokens, "AI reply cancelled");
+        self.finish(FinishReason::Cancelled, usage, ctx);
+    }
+
+    /// The REST caller went away: cancel unless someone else still watches the reply.
+    fn caller_gone(&mut self, ctx: &mut Context<Self>) {
+        if self.finishing {
+            return;
+        }
+        let watched = self.live.has_readers() || self.state.hub.room_is_watched(self.live.chat_id);
+        if watched {
+            tracing::debug!(generation = %self.live.id, "REST caller left; the room still watches");
+        } else {
+            tracing::info!(generation = %self.live.id, "REST caller left and nobody watches; cancelling");
+            self.cancel(ctx);
+        }
+    }
+}
+
+impl Actor for Generation {
+    type Context = Context<Self>;
+
+    fn started(&mut self, ctx: &mut Context<Self>) {
+        self.publish(Event::GenerationStarted {
+            chat_id: self.live.chat_id,
+            generation_id: self.live.id,
+            message_id: self.live.message_id,
+            model: self.live.model.clone(),
+        });
+        if let Some(caller) = self.caller.clone() {
+            let gone = async move { caller.closed().await };
+            ctx.spawn(
+                gone.into_actor(self)
+                    .map(|(), act, ctx| act.caller_gone(ctx)),
+            );
+        }
+        let db = self.state.db.clone();
+        let settings = self.state.settings.clone();
+        let (chat_id, through) = (self.live.chat_id, self.through_seq);
+        let history = async move {
+            let mut conn = db.conn().await?;
+            let history =
+                messages::history_through(&mut conn, chat_id, through, prompt::HISTORY_LIMIT)
+                    .await?;
+            Ok::<_, ApiError>(prompt::build(
+                &settings.ai.system_prompt,
+                &history,
+                settings.ai.context_token_budget,
+            ))
+        };
+        ctx.spawn(history.into_actor(self).map(|res, act, ctx| {
+            if act.finishing {
+                return;
+            }
+            match res {
+                Ok(messages) => {
+                    act.prompt_tokens = estimate_prompt_tokens(&messages);
+                    let request = ChatRequest {
+                        model: act.live.model.clone(),
+                        messages,
+                        max_output_tokens: act.state.settings.ai.max_output_tokens,
+                    };
+                    let stream = act.state.ai.stream_chat(request);
+                    act.stream = Some(ctx.add_stream(stream));
+                }
+                Err(e) => {
+                    tracing::error!(generation = %act.live.id, error = %e, "loading the history failed");
+                    act.fail("The chat history could not be read".into(), ctx);
+                }
+            }
+        }));
+    }
+
+    fn stopped(&mut self, _: &mut Context<Self>) {
+        // Normally already closed; this covers an actor stopped by its arbiter shutting down.
+        self.live.close(StreamUpdate::Failed {
+            error: INTERRUPTED.into(),
+        });
+        self.state.generations.unregister(self.live.id);
+    }
+}
+
+impl StreamHandler<Result<ChatChunk, AiError>> for Generation {
+    fn handle(&mut self, item: Result<ChatChunk, AiError>, ctx: &mut Context<Self>) {
+        if self.finishing {
+            return;
+        }
+        match item {
+            Ok(ChatChunk::Delta(delta)) => {
+                let index = self.live.push_token(&delta);
+                self.publish(Event::Token {
+                    chat_id: self.live.chat_id,
+                    generation_id: self.live.id,
+                    index,
+                    delta,
+                });
+            }
+            Ok(ChatChunk::Done {
+                finish_reason,
+                usage,
+            }) => self.finish(finish_reason, usage, ctx),
+            Err(e) => {
+                tracing::warn!(generation = %self.live.id, error = %e, "AI provider failed");
+                self.fail(e.public_message(), ctx);
+            }
+        }
+    }
+
+    fn finished(&mut self, ctx: &mut Context<Self>) {
+        // Providers always end with Done or an error; anything else is a broken stream.
+        if !self.finishing {
+            self.fail(
+                AiError::Stream("ended without a finish".into()).public_message(),
+                ctx,
+            );
+        }
+    }
+}
+
+impl Handler<CancelGeneration> for Generation {
+    type Result = ();
+
+    fn handle(&mut self, _: CancelGeneration, ctx: &mut Context<Self>) {
+        self.cancel(ctx);
+    }
+}
