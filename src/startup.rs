@@ -24,6 +24,9 @@ use crate::metrics::Metrics;
 use crate::realtime::hub::Hub;
 use crate::state::AppState;
 
+/// How long shutdown waits for in-flight AI replies to be stored (as cancelled).
+const SHUTDOWN_REPLY_GRACE: std::time::Duration = std::time::Duration::from_secs(3);
+
 /// A bound, not yet running, Echo node.
 pub struct Application {
     server: Server,
@@ -88,6 +91,7 @@ impl Application {
 /// Stops a node gracefully: WebSocket sessions are closed (1001) first, then in-flight HTTP
 /// requests finish, then the server stops.
 pub async fn shutdown(state: &AppState, handle: &ServerHandle) {
+    crate::ai::registry::stop_all(state.generations.as_ref(), SHUTDOWN_REPLY_GRACE).await;
     state.hub.shutdown();
     handle.stop(true).await;
 }

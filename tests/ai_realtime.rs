@@ -394,6 +394,50 @@ async fn a_hundred_concurrent_replies_on_one_node_all_complete_and_are_stored(ba
     assert_eq!(app.state.generations.in_flight(), 0);
 }
 
+async fn a_node_shutting_down_stores_its_in_flight_replies_as_cancelled(backend: Backend) {
+    let full = Reply::numbered(200, Duration::from_millis(20));
+    let mock = MockOpenAi::start(Step::Reply(full.clone()));
+    let app = spawn_ai_app(backend, &mock, &[]).await;
+    let alice = TestUser::new();
+    let chat = chat_with(&app, &alice, &[]).await;
+    let mut a = WsClient::connect(&app, &alice.token).await;
+    a.subscribe(&chat).await;
+    a.request(
+        json!({"type": "prompt", "chat_id": chat, "content": "Go"}),
+        "p",
+    )
+    .await;
+    for _ in 0..3 {
+        a.next_of("token").await;
+    }
+    let url = app.database_url.clone();
+    app.stop().await;
+    // The watcher hears how the reply ended before the node closes its socket.
+    let mut finished = None;
+    let code = loop {
+        match a.next_or_close().await {
+            Ok(f) if f["type"] == "generation_finished" => finished = Some(f),
+            Ok(_) => {}
+            Err(code) => break code,
+        }
+    };
+    assert_eq!(code, Some(1001));
+    let finished = finished.expect("generation_finished before the close");
+    assert_eq!(finished["finish_reason"], "cancelled");
+    let again = common::spawn_on_database(&url, &[]).await;
+    let reply = stored(&again, &chat)
+        .await
+        .pop()
+        .expect("the reply was stored");
+    assert!(reply.is_from_ai);
+    assert_eq!(reply.finish_reason.as_deref(), Some("cancelled"));
+    assert_eq!(
+        reply.content,
+        finished["message"]["content"].as_str().unwrap()
+    );
+    assert!(full.text().starts_with(&reply.content) && !reply.content.is_empty());
+}
+
 on_both_backends!(
     a_prompt_streams_identical_tokens_to_every_watcher_and_stores_the_reply,
     prompt_and_cancel_refuse_what_they_must,
@@ -402,4 +446,5 @@ on_both_backends!(
     a_rest_caller_hanging_up_while_someone_watches_lets_the_reply_finish,
     a_late_subscriber_gets_a_snapshot_then_the_rest,
     a_hundred_concurrent_replies_on_one_node_all_complete_and_are_stored,
+    a_node_shutting_down_stores_its_in_flight_replies_as_cancelled,
 );

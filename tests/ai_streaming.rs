@@ -586,6 +586,25 @@ async fn the_dev_provider_is_the_default_and_says_so_in_health(backend: Backend)
     assert_eq!(stored(&app, &chat).await[1].content, text);
 }
 
+async fn a_retried_or_regenerated_message_is_stored_once(backend: Backend) {
+    let mock = MockOpenAi::start(Step::Reply(Reply::of(&TOKENS)));
+    let app = spawn_ai_app(backend, &mock, &[]).await;
+    let alice = TestUser::new();
+    let chat = new_chat(&app, &alice).await;
+    let mut body = v5_body(&chat, "Once");
+    body_text(post_stream(&app, "/chat", &alice.token, &body).await).await;
+    // useChat's regenerate sends the same user message (same id) again.
+    body["trigger"] = json!("regenerate-message");
+    body_text(post_stream(&app, "/chat", &alice.token, &body).await).await;
+    let msgs = stored(&app, &chat).await;
+    let roles: Vec<&str> = msgs.iter().map(|m| m.role.as_str()).collect();
+    assert_eq!(roles, ["user", "assistant", "assistant"]);
+    // The new reply answers the user's message, not the reply it replaces.
+    let r = &mock.requests()[1];
+    assert_eq!(r["messages"].as_array().unwrap().len(), 2, "{r}");
+    assert_eq!(r["messages"][1]["content"], "Once");
+}
+
 on_both_backends!(
     the_data_protocol_is_framed_byte_for_byte,
     the_ui_protocol_is_framed_byte_for_byte,
@@ -599,6 +618,7 @@ on_both_backends!(
     resume_answers_204_when_idle_and_replays_an_in_flight_reply,
     concurrency_limits_answer_429_over_rest_and_rate_limited_over_websocket,
     the_dev_provider_is_the_default_and_says_so_in_health,
+    a_retried_or_regenerated_message_is_stored_once,
 );
 
 #[tokio::test]

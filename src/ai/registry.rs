@@ -237,6 +237,25 @@ pub trait GenerationRegistry: Send + Sync + 'static {
     fn in_chat(&self, chat_id: Uuid) -> Vec<Arc<LiveGeneration>>;
     /// How many are in flight on this node.
     fn in_flight(&self) -> usize;
+    /// Cancels every generation running on this node (shutdown).
+    fn cancel_all(&self);
+}
+
+/// Cancels every local generation and waits (at most `grace`) until they are stored, so a
+/// node that stops keeps what its replies had generated.
+pub async fn stop_all(registry: &dyn GenerationRegistry, grace: std::time::Duration) {
+    if registry.in_flight() == 0 {
+        return;
+    }
+    tracing::info!(
+        in_flight = registry.in_flight(),
+        "shutting down: cancelling AI replies"
+    );
+    registry.cancel_all();
+    let deadline = tokio::time::Instant::now() + grace;
+    while registry.in_flight() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
 }
 
 /// Permit counts, shared with the permits so they can give their place back.
@@ -334,6 +353,12 @@ impl GenerationRegistry for LocalGenerations {
 
     fn in_flight(&self) -> usize {
         self.counts.total.load(Ordering::Acquire)
+    }
+
+    fn cancel_all(&self) {
+        for g in self.by_id.iter() {
+            g.value().cancel();
+        }
     }
 }
 
