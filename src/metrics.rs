@@ -8,8 +8,8 @@ use actix_web::http::header::{HeaderName, HeaderValue};
 use actix_web::middleware::Next;
 use actix_web::web;
 use prometheus::{
-    Encoder, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge, IntGaugeVec, Opts,
-    Registry, TextEncoder,
+    Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
+    IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use crate::db::PoolStatus;
@@ -38,6 +38,14 @@ pub struct Metrics {
     pub ws_disconnects: IntCounterVec,
     /// Bytes waiting in all sessions' outbound queues.
     pub ws_queue_bytes: IntGauge,
+    /// AI replies being generated now.
+    pub ai_generations: IntGauge,
+    /// AI replies ended, by outcome (`stop`, `length`, `cancelled`, `error`, `failed`).
+    pub ai_generations_total: IntCounterVec,
+    /// AI reply tokens streamed.
+    pub ai_tokens: IntCounter,
+    /// Time from a generation's start to its first token (prompt build plus the provider).
+    pub ai_first_token: Histogram,
 }
 
 impl Metrics {
@@ -85,6 +93,25 @@ impl Metrics {
             "ws_outbound_queue_bytes",
             "Bytes waiting in outbound queues",
         )?;
+        let ai_generations = IntGauge::new("ai_generations", "AI replies being generated")?;
+        let ai_generations_total = IntCounterVec::new(
+            Opts::new("ai_generations_total", "AI replies ended by outcome"),
+            &["outcome"],
+        )?;
+        let ai_tokens = IntCounter::new("ai_tokens_total", "AI reply tokens streamed")?;
+        let ai_first_token = Histogram::with_opts(
+            HistogramOpts::new(
+                "ai_time_to_first_token_seconds",
+                "Time from a generation's start to its first token",
+            )
+            .buckets(vec![
+                0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
+            ]),
+        )?;
+        registry.register(Box::new(ai_generations.clone()))?;
+        registry.register(Box::new(ai_generations_total.clone()))?;
+        registry.register(Box::new(ai_tokens.clone()))?;
+        registry.register(Box::new(ai_first_token.clone()))?;
         registry.register(Box::new(http_requests.clone()))?;
         registry.register(Box::new(http_latency.clone()))?;
         registry.register(Box::new(db_pool.clone()))?;
@@ -107,6 +134,10 @@ impl Metrics {
             ws_bytes_out,
             ws_disconnects,
             ws_queue_bytes,
+            ai_generations,
+            ai_generations_total,
+            ai_tokens,
+            ai_first_token,
         })
     }
 

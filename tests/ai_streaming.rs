@@ -584,6 +584,17 @@ async fn the_dev_provider_is_the_default_and_says_so_in_health(backend: Backend)
     .await;
     assert_eq!(body_text(again).await, text, "deterministic");
     assert_eq!(stored(&app, &chat).await[1].content, text);
+    let metrics = app.get("/metrics", None).await.text().await.unwrap();
+    assert!(
+        metrics
+            .lines()
+            .any(|l| l.starts_with("echo_ai_generations_total")
+                && l.contains("outcome=\"stop\"")
+                && l.ends_with(" 2")),
+        "{metrics}"
+    );
+    assert!(metrics.contains("echo_ai_time_to_first_token_seconds_count"));
+    assert!(metrics.contains("echo_ai_tokens_total"));
 }
 
 async fn a_retried_or_regenerated_message_is_stored_once(backend: Backend) {

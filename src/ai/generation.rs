@@ -5,6 +5,7 @@
 //! caller going away while nobody else watches the chat.
 
 use std::sync::Arc;
+use std::time::Instant;
 
 use actix::prelude::*;
 use tokio::sync::mpsc;
@@ -55,6 +56,8 @@ pub struct Generation {
     prompt_tokens: u32,
     /// Set once the reply is ending: later tokens and cancels are ignored.
     finishing: bool,
+    /// When the actor started, for the time-to-first-token metric.
+    started_at: Instant,
     _permit: Permit,
 }
 
@@ -80,6 +83,7 @@ impl Generation {
             stream: None,
             prompt_tokens: 0,
             finishing: false,
+            started_at: Instant::now(),
             _permit: launch.permit,
         });
         live
@@ -113,6 +117,7 @@ impl Generation {
         ctx.spawn(store.into_actor(self).map(move |res, act, ctx| {
             match res {
                 Ok(message) => {
+                    act.outcome(finish_reason.as_str());
                     act.publish(Event::GenerationFinished {
                         chat_id,
                         generation_id: act.live.id,
@@ -159,7 +164,16 @@ impl Generation {
         }));
     }
 
+    fn outcome(&self, outcome: &str) {
+        self.state
+            .metrics
+            .ai_generations_total
+            .with_label_values(&[outcome])
+            .inc();
+    }
+
     fn announce_failure(&mut self, error: String) {
+        self.outcome("failed");
         self.publish(Event::GenerationFailed {
             chat_id: self.live.chat_id,
             generation_id: self.live.id,
@@ -200,6 +214,7 @@ impl Actor for Generation {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
+        self.state.metrics.ai_generations.inc();
         self.publish(Event::GenerationStarted {
             chat_id: self.live.chat_id,
             generation_id: self.live.id,
@@ -251,6 +266,7 @@ impl Actor for Generation {
     }
 
     fn stopped(&mut self, _: &mut Context<Self>) {
+        self.state.metrics.ai_generations.dec();
         // Normally already closed; this covers an actor stopped by its arbiter shutting down.
         self.live.close(StreamUpdate::Failed {
             error: INTERRUPTED.into(),
@@ -267,6 +283,13 @@ impl StreamHandler<Result<ChatChunk, AiError>> for Generation {
         match item {
             Ok(ChatChunk::Delta(delta)) => {
                 let index = self.live.push_token(&delta);
+                let metrics = &self.state.metrics;
+                metrics.ai_tokens.inc();
+                if index == 0 {
+                    metrics
+                        .ai_first_token
+                        .observe(self.started_at.elapsed().as_secs_f64());
+                }
                 self.publish(Event::Token {
                     chat_id: self.live.chat_id,
                     generation_id: self.live.id,
