@@ -35,8 +35,10 @@ for i in $(seq 1 100); do
     | python3 -c 'import json,sys; print(json.load(sys.stdin)["id"])' >> "$CHATS_FILE"
 done
 run() { # name, script, path
-  local out
-  out=$("${WRK_CMD[@]}" -t"$THREADS" -c"$CONNS" -d"${DURATION}s" --latency -s <(cat "load-tests/wrk/$2" load-tests/wrk/report.lua) "http://127.0.0.1:$PORT$3" | tail -n1)
+  local out script="$DATA/$2"
+  # wrk reads the script once per thread, so it must be a real file (not a pipe).
+  cat "load-tests/wrk/$2" load-tests/wrk/report.lua > "$script"
+  out=$("${WRK_CMD[@]}" -t"$THREADS" -c"$CONNS" -d"${DURATION}s" --latency -s "$script" "http://127.0.0.1:$PORT$3" | tail -n1)
   echo "{\"backend\":\"$BACKEND\",\"scenario\":\"$1\",\"connections\":$CONNS,\"pinned\":${PIN:-0},\"synchronous_commit\":\"$SYNC_COMMIT\",\"loadavg\":\"$(cut -d' ' -f1-3 /proc/loadavg)\",\"result\":$out}"
 }
 run "GET /" auth.lua /

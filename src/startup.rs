@@ -16,6 +16,7 @@ use dashmap::DashMap;
 
 use crate::auth::jwks::{JwksCache, JwksSource};
 use crate::auth::{dev_secret, Authenticator};
+use crate::broker::redis::{RedisBroker, RemoteSink};
 use crate::broker::{Broker, LocalBroker};
 use crate::chat::ChatService;
 use crate::config::Settings;
@@ -138,8 +139,34 @@ async fn build_state(settings: Settings) -> anyhow::Result<AppState> {
     let auth = Arc::new(Authenticator::new(&settings, hs_secret.as_deref(), jwks));
     let db = Db::connect(&settings)?;
     let metrics = Arc::new(Metrics::new(&settings.node_id)?);
-    let hub = Arc::new(Hub::start(db.clone(), metrics.clone()));
-    let broker: Arc<dyn Broker> = Arc::new(LocalBroker::new(hub.clone()));
+    let (broker, hub): (Arc<dyn Broker>, Arc<Hub>) = match &settings.redis_url {
+        Some(url) => {
+            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
+            let (out_tx, out_rx) = tokio::sync::mpsc::unbounded_channel();
+            let remote = RemoteSink::new(out_tx, &settings.redis_channel_prefix, &settings.node_id);
+            let hub = Arc::new(Hub::start(
+                db.clone(),
+                metrics.clone(),
+                Some(tx),
+                Some(remote.clone()),
+            ));
+            let broker = RedisBroker::start(
+                url,
+                &settings.redis_channel_prefix,
+                &settings.node_id,
+                hub.clone(),
+                rx,
+                remote,
+                out_rx,
+            )
+            .context("REDIS_URL")?;
+            (Arc::new(broker), hub)
+        }
+        None => {
+            let hub = Arc::new(Hub::start(db.clone(), metrics.clone(), None, None));
+            (Arc::new(LocalBroker::new(hub.clone())), hub)
+        }
+    };
     let chats = ChatService::new(db.clone(), broker.clone());
     let ai = crate::ai::build_provider(&settings.ai)?;
     let generations = Arc::new(crate::ai::registry::LocalGenerations::new(

@@ -2,6 +2,8 @@
 //! node's rooms and feeds; a cross-node broker (Redis) would also forward them to other nodes
 //! behind the same interface, so rooms and sessions never know which one runs.
 
+pub mod redis;
+
 use std::sync::Arc;
 
 use crate::realtime::event::{Event, Topic};
@@ -13,6 +15,22 @@ pub trait Broker: Send + Sync + 'static {
     fn publish(&self, topic: Topic, event: Event);
     /// `in-process`, `redis`, … for `/health`.
     fn name(&self) -> &'static str;
+    /// Whether cross-node delivery works now.
+    fn health(&self) -> BrokerHealth {
+        BrokerHealth {
+            ok: true,
+            message: None,
+        }
+    }
+}
+
+/// A broker's state for `/health`.
+#[derive(Debug, Clone)]
+pub struct BrokerHealth {
+    /// False while the broker cannot reach other nodes (local delivery still works).
+    pub ok: bool,
+    /// Why not, when degraded.
+    pub message: Option<String>,
 }
 
 /// Delivers to this node's sessions only: the embedded default.

@@ -13,6 +13,7 @@ use super::messages::Deliver;
 use super::outbound::Outbound;
 use super::room::ChatRoom;
 use super::supervisor::RoomSupervisor;
+use crate::broker::redis::RemoteSink;
 use crate::db::Db;
 use crate::metrics::Metrics;
 
@@ -30,17 +31,28 @@ pub struct Hub {
     /// Every local session, for shutdown.
     sessions: DashMap<Uuid, Outbound>,
     metrics: Arc<Metrics>,
+    /// Tells a cross-node broker which topics this node needs (`None` with the local broker).
+    interest: Option<Interest>,
 }
+
+/// Sender of `(topic, wanted)` changes: the first local subscriber of a topic, or its last.
+pub type Interest = tokio::sync::mpsc::UnboundedSender<(Topic, bool)>;
 
 impl Hub {
     /// Starts the supervisor (and the arbiter rooms run on). Call inside an actix system.
-    pub fn start(db: Db, metrics: Arc<Metrics>) -> Hub {
+    pub fn start(
+        db: Db,
+        metrics: Arc<Metrics>,
+        interest: Option<Interest>,
+        remote: Option<RemoteSink>,
+    ) -> Hub {
         let rooms = Arc::new(DashMap::new());
         let arbiter = Arbiter::new().handle();
         let sup_rooms = rooms.clone();
         let sup_metrics = metrics.clone();
+        let sup_interest = interest.clone();
         let supervisor = RoomSupervisor::start_in_arbiter(&arbiter.clone(), move |_| {
-            RoomSupervisor::new(sup_rooms, db, sup_metrics, arbiter)
+            RoomSupervisor::new(sup_rooms, db, sup_metrics, arbiter, sup_interest, remote)
         });
         Hub {
             rooms,
@@ -48,6 +60,15 @@ impl Hub {
             feeds: DashMap::new(),
             sessions: DashMap::new(),
             metrics,
+            interest,
+        }
+    }
+
+    /// Asks every local room to read messages it may have missed from the database (after the
+    /// cross-node broker reconnects).
+    pub fn catch_up(&self) {
+        for room in self.rooms.iter() {
+            room.value().do_send(super::messages::CatchUp);
         }
     }
 
@@ -87,10 +108,14 @@ impl Hub {
     /// Registers a session and subscribes it to its user's feed.
     pub fn register(&self, session_id: Uuid, user_id: Uuid, out: Outbound) {
         self.sessions.insert(session_id, out.clone());
-        self.feeds
-            .entry(user_id)
-            .or_default()
-            .push((session_id, out));
+        let mut feed = self.feeds.entry(user_id).or_default();
+        feed.push((session_id, out));
+        if feed.len() == 1 {
+            if let Some(tx) = &self.interest {
+                let _ = tx.send((Topic::User(user_id), true));
+            }
+        }
+        drop(feed);
         self.metrics.ws_sessions.inc();
     }
 
@@ -106,8 +131,15 @@ impl Hub {
             }
             None => false,
         };
-        if empty {
-            self.feeds.remove_if(&user_id, |_, v| v.is_empty());
+        if empty
+            && self
+                .feeds
+                .remove_if(&user_id, |_, v| v.is_empty())
+                .is_some()
+        {
+            if let Some(tx) = &self.interest {
+                let _ = tx.send((Topic::User(user_id), false));
+            }
         }
     }
 

@@ -79,6 +79,11 @@ pub struct RoomClosed {
     pub chat_id: Uuid,
 }
 
+/// Hub → ChatRoom: the broker reconnected; read what may have been missed from the database.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub struct CatchUp;
+
 /// ChatRoom → UserSession: the room removed this session (chat deleted, member removed).
 #[derive(Message, Clone, Copy)]
 #[rtype(result = "()")]

@@ -14,8 +14,12 @@ use crate::metrics::Metrics;
 
 /// Close code for a client that cannot keep up.
 pub const CLOSE_SLOW_CONSUMER: u16 = 4008;
-/// How long a killed session's close frame may take before the socket is dropped.
+/// How long a normal close may wait for room in the socket before the socket is dropped.
 const CLOSE_GRACE: Duration = Duration::from_secs(2);
+/// How long a killed session's close frame may wait behind what the socket already holds: a
+/// client that stalled for a while and then reads on still learns why it was closed. What is
+/// held meanwhile is bounded (the transport's small buffer), the session's own queue is freed.
+const KILL_GRACE: Duration = Duration::from_secs(30);
 /// How long `send_wait` waits for room in the queue before declaring the client too slow.
 const SEND_WAIT_LIMIT: Duration = Duration::from_secs(10);
 
@@ -204,7 +208,9 @@ async fn writer(
             1009 => "frame too large",
             _ => "closed by server",
         };
-        let _ = tokio::time::timeout(CLOSE_GRACE, session.close(reason(code, text))).await;
+        finish(&inner, &mut rx);
+        let _ = tokio::time::timeout(KILL_GRACE, session.close(reason(code, text))).await;
+        return;
     }
     finish(&inner, &mut rx);
 }

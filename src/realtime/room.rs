@@ -12,10 +12,11 @@ use serde_json::json;
 use uuid::Uuid;
 
 use super::event::{Event, PresenceState};
-use super::messages::{Activate, Deliver, Join, Leave, RoomClosed, RoomNotice, Typing};
+use super::messages::{Activate, CatchUp, Deliver, Join, Leave, RoomClosed, RoomNotice, Typing};
 use super::outbound::Outbound;
 use super::supervisor::RoomSupervisor;
 use crate::api_types::MessageResponse;
+use crate::broker::redis::RemoteSink;
 use crate::db::{messages, Db};
 use crate::metrics::Metrics;
 
@@ -69,6 +70,8 @@ pub struct ChatRoom {
     pending: BTreeMap<i64, ByteString>,
     /// Scheduled gap fill, if any.
     gap_timer: Option<SpawnHandle>,
+    /// Other nodes' copy of the events this room makes itself (presence, typing).
+    remote: Option<RemoteSink>,
 }
 
 impl ChatRoom {
@@ -78,12 +81,14 @@ impl ChatRoom {
         db: Db,
         metrics: Arc<Metrics>,
         supervisor: Addr<RoomSupervisor>,
+        remote: Option<RemoteSink>,
     ) -> Self {
         ChatRoom {
             chat_id,
             db,
             metrics,
             supervisor,
+            remote,
             members: HashMap::new(),
             online: HashMap::new(),
             cursor: None,
@@ -206,6 +211,15 @@ impl ChatRoom {
         }));
     }
 
+    /// Delivers an event this room made (presence, typing) here and on the other nodes.
+    fn announce(&mut self, event: Event, skip_user: Option<Uuid>) {
+        if let Some(remote) = &self.remote {
+            remote.send(&super::event::Topic::Room(self.chat_id), &event);
+        }
+        let frame = event.encode();
+        self.broadcast(&frame, event.kind(), skip_user);
+    }
+
     fn online_users(&self) -> Vec<Uuid> {
         self.online.keys().copied().collect()
     }
@@ -226,13 +240,12 @@ impl ChatRoom {
                 None => false,
             };
             if last {
-                let frame = Event::Presence {
+                let event = Event::Presence {
                     chat_id: self.chat_id,
                     user_id: member.user_id,
                     state: PresenceState::Leave,
-                }
-                .encode();
-                self.broadcast(&frame, "presence", None);
+                };
+                self.announce(event, None);
             }
         }
         Some(member)
@@ -387,18 +400,54 @@ impl Handler<Activate> for ChatRoom {
             skip_through: through,
         };
         if first_session {
-            let frame = Event::Presence {
+            let event = Event::Presence {
                 chat_id,
                 user_id,
                 state: PresenceState::Join,
-            }
-            .encode();
-            self.broadcast(&frame, "presence", None);
+            };
+            self.announce(event, None);
         }
         if self.cursor.is_none() {
             self.cursor = Some(msg.replayed_through);
             self.drain(ctx);
         }
+    }
+}
+
+/// Most messages a catch-up reads at once; a room further behind continues on the next one.
+const CATCH_UP_BATCH: i64 = 1000;
+
+impl Handler<CatchUp> for ChatRoom {
+    type Result = ();
+
+    fn handle(&mut self, _: CatchUp, ctx: &mut Context<Self>) {
+        let Some(cursor) = self.cursor else {
+            return;
+        };
+        let db = self.db.clone();
+        let chat_id = self.chat_id;
+        let fut = async move {
+            let mut conn = db.conn().await?;
+            messages::page(&mut conn, chat_id, 0, CATCH_UP_BATCH, Some(cursor), None)
+                .await
+                .map_err(crate::db::DbError::from)
+        };
+        ctx.spawn(fut.into_actor(self).map(move |res, room, ctx| {
+            match res {
+                Ok(rows) => {
+                    for m in rows {
+                        let seq = m.seq;
+                        let event = Event::Message {
+                            chat_id,
+                            message: MessageResponse::from(m),
+                        };
+                        room.pending.entry(seq).or_insert_with(|| event.encode());
+                    }
+                }
+                Err(e) => tracing::warn!(%chat_id, error = %e, "catch-up read failed"),
+            }
+            room.drain(ctx);
+        }));
     }
 }
 
@@ -411,12 +460,11 @@ impl Handler<Typing> for ChatRoom {
             .get(&msg.session_id)
             .is_some_and(|m| matches!(m.state, MemberState::Live { .. }));
         if live {
-            let frame = Event::Typing {
+            let event = Event::Typing {
                 chat_id: self.chat_id,
                 user_id: msg.user_id,
-            }
-            .encode();
-            self.broadcast(&frame, "typing", Some(msg.user_id));
+            };
+            self.announce(event, Some(msg.user_id));
         }
     }
 }
@@ -445,6 +493,11 @@ impl Handler<Deliver> for ChatRoom {
                 }
                 self.online.clear();
                 self.supervisor.do_send(RoomClosed { chat_id: *chat_id });
+            }
+            Event::Typing { user_id, .. } => {
+                // From another node: the typist's own sessions here do not get it back.
+                let user_id = *user_id;
+                self.broadcast(&frame, "typing", Some(user_id));
             }
             Event::MemberRemoved { user_id, .. } => {
                 let user_id = *user_id;

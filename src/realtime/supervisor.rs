@@ -9,8 +9,11 @@ use actix::prelude::*;
 use dashmap::DashMap;
 use uuid::Uuid;
 
+use super::event::Topic;
+use super::hub::Interest;
 use super::messages::{Join, Leave, RoomClosed};
 use super::room::ChatRoom;
+use crate::broker::redis::RemoteSink;
 use crate::db::Db;
 use crate::metrics::Metrics;
 
@@ -24,6 +27,10 @@ pub struct RoomSupervisor {
     metrics: Arc<Metrics>,
     /// The thread rooms run on, apart from the HTTP workers.
     arbiter: ArbiterHandle,
+    /// Tells a cross-node broker which rooms this node follows.
+    interest: Option<Interest>,
+    /// Where rooms send the events they make themselves (presence, typing) for other nodes.
+    remote: Option<RemoteSink>,
 }
 
 impl RoomSupervisor {
@@ -33,6 +40,8 @@ impl RoomSupervisor {
         db: Db,
         metrics: Arc<Metrics>,
         arbiter: ArbiterHandle,
+        interest: Option<Interest>,
+        remote: Option<RemoteSink>,
     ) -> Self {
         RoomSupervisor {
             rooms,
@@ -40,6 +49,14 @@ impl RoomSupervisor {
             db,
             metrics,
             arbiter,
+            interest,
+            remote,
+        }
+    }
+
+    fn tell_interest(&self, chat_id: Uuid, wanted: bool) {
+        if let Some(tx) = &self.interest {
+            let _ = tx.send((Topic::Room(chat_id), wanted));
         }
     }
 
@@ -52,10 +69,13 @@ impl RoomSupervisor {
         }
         let db = self.db.clone();
         let metrics = self.metrics.clone();
+        let remote = self.remote.clone();
         let addr = ChatRoom::start_in_arbiter(&self.arbiter, move |_| {
-            ChatRoom::new(chat_id, db, metrics, me)
+            ChatRoom::new(chat_id, db, metrics, me, remote)
         });
-        self.rooms.insert(chat_id, addr.clone());
+        if self.rooms.insert(chat_id, addr.clone()).is_none() {
+            self.tell_interest(chat_id, true);
+        }
         addr
     }
 }
@@ -93,6 +113,7 @@ impl Handler<Leave> for RoomSupervisor {
             // Joins arriving later create a fresh room; this one stops after the Leave.
             self.sessions.remove(&chat_id);
             self.rooms.remove(&chat_id);
+            self.tell_interest(chat_id, false);
             room.do_send(StopRoom);
         }
     }
@@ -104,6 +125,7 @@ impl Handler<RoomClosed> for RoomSupervisor {
     fn handle(&mut self, msg: RoomClosed, _: &mut Context<Self>) {
         self.sessions.remove(&msg.chat_id);
         if let Some((_, room)) = self.rooms.remove(&msg.chat_id) {
+            self.tell_interest(msg.chat_id, false);
             room.do_send(StopRoom);
         }
     }

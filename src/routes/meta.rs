@@ -35,8 +35,14 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
             json!({"status": "error", "backend": state.db.backend_name(), "message": e.to_string()})
         }
     };
-    let broker = json!({"status": "ok", "kind": state.broker.name()});
-    let ok = database["status"] == "ok";
+    let bh = state.broker.health();
+    let broker = if bh.ok {
+        json!({"status": "ok", "kind": state.broker.name()})
+    } else {
+        json!({"status": "degraded", "kind": state.broker.name(),
+            "message": bh.message.unwrap_or_else(|| "connecting".into())})
+    };
+    let ok = database["status"] == "ok" && (bh.ok || !state.settings.redis_strict_health);
     let body = json!({
         "status": if ok { "ok" } else { "error" },
         "timestamp": timestamp,

@@ -211,6 +211,7 @@ pub struct TestApp {
     pub client: reqwest::Client,
     handle: actix_web::dev::ServerHandle,
     stopped: Option<std::sync::mpsc::Receiver<()>>,
+    system: actix_rt::System,
 }
 
 /// Starts an app on `backend` with default test settings.
@@ -247,7 +248,12 @@ pub async fn spawn_on_database(database_url: &str, extra: &[(&str, &str)]) -> Te
         system.block_on(async move {
             match Application::build(settings).await {
                 Ok(app) => {
-                    let info = (app.port(), app.state().clone(), app.handle());
+                    let info = (
+                        app.port(),
+                        app.state().clone(),
+                        app.handle(),
+                        actix_rt::System::current(),
+                    );
                     let _ = tx.send(Ok(info));
                     let _ = app.run_until_stopped().await;
                 }
@@ -258,7 +264,7 @@ pub async fn spawn_on_database(database_url: &str, extra: &[(&str, &str)]) -> Te
         });
         let _ = stopped_tx.send(());
     });
-    let (port, state, handle) = rx
+    let (port, state, handle, system) = rx
         .await
         .expect("server thread died")
         .unwrap_or_else(|e| panic!("app failed to start: {e}"));
@@ -273,6 +279,7 @@ pub async fn spawn_on_database(database_url: &str, extra: &[(&str, &str)]) -> Te
             .expect("client"),
         handle,
         stopped: Some(stopped_rx),
+        system,
     }
 }
 
@@ -280,6 +287,15 @@ impl TestApp {
     /// Stops the server gracefully (sessions get 1001) and waits for it to finish.
     pub async fn stop(mut self) {
         shutdown(&self.state, &self.handle).await;
+        if let Some(rx) = self.stopped.take() {
+            let _ =
+                tokio::task::spawn_blocking(move || rx.recv_timeout(Duration::from_secs(15))).await;
+        }
+    }
+
+    /// Stops the node abruptly, as a crash would: no close frames, connections just drop.
+    pub async fn kill(mut self) {
+        self.system.stop();
         if let Some(rx) = self.stopped.take() {
             let _ =
                 tokio::task::spawn_blocking(move || rx.recv_timeout(Duration::from_secs(15))).await;
@@ -478,4 +494,69 @@ pub fn keys(value: &Value) -> Vec<String> {
         .collect();
     keys.sort();
     keys
+}
+
+/// A Redis server of a test's own, on a free port, so that it can be stopped and restarted
+/// without touching the shared one.
+pub struct RedisServer {
+    /// Its port.
+    pub port: u16,
+    child: Option<std::process::Child>,
+}
+
+impl RedisServer {
+    /// Starts `redis-server` on a free port and waits until it answers.
+    pub fn start() -> RedisServer {
+        let port = std::net::TcpListener::bind("127.0.0.1:0")
+            .and_then(|l| l.local_addr())
+            .map(|a| a.port())
+            .expect("free port");
+        let mut server = RedisServer { port, child: None };
+        server.restart();
+        server
+    }
+
+    /// `redis://127.0.0.1:<port>`.
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}", self.port)
+    }
+
+    /// Kills the server (no persistence: it comes back empty, like a failover).
+    pub fn stop(&mut self) {
+        if let Some(mut c) = self.child.take() {
+            let _ = c.kill();
+            let _ = c.wait();
+        }
+    }
+
+    /// Starts it again on the same port.
+    pub fn restart(&mut self) {
+        self.stop();
+        let child = std::process::Command::new("redis-server")
+            .args(["--port", &self.port.to_string(), "--bind", "127.0.0.1"])
+            .args(["--save", "", "--appendonly", "no"])
+            .stdout(std::process::Stdio::null())
+            .spawn()
+            .expect("redis-server is required for the cluster tests (see .ci/run)");
+        self.child = Some(child);
+        for _ in 0..100 {
+            if std::net::TcpStream::connect(("127.0.0.1", self.port)).is_ok() {
+                return;
+            }
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        panic!("redis-server did not start on port {}", self.port);
+    }
+}
+
+impl Drop for RedisServer {
+    fn drop(&mut self) {
+        self.stop();
+    }
+}
+
+/// URL of the shared Redis the cluster tests use (a unique channel prefix per test keeps them
+/// apart).
+pub fn shared_redis_url() -> String {
+    std::env::var("ECHO_TEST_REDIS_URL").unwrap_or_else(|_| "redis://127.0.0.1:6379".into())
 }

@@ -1,0 +1,316 @@
+//! The Redis broker: events published on this node are delivered to its own sessions at once
+//! (no round trip) and published to Redis for the other nodes; events from other nodes arrive
+//! through one subscriber connection that follows the rooms and user feeds this node has
+//! sessions for.
+//!
+//! Redis pub/sub is fire-and-forget, so nothing here is trusted for completeness: rooms order
+//! `message` events by `seq` and fill gaps from the database, and after a reconnect every room
+//! catches up from the database.
+
+use std::collections::HashSet;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+use futures_util::StreamExt;
+use redis::AsyncCommands;
+use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
+
+use super::{Broker, BrokerHealth};
+use crate::realtime::event::{Event, Topic};
+use crate::realtime::hub::Hub;
+
+/// Longest wait between two reconnection attempts.
+const MAX_BACKOFF: Duration = Duration::from_secs(2);
+/// How long one event is retried while Redis is unreachable before it is dropped.
+const PUBLISH_RETRY_FOR: Duration = Duration::from_secs(30);
+
+/// What crosses Redis: the publishing node and the event.
+#[derive(Serialize, Deserialize)]
+struct Envelope<E> {
+    /// The publishing node, so it can skip its own events.
+    n: String,
+    /// The event.
+    e: E,
+}
+
+/// Redis connection state, for `/health`.
+#[derive(Default)]
+struct Status {
+    /// The subscriber connection is up.
+    subscribed: AtomicBool,
+    /// The last error seen, if the broker is degraded.
+    last_error: Mutex<Option<String>>,
+}
+
+impl Status {
+    fn set_error(&self, e: impl std::fmt::Display) {
+        if let Ok(mut g) = self.last_error.lock() {
+            *g = Some(e.to_string());
+        }
+    }
+
+    fn clear_error(&self) {
+        if let Ok(mut g) = self.last_error.lock() {
+            *g = None;
+        }
+    }
+}
+
+/// Sends events to the other nodes only, for events a room or session already delivered
+/// locally (presence, typing).
+#[derive(Clone)]
+pub struct RemoteSink {
+    tx: mpsc::UnboundedSender<(String, String)>,
+    prefix: String,
+    node_id: String,
+}
+
+impl RemoteSink {
+    /// A sink feeding the publisher queue behind `tx`.
+    pub fn new(tx: mpsc::UnboundedSender<(String, String)>, prefix: &str, node_id: &str) -> Self {
+        RemoteSink {
+            tx,
+            prefix: prefix.to_string(),
+            node_id: node_id.to_string(),
+        }
+    }
+
+    /// Queues `event` for the other nodes following `topic`.
+    pub fn send(&self, topic: &Topic, event: &Event) {
+        let envelope = Envelope {
+            n: self.node_id.clone(),
+            e: event,
+        };
+        match serde_json::to_string(&envelope) {
+            Ok(payload) => {
+                let _ = self.tx.send((channel(&self.prefix, topic), payload));
+            }
+            Err(e) => tracing::error!(error = %e, "event failed to serialise for Redis"),
+        }
+    }
+}
+
+/// Cross-node fan-out through Redis pub/sub.
+pub struct RedisBroker {
+    hub: Arc<Hub>,
+    remote: RemoteSink,
+    status: Arc<Status>,
+}
+
+/// A topic's Redis channel. The `{…}` hash tag keeps each topic on one cluster slot, so the
+/// names also suit sharded pub/sub.
+pub fn channel(prefix: &str, topic: &Topic) -> String {
+    format!("{prefix}:{{{topic}}}")
+}
+
+fn topic_of(prefix: &str, channel: &str) -> Option<Topic> {
+    let inner = channel
+        .strip_prefix(prefix)?
+        .strip_prefix(":{")?
+        .strip_suffix('}')?;
+    let (kind, id) = inner.split_once(':')?;
+    let id = uuid::Uuid::parse_str(id).ok()?;
+    match kind {
+        "room" => Some(Topic::Room(id)),
+        "user" => Some(Topic::User(id)),
+        _ => None,
+    }
+}
+
+impl RedisBroker {
+    /// Starts the publisher and subscriber tasks on the current actix arbiter.
+    /// `interest` receives `(topic, true)` when this node gains its first local subscriber of a
+    /// topic and `(topic, false)` when it loses its last.
+    pub fn start(
+        url: &str,
+        prefix: &str,
+        node_id: &str,
+        hub: Arc<Hub>,
+        interest: mpsc::UnboundedReceiver<(Topic, bool)>,
+        remote: RemoteSink,
+        out_rx: mpsc::UnboundedReceiver<(String, String)>,
+    ) -> anyhow::Result<RedisBroker> {
+        let client = redis::Client::open(url)?;
+        let status = Arc::new(Status::default());
+        actix_rt::spawn(publisher(client.clone(), out_rx, status.clone()));
+        actix_rt::spawn(subscriber(
+            client,
+            prefix.to_string(),
+            node_id.to_string(),
+            hub.clone(),
+            interest,
+            status.clone(),
+        ));
+        Ok(RedisBroker {
+            hub,
+            remote,
+            status,
+        })
+    }
+}
+
+impl Broker for RedisBroker {
+    fn publish(&self, topic: Topic, event: Event) {
+        self.remote.send(&topic, &event);
+        self.hub.deliver(topic, Arc::new(event));
+    }
+
+    fn name(&self) -> &'static str {
+        "redis"
+    }
+
+    fn health(&self) -> BrokerHealth {
+        let error = self.status.last_error.lock().ok().and_then(|g| g.clone());
+        BrokerHealth {
+            ok: self.status.subscribed.load(Ordering::Acquire) && error.is_none(),
+            message: error,
+        }
+    }
+}
+
+/// Publishes queued events in order. The connection manager reconnects by itself; an event
+/// that cannot be published is dropped (local sessions already have it, remote rooms fill the
+/// gap from the database).
+async fn publisher(
+    client: redis::Client,
+    mut rx: mpsc::UnboundedReceiver<(String, String)>,
+    status: Arc<Status>,
+) {
+    let mut backoff = Duration::from_millis(100);
+    let mut conn = loop {
+        match client.get_connection_manager().await {
+            Ok(c) => break c,
+            Err(e) => {
+                status.set_error(format!("publisher: {e}"));
+                tracing::warn!(error = %e, "Redis publisher cannot connect; retrying");
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+            }
+        }
+    };
+    while let Some((channel, payload)) = rx.recv().await {
+        // Retried in order while Redis is away (the connection manager reconnects on the next
+        // command); given up after PUBLISH_RETRY_FOR so memory cannot grow without bound.
+        let deadline = tokio::time::Instant::now() + PUBLISH_RETRY_FOR;
+        let mut backoff = Duration::from_millis(50);
+        loop {
+            match conn.publish::<_, _, i64>(&channel, &payload).await {
+                Ok(_) => break,
+                Err(e) if tokio::time::Instant::now() < deadline => {
+                    status.set_error(format!("publish: {e}"));
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(MAX_BACKOFF);
+                }
+                Err(e) => {
+                    status.set_error(format!("publish: {e}"));
+                    tracing::warn!(error = %e, %channel, "Redis publish failed; event dropped");
+                    break;
+                }
+            }
+        }
+    }
+}
+
+/// Keeps one pub/sub connection subscribed to the topics this node has sessions for, delivers
+/// what other nodes publish, and after a reconnect makes every room catch up from the database.
+async fn subscriber(
+    client: redis::Client,
+    prefix: String,
+    node_id: String,
+    hub: Arc<Hub>,
+    mut interest: mpsc::UnboundedReceiver<(Topic, bool)>,
+    status: Arc<Status>,
+) {
+    let mut wanted: HashSet<String> = HashSet::new();
+    let mut backoff = Duration::from_millis(100);
+    let mut reconnecting = false;
+    loop {
+        let pubsub = match client.get_async_pubsub().await {
+            Ok(p) => p,
+            Err(e) => {
+                status.subscribed.store(false, Ordering::Release);
+                status.set_error(format!("subscriber: {e}"));
+                // Keep the interest set current while Redis is away.
+                while let Ok((topic, on)) = interest.try_recv() {
+                    apply(&mut wanted, channel(&prefix, &topic), on);
+                }
+                tokio::time::sleep(backoff).await;
+                backoff = (backoff * 2).min(MAX_BACKOFF);
+                continue;
+            }
+        };
+        let (mut sink, mut stream) = pubsub.split();
+        let current: Vec<String> = wanted.iter().cloned().collect();
+        if !current.is_empty() {
+            if let Err(e) = sink.subscribe(&current).await {
+                status.set_error(format!("resubscribe: {e}"));
+                tokio::time::sleep(backoff).await;
+                continue;
+            }
+        }
+        backoff = Duration::from_millis(100);
+        status.subscribed.store(true, Ordering::Release);
+        status.clear_error();
+        if reconnecting {
+            tracing::info!("Redis is back: rooms catch up from the database");
+            hub.catch_up();
+        }
+        reconnecting = true;
+        loop {
+            tokio::select! {
+                msg = stream.next() => {
+                    let Some(msg) = msg else { break };
+                    let Some(topic) = topic_of(&prefix, msg.get_channel_name()) else { continue };
+                    let payload: String = match msg.get_payload() {
+                        Ok(p) => p,
+                        Err(_) => continue,
+                    };
+                    match serde_json::from_str::<Envelope<Event>>(&payload) {
+                        Ok(env) if env.n == node_id => {}
+                        Ok(env) => hub.deliver(topic, Arc::new(env.e)),
+                        Err(e) => tracing::warn!(error = %e, "undecodable event from Redis"),
+                    }
+                }
+                change = interest.recv() => {
+                    let Some((topic, on)) = change else { return };
+                    let ch = channel(&prefix, &topic);
+                    if apply(&mut wanted, ch.clone(), on) {
+                        let r = if on { sink.subscribe(&ch).await } else { sink.unsubscribe(&ch).await };
+                        if let Err(e) = r {
+                            tracing::warn!(error = %e, "Redis (un)subscribe failed; reconnecting");
+                            break;
+                        }
+                    }
+                }
+            }
+        }
+        status.subscribed.store(false, Ordering::Release);
+        status.set_error("connection to Redis lost");
+        tracing::warn!("Redis subscriber connection lost; reconnecting");
+    }
+}
+
+/// Updates the wanted set; true when it changed.
+fn apply(wanted: &mut HashSet<String>, channel: String, on: bool) -> bool {
+    if on {
+        wanted.insert(channel)
+    } else {
+        wanted.remove(&channel)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn channels_round_trip_to_topics() {
+        let id = uuid::Uuid::new_v4();
+        for t in [Topic::Room(id), Topic::User(id)] {
+            assert_eq!(topic_of("echo", &channel("echo", &t)), Some(t));
+        }
+        assert_eq!(topic_of("other", &channel("echo", &Topic::Room(id))), None);
+    }
+}

@@ -1,0 +1,326 @@
+//! Several nodes on one Postgres database and one Redis: what a client sees must not depend on
+//! the node it landed on. These run against the real Redis and Postgres (CI starts both).
+
+mod common;
+
+use std::collections::{BTreeSet, HashMap};
+use std::time::Duration;
+
+use common::ws::WsClient;
+use common::{
+    fresh_postgres_database, shared_redis_url, spawn_on_database, RedisServer, TestApp, TestUser,
+};
+use serde_json::json;
+
+/// Starts `n` nodes sharing a fresh database and `redis_url`, isolated from other tests by a
+/// channel prefix of their own.
+async fn cluster(n: usize, redis_url: &str) -> Vec<TestApp> {
+    let db = fresh_postgres_database().await;
+    let prefix = format!("t{}", uuid::Uuid::new_v4().simple());
+    let mut nodes = Vec::new();
+    for i in 0..n {
+        let node_id = format!("node-{}", (b'a' + i as u8) as char);
+        nodes.push(
+            spawn_on_database(
+                &db,
+                &[
+                    ("REDIS_URL", redis_url),
+                    ("REDIS_CHANNEL_PREFIX", &prefix),
+                    ("ECHO_NODE_ID", &node_id),
+                ],
+            )
+            .await,
+        );
+    }
+    nodes
+}
+
+/// Waits until the node's broker reports healthy (its subscriber is connected).
+async fn broker_ready(app: &TestApp) {
+    for _ in 0..100 {
+        let h: serde_json::Value = app.get("/health", None).await.json().await.unwrap();
+        if h["services"]["broker"]["status"] == "ok" {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    panic!("broker never became healthy");
+}
+
+/// Subscribes and gives the node a moment to follow the room's Redis channel.
+async fn subscribe(c: &mut WsClient, chat: &str) -> serde_json::Value {
+    let s = c.subscribe(chat).await;
+    tokio::time::sleep(Duration::from_millis(150)).await;
+    s
+}
+
+async fn chat_with(app: &TestApp, owner: &TestUser, members: &[&TestUser]) -> String {
+    let chat = app.create_chat(&owner.token, "cluster").await;
+    let id = chat["id"].as_str().unwrap().to_string();
+    for m in members {
+        app.touch(&m.token).await;
+        app.add_member(&owner.token, &id, m.id).await;
+    }
+    id
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_message_sent_on_one_node_reaches_members_on_the_others_in_seq_order() {
+    let nodes = cluster(3, &shared_redis_url()).await;
+    for n in &nodes {
+        broker_ready(n).await;
+    }
+    let (alice, bob, carol) = (TestUser::new(), TestUser::new(), TestUser::new());
+    let chat = chat_with(&nodes[0], &alice, &[&bob, &carol]).await;
+    let mut a = WsClient::connect(&nodes[0], &alice.token).await;
+    let mut b = WsClient::connect(&nodes[1], &bob.token).await;
+    let mut c = WsClient::connect(&nodes[2], &carol.token).await;
+    assert_ne!(a.welcome["node_id"], b.welcome["node_id"]);
+    subscribe(&mut a, &chat).await;
+    subscribe(&mut b, &chat).await;
+    subscribe(&mut c, &chat).await;
+    for i in 0..20 {
+        let ack = a
+            .request(
+                json!({"type": "send", "chat_id": chat, "content": format!("m{i}")}),
+                &format!("s{i}"),
+            )
+            .await;
+        assert_eq!(ack["type"], "ack");
+    }
+    for client in [&mut a, &mut b, &mut c] {
+        let mut seqs = Vec::new();
+        while seqs.len() < 20 {
+            let m = client.next_of("message").await;
+            seqs.push(m["message"]["seq"].as_i64().unwrap());
+        }
+        assert_eq!(
+            seqs,
+            (1..=20).collect::<Vec<_>>(),
+            "every node delivers in seq order, once"
+        );
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn twenty_senders_on_three_nodes_produce_the_same_order_at_every_receiver() {
+    let nodes = cluster(3, &shared_redis_url()).await;
+    for n in &nodes {
+        broker_ready(n).await;
+    }
+    let owner = TestUser::new();
+    let senders: Vec<TestUser> = (0..20).map(|_| TestUser::new()).collect();
+    let refs: Vec<&TestUser> = senders.iter().collect();
+    let chat = chat_with(&nodes[0], &owner, &refs).await;
+    let mut receivers = Vec::new();
+    for node in &nodes {
+        let mut r = WsClient::connect(node, &owner.token).await;
+        subscribe(&mut r, &chat).await;
+        receivers.push(r);
+    }
+    let mut tasks = Vec::new();
+    for (i, s) in senders.iter().enumerate() {
+        let port = nodes[i % 3].port;
+        let token = s.token.clone();
+        let chat = chat.clone();
+        tasks.push(tokio::spawn(async move {
+            let mut c = WsClient::connect_port(port, &token).await;
+            c.subscribe(&chat).await;
+            for k in 0..5 {
+                let ack = c
+                    .request(
+                        json!({"type": "send", "chat_id": chat, "content": format!("{i}-{k}")}),
+                        &format!("k{k}"),
+                    )
+                    .await;
+                assert_eq!(ack["type"], "ack", "{ack}");
+            }
+        }));
+    }
+    for t in tasks {
+        t.await.unwrap();
+    }
+    let mut orders = Vec::new();
+    for r in receivers.iter_mut() {
+        let mut seen = Vec::new();
+        while seen.len() < 100 {
+            let m = r.next_of("message").await;
+            seen.push((
+                m["message"]["seq"].as_i64().unwrap(),
+                m["message"]["content"].as_str().unwrap().to_string(),
+            ));
+        }
+        orders.push(seen);
+    }
+    assert_eq!(
+        orders[0].iter().map(|(s, _)| *s).collect::<Vec<_>>(),
+        (1..=100).collect::<Vec<_>>()
+    );
+    assert_eq!(orders[0], orders[1], "node b saw the same order as node a");
+    assert_eq!(orders[0], orders[2], "node c saw the same order as node a");
+    let distinct: BTreeSet<_> = orders[0].iter().map(|(_, c)| c.clone()).collect();
+    assert_eq!(distinct.len(), 100);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn typing_and_chat_changes_cross_nodes() {
+    let nodes = cluster(2, &shared_redis_url()).await;
+    for n in &nodes {
+        broker_ready(n).await;
+    }
+    let (alice, bob) = (TestUser::new(), TestUser::new());
+    let chat = chat_with(&nodes[0], &alice, &[&bob]).await;
+    let mut a = WsClient::connect(&nodes[0], &alice.token).await;
+    let mut b = WsClient::connect(&nodes[1], &bob.token).await;
+    subscribe(&mut a, &chat).await;
+    subscribe(&mut b, &chat).await;
+    a.send(json!({"type": "typing", "chat_id": chat})).await;
+    assert_eq!(b.next_of("typing").await["user_id"], alice.id.to_string());
+    let res = nodes[0]
+        .send_json(
+            reqwest::Method::PUT,
+            &format!("/chats/{chat}"),
+            Some(&alice.token),
+            &json!({"title": "new"}),
+        )
+        .await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(b.next_of("chat_updated").await["chat"]["title"], "new");
+    let res = nodes[0]
+        .client
+        .delete(nodes[0].url(&format!("/chats/{chat}")))
+        .bearer_auth(&alice.token)
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 200);
+    assert_eq!(b.next_of("chat_deleted").await["chat_id"], chat);
+}
+
+/// Reads `message` frames until `want` distinct seqs were seen or the socket closes; returns
+/// the seqs in arrival order.
+async fn collect(c: &mut WsClient, seen: &mut Vec<i64>, want: usize) -> bool {
+    while seen.iter().collect::<BTreeSet<_>>().len() < want {
+        match c.next_or_close().await {
+            Ok(f) if f["type"] == "message" => seen.push(f["message"]["seq"].as_i64().unwrap()),
+            Ok(_) => {}
+            Err(_) => return false,
+        }
+    }
+    true
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_of_a_killed_node_reconnect_elsewhere_and_miss_nothing() {
+    let mut nodes = cluster(3, &shared_redis_url()).await;
+    for n in &nodes {
+        broker_ready(n).await;
+    }
+    let (alice, bob) = (TestUser::new(), TestUser::new());
+    let chat = chat_with(&nodes[0], &alice, &[&bob]).await;
+    let mut sender = WsClient::connect(&nodes[0], &alice.token).await;
+    subscribe(&mut sender, &chat).await;
+    let mut watcher = WsClient::connect(&nodes[1], &bob.token).await;
+    subscribe(&mut watcher, &chat).await;
+    let total = 60;
+    let send_chat = chat.clone();
+    let sending = tokio::spawn(async move {
+        let mut acked = Vec::new();
+        for i in 0..total {
+            let ack = sender
+                .request(
+                    json!({"type": "send", "chat_id": send_chat, "content": format!("k{i}")}),
+                    &format!("a{i}"),
+                )
+                .await;
+            acked.push(ack["seq"].as_i64().unwrap());
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+        acked
+    });
+    let mut seen = Vec::new();
+    while seen.len() < 10 {
+        let m = watcher.next_of("message").await;
+        seen.push(m["message"]["seq"].as_i64().unwrap());
+    }
+    // Node b dies mid-traffic; bob reconnects to node c with the last seq he has.
+    let victim = nodes.remove(1);
+    victim.kill().await;
+    assert!(
+        !collect(&mut watcher, &mut seen, total).await,
+        "the killed node's socket drops"
+    );
+    let mut again = WsClient::connect(&nodes[1], &bob.token).await;
+    let since = *seen.iter().max().unwrap();
+    again
+        .send(json!({"type": "subscribe", "id": "re", "chat_id": chat, "since_seq": since}))
+        .await;
+    let acked = sending.await.unwrap();
+    assert!(collect(&mut again, &mut seen, total).await);
+    let mut dedup: Vec<i64> = seen.clone();
+    dedup.sort();
+    dedup.dedup();
+    assert_eq!(
+        dedup, acked,
+        "every acked message reached bob exactly once after dedup by seq"
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restarting_redis_during_traffic_loses_no_persisted_message() {
+    let mut redis = RedisServer::start();
+    let nodes = cluster(2, &redis.url()).await;
+    for n in &nodes {
+        broker_ready(n).await;
+    }
+    let (alice, bob) = (TestUser::new(), TestUser::new());
+    let chat = chat_with(&nodes[0], &alice, &[&bob]).await;
+    let mut watcher = WsClient::connect(&nodes[1], &bob.token).await;
+    subscribe(&mut watcher, &chat).await;
+    let total = 80;
+    let sender_app_port = nodes[0].port;
+    let token = alice.token.clone();
+    let send_chat = chat.clone();
+    let sending = tokio::spawn(async move {
+        let mut c = WsClient::connect_port(sender_app_port, &token).await;
+        c.subscribe(&send_chat).await;
+        let mut acked = Vec::new();
+        for i in 0..total {
+            let ack = c
+                .request(
+                    json!({"type": "send", "chat_id": send_chat, "content": format!("r{i}")}),
+                    &format!("r{i}"),
+                )
+                .await;
+            assert_eq!(ack["type"], "ack");
+            acked.push(ack["seq"].as_i64().unwrap());
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+        acked
+    });
+    tokio::time::sleep(Duration::from_millis(600)).await;
+    redis.stop();
+    // While Redis is down both nodes keep serving their own sessions.
+    let h: serde_json::Value = nodes[1].get("/health", None).await.json().await.unwrap();
+    assert_eq!(h["status"], "ok");
+    tokio::time::sleep(Duration::from_millis(700)).await;
+    redis.restart();
+    let acked = sending.await.unwrap();
+    let mut seen = Vec::new();
+    assert!(collect(&mut watcher, &mut seen, total).await);
+    let mut counts: HashMap<i64, usize> = HashMap::new();
+    for s in &seen {
+        *counts.entry(*s).or_default() += 1;
+    }
+    assert!(
+        counts.values().all(|n| *n == 1),
+        "no message delivered twice"
+    );
+    let mut got: Vec<i64> = counts.keys().copied().collect();
+    got.sort();
+    assert_eq!(
+        got, acked,
+        "every persisted message reached the other node's member"
+    );
+    broker_ready(&nodes[1]).await;
+}
