@@ -90,6 +90,8 @@ pub struct Settings {
     pub redis_channel_prefix: String,
     /// `/health` answers 503 while Redis is unreachable (default: 200 with the broker degraded).
     pub redis_strict_health: bool,
+    /// With Redis: a node silent this long counts as gone, and its users leave their rooms.
+    pub presence_ttl: Duration,
     /// AI replies: provider, model, prompt budget, concurrency limits and timeouts.
     pub ai: AiSettings,
 }
@@ -201,6 +203,7 @@ impl Settings {
             redis_url: get("REDIS_URL"),
             redis_channel_prefix: get("REDIS_CHANNEL_PREFIX").unwrap_or_else(|| "echo".into()),
             redis_strict_health: parse(env, "REDIS_STRICT_HEALTH", false)?,
+            presence_ttl: Duration::from_secs(parse(env, "PRESENCE_TTL_SECS", 30)?.max(1)),
             ai: AiSettings::from_map(env)?,
         })
     }

@@ -16,6 +16,7 @@ use dashmap::DashMap;
 
 use crate::auth::jwks::{JwksCache, JwksSource};
 use crate::auth::{dev_secret, Authenticator};
+use crate::broker::presence::ClusterPresence;
 use crate::broker::redis::{RedisBroker, RemoteSink};
 use crate::broker::{Broker, LocalBroker};
 use crate::chat::ChatService;
@@ -143,7 +144,18 @@ async fn build_state(settings: Settings) -> anyhow::Result<AppState> {
         Some(url) => {
             let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
             let (out_tx, out_rx) = tokio::sync::mpsc::unbounded_channel();
-            let remote = RemoteSink::new(out_tx, &settings.redis_channel_prefix, &settings.node_id);
+            let presence = Arc::new(ClusterPresence::new(
+                redis::Client::open(url.as_str()).context("REDIS_URL")?,
+                &settings.redis_channel_prefix,
+                &settings.node_id,
+                settings.presence_ttl,
+            ));
+            let remote = RemoteSink::new(
+                out_tx,
+                &settings.redis_channel_prefix,
+                &settings.node_id,
+                presence,
+            );
             let hub = Arc::new(Hub::start(
                 db.clone(),
                 metrics.clone(),

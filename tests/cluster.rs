@@ -324,3 +324,68 @@ async fn restarting_redis_during_traffic_loses_no_persisted_message() {
     );
     broker_ready(&nodes[1]).await;
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn presence_spans_nodes_and_a_crashed_nodes_users_leave_within_the_bound() {
+    let db = fresh_postgres_database().await;
+    let prefix = format!("t{}", uuid::Uuid::new_v4().simple());
+    let redis = shared_redis_url();
+    let env = |node: &'static str| {
+        vec![
+            ("REDIS_URL", redis.clone()),
+            ("REDIS_CHANNEL_PREFIX", prefix.clone()),
+            ("ECHO_NODE_ID", node.to_string()),
+            ("PRESENCE_TTL_SECS", "3".to_string()),
+        ]
+    };
+    let start = |node: &'static str| {
+        let db = db.clone();
+        let vars = env(node);
+        async move {
+            let pairs: Vec<(&str, &str)> = vars.iter().map(|(k, v)| (*k, v.as_str())).collect();
+            spawn_on_database(&db, &pairs).await
+        }
+    };
+    let a = start("node-a").await;
+    let b = start("node-b").await;
+    broker_ready(&a).await;
+    broker_ready(&b).await;
+    let (alice, bob, carol) = (TestUser::new(), TestUser::new(), TestUser::new());
+    let chat = chat_with(&a, &alice, &[&bob, &carol]).await;
+    let mut observer = WsClient::connect(&a, &alice.token).await;
+    subscribe(&mut observer, &chat).await;
+    let mut on_b = WsClient::connect(&b, &bob.token).await;
+    subscribe(&mut on_b, &chat).await;
+    let bob_id = bob.id.to_string();
+    let joined = loop {
+        let p = observer.next_of("presence").await;
+        if p["user_id"] == bob_id {
+            break p;
+        }
+    };
+    assert_eq!(joined["state"], "join", "a member online on B appears on A");
+    // A newcomer on A sees bob in `online` although he is connected to B.
+    tokio::time::sleep(Duration::from_millis(300)).await;
+    let mut newcomer = WsClient::connect(&a, &carol.token).await;
+    let sub = newcomer.subscribe(&chat).await;
+    let online: Vec<String> = serde_json::from_value(sub["online"].clone()).unwrap();
+    assert!(
+        online.contains(&bob_id),
+        "online lists users of other nodes: {online:?}"
+    );
+    // B crashes: no leave is sent by B itself; A notices within the presence TTL.
+    let crashed_at = std::time::Instant::now();
+    b.kill().await;
+    let left = loop {
+        let p = observer.next_of("presence").await;
+        if p["user_id"] == bob_id {
+            break p;
+        }
+    };
+    assert_eq!(left["state"], "leave");
+    assert!(
+        crashed_at.elapsed() < Duration::from_secs(3 * 3),
+        "leave came within the bound (took {:?})",
+        crashed_at.elapsed()
+    );
+}

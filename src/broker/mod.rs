@@ -2,6 +2,7 @@
 //! node's rooms and feeds; a cross-node broker (Redis) would also forward them to other nodes
 //! behind the same interface, so rooms and sessions never know which one runs.
 
+pub mod presence;
 pub mod redis;
 
 use std::sync::Arc;

@@ -17,6 +17,7 @@ use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 
+use super::presence::ClusterPresence;
 use super::{Broker, BrokerHealth};
 use crate::realtime::event::{Event, Topic};
 use crate::realtime::hub::Hub;
@@ -65,15 +66,23 @@ pub struct RemoteSink {
     tx: mpsc::UnboundedSender<(String, String)>,
     prefix: String,
     node_id: String,
+    /// Cluster-wide presence, shared by the rooms.
+    pub presence: Arc<ClusterPresence>,
 }
 
 impl RemoteSink {
     /// A sink feeding the publisher queue behind `tx`.
-    pub fn new(tx: mpsc::UnboundedSender<(String, String)>, prefix: &str, node_id: &str) -> Self {
+    pub fn new(
+        tx: mpsc::UnboundedSender<(String, String)>,
+        prefix: &str,
+        node_id: &str,
+        presence: Arc<ClusterPresence>,
+    ) -> Self {
         RemoteSink {
             tx,
             prefix: prefix.to_string(),
             node_id: node_id.to_string(),
+            presence,
         }
     }
 
@@ -134,6 +143,17 @@ impl RedisBroker {
     ) -> anyhow::Result<RedisBroker> {
         let client = redis::Client::open(url)?;
         let status = Arc::new(Status::default());
+        let presence = remote.presence.clone();
+        actix_rt::spawn(async move {
+            let mut tick =
+                tokio::time::interval((presence.ttl / 3).max(Duration::from_millis(200)));
+            loop {
+                tick.tick().await;
+                if let Err(e) = presence.heartbeat().await {
+                    tracing::debug!(error = %e, "presence heartbeat failed");
+                }
+            }
+        });
         actix_rt::spawn(publisher(client.clone(), out_rx, status.clone()));
         actix_rt::spawn(subscriber(
             client,

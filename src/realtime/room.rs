@@ -72,6 +72,8 @@ pub struct ChatRoom {
     gap_timer: Option<SpawnHandle>,
     /// Other nodes' copy of the events this room makes itself (presence, typing).
     remote: Option<RemoteSink>,
+    /// Users online in this room on other (alive) nodes.
+    remote_online: HashSet<Uuid>,
 }
 
 impl ChatRoom {
@@ -89,6 +91,7 @@ impl ChatRoom {
             metrics,
             supervisor,
             remote,
+            remote_online: HashSet::new(),
             members: HashMap::new(),
             online: HashMap::new(),
             cursor: None,
@@ -215,13 +218,56 @@ impl ChatRoom {
     fn announce(&mut self, event: Event, skip_user: Option<Uuid>) {
         if let Some(remote) = &self.remote {
             remote.send(&super::event::Topic::Room(self.chat_id), &event);
+            if matches!(event, Event::Presence { .. }) {
+                let presence = remote.presence.clone();
+                let (chat_id, users) = (self.chat_id, self.online.keys().copied().collect());
+                actix_rt::spawn(async move {
+                    if let Err(e) = presence.set_room(chat_id, users).await {
+                        tracing::debug!(error = %e, "presence update failed");
+                    }
+                });
+            }
         }
         let frame = event.encode();
         self.broadcast(&frame, event.kind(), skip_user);
     }
 
+    /// Re-reads who is online on other nodes; users of nodes that went silent leave.
+    fn refresh_remote(&mut self, ctx: &mut Context<Self>) {
+        let Some(remote) = &self.remote else {
+            return;
+        };
+        let presence = remote.presence.clone();
+        let chat_id = self.chat_id;
+        ctx.spawn(
+            async move { presence.others(chat_id).await }
+                .into_actor(self)
+                .map(move |res, room, _| {
+                    let Ok(now) = res else { return };
+                    let gone: Vec<Uuid> = room
+                        .remote_online
+                        .difference(&now)
+                        .filter(|u| !room.online.contains_key(u))
+                        .copied()
+                        .collect();
+                    room.remote_online = now;
+                    for user_id in gone {
+                        let frame = Event::Presence {
+                            chat_id,
+                            user_id,
+                            state: PresenceState::Leave,
+                        }
+                        .encode();
+                        room.broadcast(&frame, "presence", None);
+                    }
+                }),
+        );
+    }
+
     fn online_users(&self) -> Vec<Uuid> {
-        self.online.keys().copied().collect()
+        let mut users: HashSet<Uuid> = self.online.keys().copied().collect();
+        users.extend(self.remote_online.iter().copied());
+        users.into_iter().collect()
     }
 
     /// Removes a session; announces `leave` if it was its user's last live session.
@@ -278,8 +324,13 @@ fn unsubscribed_frame(chat_id: Uuid) -> ByteString {
 impl Actor for ChatRoom {
     type Context = Context<Self>;
 
-    fn started(&mut self, _: &mut Self::Context) {
+    fn started(&mut self, ctx: &mut Self::Context) {
         self.metrics.ws_rooms.inc();
+        if let Some(remote) = &self.remote {
+            let every = (remote.presence.ttl / 3).max(std::time::Duration::from_millis(200));
+            self.refresh_remote(ctx);
+            ctx.run_interval(every, |room, ctx| room.refresh_remote(ctx));
+        }
     }
 
     fn stopped(&mut self, _: &mut Self::Context) {
@@ -493,6 +544,19 @@ impl Handler<Deliver> for ChatRoom {
                 }
                 self.online.clear();
                 self.supervisor.do_send(RoomClosed { chat_id: *chat_id });
+            }
+            Event::Presence { user_id, state, .. } => {
+                // From another node: keep the cluster-wide online list current.
+                match state {
+                    PresenceState::Join => {
+                        self.remote_online.insert(*user_id);
+                    }
+                    PresenceState::Leave => {
+                        self.remote_online.remove(user_id);
+                        self.refresh_remote(ctx);
+                    }
+                }
+                self.broadcast(&frame, "presence", None);
             }
             Event::Typing { user_id, .. } => {
                 // From another node: the typist's own sessions here do not get it back.

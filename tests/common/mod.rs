@@ -295,7 +295,10 @@ impl TestApp {
 
     /// Stops the node abruptly, as a crash would: no close frames, connections just drop.
     pub async fn kill(mut self) {
+        // Workers die with the system; the non-graceful stop ends the main runtime too, and
+        // with it every task of the node (heartbeats, broker), as a process exit would.
         self.system.stop();
+        drop(self.handle.stop(false));
         if let Some(rx) = self.stopped.take() {
             let _ =
                 tokio::task::spawn_blocking(move || rx.recv_timeout(Duration::from_secs(15))).await;
