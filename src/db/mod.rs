@@ -77,7 +77,8 @@ fn fallback_runtime() -> &'static tokio::runtime::Runtime {
 }
 
 /// Runs a query body against whichever backend `conn` is on; inside the body the tables of that
-/// backend are in scope and `$c` is the concrete connection.
+/// backend are in scope and `$c` is the concrete connection. Each call runs in a `db` span
+/// naming the backend and the calling line.
 #[macro_export]
 macro_rules! run {
     ($conn:expr, |$c:ident| $body:expr) => {{
@@ -86,13 +87,23 @@ macro_rules! run {
                 #[allow(unused_imports)]
                 use $crate::db::schema::pg::*;
                 let $c: &mut $crate::db::PgConn = &mut **$c;
-                $body
+                let span = tracing::debug_span!(
+                    "db",
+                    backend = "postgres",
+                    at = concat!(file!(), ":", line!())
+                );
+                tracing::Instrument::instrument(async { $body }, span).await
             }
             $crate::db::DbConn::Sqlite($c) => {
                 #[allow(unused_imports)]
                 use $crate::db::schema::sqlite::*;
                 let $c: &mut $crate::db::SqliteConn = &mut **$c;
-                $body
+                let span = tracing::debug_span!(
+                    "db",
+                    backend = "sqlite",
+                    at = concat!(file!(), ":", line!())
+                );
+                tracing::Instrument::instrument(async { $body }, span).await
             }
         }
     }};

@@ -524,6 +524,19 @@ impl Handler<Deliver> for ChatRoom {
     type Result = ();
 
     fn handle(&mut self, msg: Deliver, ctx: &mut Context<Self>) {
+        // A bug in fan-out must not take the room (and its members' subscriptions) down.
+        let chat_id = self.chat_id;
+        let outcome = std::panic::catch_unwind(std::panic::AssertUnwindSafe(|| {
+            self.deliver(msg, ctx);
+        }));
+        if outcome.is_err() {
+            tracing::error!(%chat_id, "room recovered from a panic while delivering an event");
+        }
+    }
+}
+
+impl ChatRoom {
+    fn deliver(&mut self, msg: Deliver, ctx: &mut Context<Self>) {
         let event = msg.event;
         if let Some(seq) = event.seq() {
             if self.cursor.is_none_or(|c| seq > c) {
