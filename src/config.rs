@@ -94,6 +94,10 @@ pub struct Settings {
     pub presence_ttl: Duration,
     /// AI replies: provider, model, prompt budget, concurrency limits and timeouts.
     pub ai: AiSettings,
+    /// Object storage (local disk or GCS), upload limits and signed URLs.
+    pub storage: crate::storage::StorageSettings,
+    /// Video jobs: workers, leases, per-user upload limits.
+    pub video: crate::video::VideoSettings,
 }
 
 /// A configuration problem, naming the variable.
@@ -205,6 +209,8 @@ impl Settings {
             redis_strict_health: parse(env, "REDIS_STRICT_HEALTH", false)?,
             presence_ttl: Duration::from_secs(parse(env, "PRESENCE_TTL_SECS", 30)?.max(1)),
             ai: AiSettings::from_map(env)?,
+            storage: crate::storage::StorageSettings::from_map(env)?,
+            video: crate::video::VideoSettings::from_map(env)?,
         })
     }
 
@@ -385,7 +391,8 @@ fn default_node_id() -> String {
     format!("{host}-{}", std::process::id())
 }
 
-fn parse<T: std::str::FromStr>(
+/// Parses `var` from `env`, or `default` when it is unset or blank.
+pub(crate) fn parse<T: std::str::FromStr>(
     env: &HashMap<String, String>,
     var: &'static str,
     default: T,

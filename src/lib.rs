@@ -20,4 +20,6 @@ pub mod realtime;
 pub mod routes;
 pub mod startup;
 pub mod state;
+pub mod storage;
 pub mod telemetry;
+pub mod video;

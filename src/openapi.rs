@@ -17,6 +17,11 @@ use crate::routes;
         routes::chats::remove_member, routes::chats::list_messages,
         routes::messages::create_message,
         routes::ai::chat, routes::ai::stream_message, routes::ai::resume,
+        routes::videos::test_upload, routes::videos::upload_video,
+        routes::videos::signed_upload_url, routes::videos::upload_complete,
+        routes::videos::get_video, routes::videos::update_metadata, routes::videos::get_job,
+        routes::videos::list_jobs, routes::videos::cancel_job, routes::videos::my_videos,
+        routes::videos::my_jobs, routes::files::get_file, routes::files::put_file,
     ),
     modifiers(&BearerAuth)
 )]

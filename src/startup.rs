@@ -51,6 +51,7 @@ impl Application {
         let listener = TcpListener::bind((state.settings.host, state.settings.port))
             .with_context(|| format!("binding {}:{}", state.settings.host, state.settings.port))?;
         let port = listener.local_addr()?.port();
+        state.videos.storage().server_bound(port);
         let server = http_server(state.clone(), listener)?;
         tracing::info!(
             node = %state.settings.node_id,
@@ -93,6 +94,7 @@ impl Application {
 /// Stops a node gracefully: WebSocket sessions are closed (1001) first, then in-flight HTTP
 /// requests finish, then the server stops.
 pub async fn shutdown(state: &AppState, handle: &ServerHandle) {
+    state.videos.shutdown().await;
     crate::ai::registry::stop_all(state.generations.as_ref(), SHUTDOWN_REPLY_GRACE).await;
     state.hub.shutdown();
     handle.stop(true).await;
@@ -185,6 +187,21 @@ async fn build_state(settings: Settings) -> anyhow::Result<AppState> {
         settings.ai.max_concurrent_per_user,
         settings.ai.max_concurrent_per_node,
     ));
+    let storage = crate::storage::build(
+        &settings.storage,
+        &settings.data_dir,
+        settings.host,
+        hs_secret.as_deref(),
+    )
+    .await
+    .context("object storage")?;
+    let videos = crate::video::start(
+        settings.clone(),
+        db.clone(),
+        storage,
+        broker.clone(),
+        ai.clone(),
+    )?;
     Ok(AppState {
         settings,
         db,
@@ -197,6 +214,7 @@ async fn build_state(settings: Settings) -> anyhow::Result<AppState> {
         known_users: Arc::new(DashMap::new()),
         ai,
         generations,
+        videos,
     })
 }
 

@@ -43,6 +43,8 @@ pub struct AppState {
     pub ai: Arc<dyn crate::ai::AiProvider>,
     /// In-flight AI replies on this node, and the concurrency limits.
     pub generations: Arc<dyn crate::ai::registry::GenerationRegistry>,
+    /// Video uploads, jobs and their artifacts (its object store is `videos.storage()`).
+    pub videos: crate::video::VideoService,
 }
 
 impl AppState {

@@ -11,6 +11,7 @@ pub mod models;
 pub mod schema;
 pub mod sql_types;
 pub mod users;
+pub mod videos;
 
 use std::time::Duration;
 

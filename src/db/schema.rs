@@ -100,6 +100,10 @@ macro_rules! echo_tables {
                 error_message -> Nullable<Text>,
                 created_at -> Instant,
                 updated_at -> Instant,
+                attempts -> Integer,
+                lease_owner -> Nullable<Text>,
+                lease_expires_at -> Nullable<Instant>,
+                stage_results -> Nullable<Jsonb>,
             }
         }
 

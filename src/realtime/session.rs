@@ -229,11 +229,14 @@ impl UserSession {
                 model,
             } => self.prompt(id, chat_id, content, model, ctx),
             Request::Cancel { generation_id } => self.cancel(id, generation_id, ctx),
-            Request::Jobs => self.error(
-                &id,
-                "unavailable",
-                "video jobs are not available on this server yet",
-            ),
+            Request::Jobs => {
+                let (state, user_id) = (self.state.clone(), self.user_id);
+                let fut = async move { crate::video::jobs_frame(&state, user_id).await };
+                ctx.wait(fut.into_actor(self).map(move |res, act, _| match res {
+                    Ok(frame) => act.reply(with_id(frame, &id), "jobs"),
+                    Err(e) => act.api_error(&id, &e),
+                }));
+            }
         }
     }
 

@@ -2,9 +2,11 @@
 
 pub mod ai;
 pub mod chats;
+pub mod files;
 pub mod messages;
 pub mod meta;
 pub mod users;
+pub mod videos;
 pub mod ws;
 
 use actix_web::web;
@@ -18,4 +20,5 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     messages::configure(cfg);
     ws::configure(cfg);
     ai::configure(cfg);
+    videos::configure(cfg);
 }

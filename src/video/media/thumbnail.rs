@@ -1,0 +1,204 @@
+//! The thumbnail: the frame shown at 1 s (10% into videos shorter than 2 s), scaled to at most
+//! 1280 px wide and encoded as JPEG by FFmpeg's MJPEG encoder.
+
+use std::path::Path;
+
+use ffmpeg_next as ffmpeg;
+
+use super::{open_input, seconds, Cancel, MediaError};
+
+/// Widest thumbnail, in pixels.
+pub const MAX_WIDTH: u32 = 1280;
+/// Where the thumbnail is taken in videos at least twice this long, in seconds.
+pub const AT_SECONDS: f64 = 1.0;
+/// Fraction of the duration where shorter videos' thumbnail is taken.
+pub const SHORT_VIDEO_FRACTION: f64 = 0.1;
+/// MJPEG quantiser scale (2 best … 31 worst).
+const JPEG_QSCALE: i32 = 3;
+
+/// A JPEG image.
+#[derive(Debug, Clone)]
+pub struct Thumbnail {
+    /// The JPEG file's bytes.
+    pub jpeg: Vec<u8>,
+    /// Its width.
+    pub width: u32,
+    /// Its height.
+    pub height: u32,
+    /// Where in the video it was taken, in seconds.
+    pub at_seconds: f64,
+}
+
+/// Where the thumbnail of a video of `duration` seconds is taken.
+pub fn target_seconds(duration: f64) -> f64 {
+    if duration >= 2.0 * AT_SECONDS {
+        AT_SECONDS
+    } else {
+        (duration * SHORT_VIDEO_FRACTION).max(0.0)
+    }
+}
+
+/// The thumbnail size for a `width`×`height` video: at most [`MAX_WIDTH`] wide, aspect kept,
+/// both sides even (4:2:0 JPEG).
+pub fn thumbnail_size(width: u32, height: u32) -> (u32, u32) {
+    let out_w = width.clamp(2, MAX_WIDTH);
+    let out_h =
+        ((f64::from(height) * f64::from(out_w) / f64::from(width.max(1))).round() as u32).max(2);
+    (out_w & !1, out_h & !1)
+}
+
+/// Decodes the frame at [`target_seconds`] of the video at `path` and encodes it as JPEG.
+pub fn thumbnail(path: &Path, duration: f64, cancel: &Cancel) -> Result<Thumbnail, MediaError> {
+    let mut ictx = open_input(path, cancel)?;
+    let (index, time_base, start) = {
+        let stream = ictx
+            .streams()
+            .best(ffmpeg::media::Type::Video)
+            .ok_or_else(|| MediaError::Unreadable("The file has no video stream.".into()))?;
+        (stream.index(), stream.time_base(), stream.start_time())
+    };
+    let params = ictx
+        .stream(index)
+        .map(|s| s.parameters())
+        .ok_or_else(|| MediaError::internal("video stream", "vanished"))?;
+    let mut decoder = ffmpeg::codec::context::Context::from_parameters(params)
+        .and_then(|c| c.decoder().video())
+        .map_err(|e| MediaError::Unreadable(format!("The video cannot be decoded: {e}")))?;
+    let target = target_seconds(duration);
+    if target > 0.0 {
+        let start_us = if start == ffmpeg::ffi::AV_NOPTS_VALUE {
+            0
+        } else {
+            (start as f64 * f64::from(time_base) * 1e6) as i64
+        };
+        let ts = start_us + (target * 1e6) as i64;
+        // Lands on the key frame at or before the target; decoding forward reaches it. A failed
+        // seek (unseekable input) just decodes from the start.
+        if ictx.seek(ts, ..ts).is_err() {
+            tracing::debug!("thumbnail seek failed; decoding from the start");
+        }
+    }
+    let mut chosen: Option<ffmpeg::frame::Video> = None;
+    let mut frame = ffmpeg::frame::Video::empty();
+    let mut take =
+        |decoder: &mut ffmpeg::decoder::Video, chosen: &mut Option<ffmpeg::frame::Video>| -> bool {
+            while decoder.receive_frame(&mut frame).is_ok() {
+                let pts = frame.timestamp().or(frame.pts()).unwrap_or(0);
+                let t = seconds(pts, time_base, start);
+                let done = t + 1e-3 >= target;
+                *chosen = Some(frame.clone());
+                if done {
+                    return true;
+                }
+            }
+            false
+        };
+    let mut found = false;
+    for (stream, packet) in ictx.packets() {
+        cancel.check()?;
+        if stream.index() != index {
+            continue;
+        }
+        if decoder.send_packet(&packet).is_err() {
+            continue;
+        }
+        if take(&mut decoder, &mut chosen) {
+            found = true;
+            break;
+        }
+    }
+    cancel.check()?;
+    if !found && decoder.send_eof().is_ok() {
+        take(&mut decoder, &mut chosen);
+    }
+    let picture = chosen.ok_or_else(|| {
+        MediaError::Unreadable("No video frame could be decoded from the file.".into())
+    })?;
+    let at_seconds = seconds(
+        picture.timestamp().or(picture.pts()).unwrap_or(0),
+        time_base,
+        start,
+    )
+    .max(0.0);
+    let (jpeg, width, height) = encode_jpeg(&picture)?;
+    Ok(Thumbnail {
+        jpeg,
+        width,
+        height,
+        at_seconds,
+    })
+}
+
+/// Scales `picture` to the thumbnail size and encodes it as a JPEG.
+fn encode_jpeg(picture: &ffmpeg::frame::Video) -> Result<(Vec<u8>, u32, u32), MediaError> {
+    let (w, h) = thumbnail_size(picture.width(), picture.height());
+    let pixel = ffmpeg::format::Pixel::YUVJ420P;
+    let mut scaler = ffmpeg::software::scaling::Context::get(
+        picture.format(),
+        picture.width(),
+        picture.height(),
+        pixel,
+        w,
+        h,
+        ffmpeg::software::scaling::Flags::BICUBIC,
+    )
+    .map_err(|e| MediaError::internal("thumbnail scaler", e))?;
+    let mut scaled = ffmpeg::frame::Video::empty();
+    scaler
+        .run(picture, &mut scaled)
+        .map_err(|e| MediaError::internal("scaling the thumbnail", e))?;
+    scaled.set_pts(Some(0));
+    let codec = ffmpeg::encoder::find(ffmpeg::codec::Id::MJPEG)
+        .ok_or_else(|| MediaError::internal("thumbnail", "no MJPEG encoder in this FFmpeg"))?;
+    let mut encoder = ffmpeg::codec::context::Context::new_with_codec(codec)
+        .encoder()
+        .video()
+        .map_err(|e| MediaError::internal("MJPEG encoder", e))?;
+    encoder.set_width(w);
+    encoder.set_height(h);
+    encoder.set_format(pixel);
+    encoder.set_time_base((1, 25));
+    encoder.set_flags(ffmpeg::codec::Flags::QSCALE);
+    encoder.set_global_quality(JPEG_QSCALE * ffmpeg::ffi::FF_QP2LAMBDA);
+    let mut encoder = encoder
+        .open_as(codec)
+        .map_err(|e| MediaError::internal("opening the MJPEG encoder", e))?;
+    encoder
+        .send_frame(&scaled)
+        .map_err(|e| MediaError::internal("encoding the thumbnail", e))?;
+    encoder
+        .send_eof()
+        .map_err(|e| MediaError::internal("encoding the thumbnail", e))?;
+    let mut packet = ffmpeg::Packet::empty();
+    let mut jpeg = Vec::new();
+    while encoder.receive_packet(&mut packet).is_ok() {
+        if let Some(data) = packet.data() {
+            jpeg.extend_from_slice(data);
+        }
+    }
+    if jpeg.is_empty() {
+        return Err(MediaError::internal("encoding the thumbnail", "no output"));
+    }
+    Ok((jpeg, w, h))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn thumbnails_are_at_most_1280_wide_with_the_aspect_kept() {
+        assert_eq!(thumbnail_size(1920, 1080), (1280, 720));
+        assert_eq!(thumbnail_size(320, 240), (320, 240));
+        assert_eq!(thumbnail_size(3840, 2160), (1280, 720));
+        assert_eq!(thumbnail_size(1080, 1920), (1080, 1920));
+        assert_eq!(thumbnail_size(641, 481), (640, 480));
+    }
+
+    #[test]
+    fn short_videos_take_their_thumbnail_ten_percent_in() {
+        assert_eq!(target_seconds(60.0), 1.0);
+        assert_eq!(target_seconds(2.0), 1.0);
+        assert!((target_seconds(1.5) - 0.15).abs() < 1e-9);
+    }
+}

@@ -1,0 +1,57 @@
+//! Video job settings, read with the rest of the configuration (`config::Settings::video`).
+
+use std::collections::HashMap;
+use std::time::Duration;
+
+use crate::config::{parse, ConfigError};
+
+/// How video jobs run.
+#[derive(Debug, Clone)]
+pub struct VideoSettings {
+    /// `VIDEO_WORKERS`: jobs running at once on this node (default: the number of cores).
+    pub workers: usize,
+    /// `VIDEO_JOB_LEASE_SECS`: how long a node's claim on a job lasts without renewal (default
+    /// 30); a node that dies mid-job leaves it to be resumed once this has passed.
+    pub lease: Duration,
+    /// `VIDEO_SWEEP_SECS`: how often the supervisor looks for runnable jobs in the database
+    /// (default 5): pending jobs from other nodes, and jobs whose node went away.
+    pub sweep_interval: Duration,
+    /// `VIDEO_MAX_ATTEMPTS`: times a job may be started before it is failed instead of resumed
+    /// again (default 3), so a file that crashes the process cannot crash it forever.
+    pub max_attempts: i32,
+    /// `VIDEO_UPLOADS_PER_USER`: uploads one user may stream at once (default 2); over it, 429.
+    pub uploads_per_user: usize,
+    /// `VIDEO_PENDING_UPLOADS_PER_USER`: signed upload URLs a user may hold without completing
+    /// them (default 10); over it, 429.
+    pub pending_uploads_per_user: i64,
+}
+
+impl VideoSettings {
+    /// Reads the `VIDEO_*` variables.
+    pub fn from_map(env: &HashMap<String, String>) -> Result<Self, ConfigError> {
+        let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
+        let workers: usize = parse(env, "VIDEO_WORKERS", cores)?;
+        if workers == 0 {
+            return Err(ConfigError {
+                var: "VIDEO_WORKERS",
+                reason: "must be at least 1".into(),
+            });
+        }
+        let lease: u64 = parse(env, "VIDEO_JOB_LEASE_SECS", 30)?;
+        if lease < 2 {
+            return Err(ConfigError {
+                var: "VIDEO_JOB_LEASE_SECS",
+                reason: "must be at least 2".into(),
+            });
+        }
+        let sweep_ms = (parse::<f64>(env, "VIDEO_SWEEP_SECS", 5.0)? * 1000.0).max(100.0);
+        Ok(VideoSettings {
+            workers,
+            lease: Duration::from_secs(lease),
+            sweep_interval: Duration::from_millis(sweep_ms as u64),
+            max_attempts: parse(env, "VIDEO_MAX_ATTEMPTS", 3)?,
+            uploads_per_user: parse(env, "VIDEO_UPLOADS_PER_USER", 2)?,
+            pending_uploads_per_user: parse(env, "VIDEO_PENDING_UPLOADS_PER_USER", 10)?,
+        })
+    }
+}
