@@ -1,6 +1,7 @@
 //! HTTP routes: thin handlers that parse, call a service, and shape the response.
 
 pub mod ai;
+pub mod app;
 pub mod chats;
 pub mod files;
 pub mod messages;
@@ -20,5 +21,6 @@ pub fn configure(cfg: &mut web::ServiceConfig) {
     messages::configure(cfg);
     ws::configure(cfg);
     ai::configure(cfg);
+    app::configure(cfg);
     videos::configure(cfg);
 }
