@@ -61,21 +61,66 @@ pub async fn append_with_id(
     id: Uuid,
     new: &NewMessage<'_>,
 ) -> QueryResult<Appended> {
-    let result = conn
-        .write_txn(async |conn: &mut DbConn| {
-            let ts = now();
-            // Taking the seq first locks the chat row, so the duplicate check below sees every
-            // committed retry of the same client_msg_id.
-            let seq = run!(conn, |c| diesel::update(
-                chats::table.find(DbUuid(new.chat_id))
-            )
+    append_inner(conn, id, new, None).await
+}
+
+/// As [`append`], only if `member` is a member of the chat (`NotFound` otherwise). The check
+/// is part of the statement that takes the seq, so a post costs no extra round trip.
+pub async fn append_as_member(
+    conn: &mut DbConn,
+    member: Uuid,
+    new: &NewMessage<'_>,
+) -> QueryResult<Appended> {
+    append_inner(conn, Uuid::new_v4(), new, Some(member)).await
+}
+
+/// Takes the chat's next seq (locking its row until the transaction ends).
+async fn take_seq(
+    conn: &mut DbConn,
+    chat_id: Uuid,
+    member: Option<Uuid>,
+    ts: chrono::DateTime<chrono::Utc>,
+) -> QueryResult<i64> {
+    let Some(member) = member else {
+        return run!(conn, |c| diesel::update(chats::table.find(DbUuid(chat_id)))
             .set((
                 chats::last_seq.eq(chats::last_seq + 1i64),
                 chats::updated_at.eq(ts),
             ))
             .returning(chats::last_seq)
             .get_result::<i64>(c)
-            .await)?;
+            .await);
+    };
+    run!(conn, |c| diesel::update(
+        chats::table
+            .find(DbUuid(chat_id))
+            .filter(diesel::dsl::exists(
+                chat_members::table
+                    .filter(chat_members::chat_id.eq(DbUuid(chat_id)))
+                    .filter(chat_members::user_id.eq(DbUuid(member)))
+            ))
+    )
+    .set((
+        chats::last_seq.eq(chats::last_seq + 1i64),
+        chats::updated_at.eq(ts),
+    ))
+    .returning(chats::last_seq)
+    .get_result::<i64>(c)
+    .await)
+}
+
+async fn append_inner(
+    conn: &mut DbConn,
+    id: Uuid,
+    new: &NewMessage<'_>,
+    member: Option<Uuid>,
+) -> QueryResult<Appended> {
+    let result = conn
+        .write_txn(async |conn: &mut DbConn| {
+            let ts = now();
+            // Taking the seq first locks the chat row, so the duplicate check below sees every
+            // committed retry of the same client_msg_id.
+            let seq = take_seq(conn, new.chat_id, member, ts).await?;
             if let Some(key) = new.client_msg_id {
                 if let Some(existing) = find_by_client_id(conn, new.chat_id, key).await? {
                     // Rolls back the seq we took.
