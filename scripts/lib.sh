@@ -34,8 +34,11 @@ ensure_rust() {
   fi
 }
 
-# System libraries the server itself builds against.
-BUILD_PACKAGES=(build-essential pkg-config)
+# System libraries the server itself builds against: a C toolchain, and FFmpeg's development
+# libraries (video processing runs FFmpeg in-process; bindgen needs libclang to read them).
+BUILD_PACKAGES=(build-essential pkg-config clang libclang-dev
+  libavcodec-dev libavformat-dev libavutil-dev libswscale-dev libswresample-dev
+  libavfilter-dev libavdevice-dev)
 
 # Starts the local Postgres cluster if it is not answering, then checks it (fails loudly).
 ensure_postgres() {
