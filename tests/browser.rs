@@ -432,10 +432,42 @@ async fn after_a_server_restart_the_page_reconnects_and_shows_missed_messages_on
     let result = scenario.finish().await;
     assert_eq!(
         result["texts"],
-        json!(["before 1", "before 2", "missed 1", "missed 2", "missed 3", "after"]),
+        json!([
+            "before 1",
+            "before 2",
+            "missed 1",
+            "missed 2",
+            "missed 3",
+            "written while offline",
+            "after"
+        ]),
         "{result}"
     );
-    assert_eq!(result["seqs"], json!([1, 2, 3, 4, 5, 6]));
+    assert_eq!(result["seqs"], json!([1, 2, 3, 4, 5, 6, 7]));
+    // Stored once each, too: the outbox's retry carried its client_msg_id.
+    let stored: Value = app
+        .get(&format!("/chats/{chat_id}/messages/"), Some(&alice.token))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(stored.as_array().map(Vec::len), Some(7), "{stored}");
+    // Reconnect delays double from 1 s up to 15 s, each jittered within [step/2, step].
+    for (i, b) in result["backoff"]
+        .as_array()
+        .expect("backoff")
+        .iter()
+        .enumerate()
+    {
+        let step = (1000.0 * 2f64.powi(i as i32)).min(15_000.0);
+        let (min, max) = (b["min"].as_f64().unwrap(), b["max"].as_f64().unwrap());
+        assert!(min >= step / 2.0 && max <= step, "attempt {}: {b}", i + 1);
+        assert!(
+            max - min > step / 10.0,
+            "attempt {} is not jittered: {b}",
+            i + 1
+        );
+    }
     // The page saw the server's close frame (1001) and said so while it waited.
     let shown = result["whileDown"].as_str().unwrap_or_default();
     assert!(shown.contains("the server restarted"), "{result}");

@@ -310,6 +310,10 @@ export class RoomView {
 
   renderPresence(state) {
     const ul = $('presence-list');
+    if (!state.subscribed) {
+      ul.replaceChildren(h('li', { class: 'presence-unknown', text: 'unknown while not connected' }));
+      return;
+    }
     const ids = [...state.online].sort((a, b) => (a === this.me.id ? -1 : b === this.me.id ? 1 : 0));
     ul.replaceChildren(...ids.map((id) => h('li', { class: 'presence-user', dataset: { userId: id } },
       h('span', { class: 'dot', 'aria-hidden': 'true' }),

@@ -31,12 +31,18 @@ await run(async ({ browser, problems, args }) => {
   await page.locator('#connection[data-state="offline"], #connection[data-state="reconnecting"]').waitFor();
   const whileDown = await stateText.textContent();
   const whileDownState = await state.getAttribute('data-state');
-  const down = await screenshot(page, 'reconnect-disconnected');
   check((await messageTexts(page)).length === 2, 'messages appeared while disconnected');
+  // A message written while disconnected waits in the outbox, then goes out (once) on reconnect.
+  await page.getByLabel('Message', { exact: true }).fill('written while offline');
+  await page.getByLabel('Message', { exact: true }).press('Enter');
+  await page.locator('#message-list > li.pending .status', { hasText: 'sending' }).waitFor();
+  const down = await screenshot(page, 'reconnect-disconnected');
 
   await context.setOffline(false);
   await waitOnline(page);
   await waitForMessage(page, 'missed 3');
+  await page.waitForFunction(() => [...document.querySelectorAll('#message-list > li[data-seq] .body')]
+    .some((b) => b.textContent === 'written while offline'));
   await page.getByLabel('Message', { exact: true }).fill('after');
   await page.getByLabel('Message', { exact: true }).press('Enter');
   await page.waitForFunction(() => [...document.querySelectorAll('#message-list > li[data-seq] .body')]
@@ -48,5 +54,18 @@ await run(async ({ browser, problems, args }) => {
   const layout = await layoutProblems(page);
   check(layout.length === 0, `layout problems at 360 px:\n${layout.join('\n')}`);
   const up = await screenshot(page, 'reconnect-recovered');
-  return { texts, seqs, whileDown, whileDownState, screenshots: [down, up] };
+
+  // The reconnect delays: exponential, capped, with jitter (equal jitter: [step/2, step]).
+  const backoff = await page.evaluate(async () => {
+    const { Realtime } = await import('/app/realtime.js');
+    const r = new Realtime(() => null);
+    const out = [];
+    for (let attempt = 1; attempt <= 6; attempt += 1) {
+      r.attempt = attempt;
+      const xs = Array.from({ length: 200 }, () => r.backoff());
+      out.push({ attempt, min: Math.min(...xs), max: Math.max(...xs) });
+    }
+    return out;
+  });
+  return { texts, seqs, whileDown, whileDownState, backoff, screenshots: [down, up] };
 });
