@@ -287,6 +287,9 @@ export class RoomView {
       li.dataset.generationId = g.id;
     }
     if (li.className !== classes) li.className = classes;
+    // Screen readers announce a reply once it is complete, not at every token.
+    if (classes.includes('streaming')) li.setAttribute('aria-busy', 'true');
+    else li.removeAttribute('aria-busy');
     if (body.textContent !== text) body.textContent = text;
     if (status.textContent !== statusText) status.textContent = statusText;
     const hadStop = actions.querySelector('.stop');
