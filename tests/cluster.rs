@@ -389,3 +389,80 @@ async fn presence_spans_nodes_and_a_crashed_nodes_users_leave_within_the_bound()
         crashed_at.elapsed()
     );
 }
+
+/// Tokens and the finished reply of a generation, as one watcher saw them.
+async fn watch_reply(
+    c: &mut WsClient,
+    generation_id: &str,
+) -> (Vec<(u64, String)>, serde_json::Value) {
+    let mut tokens = Vec::new();
+    loop {
+        let f = c.next().await;
+        if f["generation_id"] != generation_id {
+            continue;
+        }
+        match f["type"].as_str() {
+            Some("token") => tokens.push((
+                f["index"].as_u64().unwrap(),
+                f["delta"].as_str().unwrap().to_string(),
+            )),
+            Some("generation_finished" | "generation_failed") => return (tokens, f),
+            _ => {}
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_generated_on_one_node_streams_identical_tokens_to_watchers_on_another() {
+    let db = fresh_postgres_database().await;
+    let prefix = format!("t{}", uuid::Uuid::new_v4().simple());
+    let redis = shared_redis_url();
+    let mut nodes = Vec::new();
+    for node in ["node-a", "node-b"] {
+        nodes.push(
+            spawn_on_database(
+                &db,
+                &[
+                    ("REDIS_URL", redis.as_str()),
+                    ("REDIS_CHANNEL_PREFIX", prefix.as_str()),
+                    ("ECHO_NODE_ID", node),
+                    ("AI_PROVIDER", "dev"),
+                    ("AI_DEV_TOKENS_PER_SEC", "400"),
+                    ("AI_DEV_FIRST_TOKEN_MS", "10"),
+                    ("AI_DEV_REPLY_TOKENS", "60"),
+                ],
+            )
+            .await,
+        );
+    }
+    for n in &nodes {
+        broker_ready(n).await;
+    }
+    let (alice, bob) = (TestUser::new(), TestUser::new());
+    let chat = chat_with(&nodes[0], &alice, &[&bob]).await;
+    let mut a = WsClient::connect(&nodes[0], &alice.token).await;
+    let mut b = WsClient::connect(&nodes[1], &bob.token).await;
+    subscribe(&mut a, &chat).await;
+    subscribe(&mut b, &chat).await;
+    let ack = a
+        .request(
+            json!({"type": "prompt", "chat_id": chat, "content": "hello"}),
+            "p",
+        )
+        .await;
+    assert_eq!(ack["type"], "ack", "{ack}");
+    let generation_id = ack["generation_id"].as_str().unwrap().to_string();
+    let (on_a, end_a) = watch_reply(&mut a, &generation_id).await;
+    let (on_b, end_b) = watch_reply(&mut b, &generation_id).await;
+    assert_eq!(end_a["type"], "generation_finished");
+    assert_eq!(end_b["type"], "generation_finished");
+    assert_eq!(on_a.len(), 60);
+    assert_eq!(
+        on_a, on_b,
+        "the watcher on node b saw exactly node a's tokens"
+    );
+    let indexes: Vec<u64> = on_b.iter().map(|(i, _)| *i).collect();
+    assert_eq!(indexes, (0..60).collect::<Vec<_>>());
+    let text: String = on_b.iter().map(|(_, d)| d.as_str()).collect();
+    assert_eq!(end_b["message"]["content"], text);
+}
