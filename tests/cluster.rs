@@ -2,6 +2,7 @@
 //! the node it landed on. These run against the real Redis and Postgres (CI starts both).
 
 mod common;
+mod video_support;
 
 use std::collections::{BTreeSet, HashMap};
 use std::time::Duration;
@@ -465,4 +466,78 @@ async fn a_reply_generated_on_one_node_streams_identical_tokens_to_watchers_on_a
     assert_eq!(indexes, (0..60).collect::<Vec<_>>());
     let text: String = on_b.iter().map(|(_, d)| d.as_str()).collect();
     assert_eq!(end_b["message"]["content"], text);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_video_job_on_one_node_reports_progress_to_its_owner_on_another() {
+    let db = fresh_postgres_database().await;
+    let prefix = format!("t{}", uuid::Uuid::new_v4().simple());
+    let redis = shared_redis_url();
+    // Nodes of one deployment share object storage; here, one local folder.
+    let shared = tempfile::tempdir().unwrap();
+    let data_dir = shared.path().to_string_lossy().into_owned();
+    let mut nodes = Vec::new();
+    for node in ["node-a", "node-b"] {
+        nodes.push(
+            spawn_on_database(
+                &db,
+                &[
+                    ("REDIS_URL", redis.as_str()),
+                    ("REDIS_CHANNEL_PREFIX", prefix.as_str()),
+                    ("ECHO_NODE_ID", node),
+                    ("ECHO_DATA_DIR", data_dir.as_str()),
+                ],
+            )
+            .await,
+        );
+    }
+    for n in &nodes {
+        broker_ready(n).await;
+    }
+    let alice = TestUser::new();
+    nodes[0].touch(&alice.token).await;
+    let mut on_b = WsClient::connect(&nodes[1], &alice.token).await;
+    tokio::time::sleep(Duration::from_millis(200)).await;
+    let media = tempfile::tempdir().unwrap();
+    let path = media.path().to_path_buf();
+    let file = tokio::task::spawn_blocking(move || {
+        video_support::make_video(
+            &path,
+            "clip",
+            video_support::Container::Mp4,
+            (320, 240),
+            3.0,
+            true,
+        )
+    })
+    .await
+    .unwrap();
+    let accepted = video_support::upload_video(&nodes[0], &alice.token, &file, "video/mp4").await;
+    let job_id = accepted["job_id"].as_i64().unwrap();
+    let mut last_progress = -1;
+    let mut statuses = Vec::new();
+    loop {
+        let e = on_b.next_of("job").await;
+        let job = &e["job"];
+        if job["id"] != job_id {
+            continue;
+        }
+        let progress = job["progress"].as_i64().unwrap();
+        assert!(progress >= last_progress, "progress never goes back: {job}");
+        last_progress = progress;
+        let status = job["status"].as_str().unwrap().to_string();
+        if statuses.last() != Some(&status) {
+            statuses.push(status.clone());
+        }
+        if video_support::is_terminal(&job["status"]) {
+            break;
+        }
+    }
+    assert_eq!(
+        statuses.last().map(String::as_str),
+        Some("COMPLETED"),
+        "{statuses:?}"
+    );
+    assert!(statuses.contains(&"PROCESSING".to_string()), "{statuses:?}");
+    assert_eq!(last_progress, 100);
 }
