@@ -107,7 +107,8 @@ fn issue_from_serde(mut loc: Vec<Value>, message: &str) -> ValidationIssue {
         return ValidationIssue::new(loc, "missing", "Field required");
     }
     if let Some(rest) = message.strip_prefix("unknown field ") {
-        if let Some(field) = quoted(rest) {
+        // serde_path_to_error already put the unknown key at the end of the path.
+        if let Some(field) = quoted(rest).filter(|f| loc.last() != Some(&json!(f))) {
             loc.push(json!(field));
         }
         return ValidationIssue::new(loc, "extra_forbidden", "Extra inputs are not permitted");
@@ -310,6 +311,7 @@ mod tests {
         let i =
             issues(r#"{"content": "x", "chat_id":"7f9c0b5e-0d7c-4a43-9a8e-4b1f2a3c4d5e","x":1}"#);
         assert_eq!(i[0].kind, "extra_forbidden");
+        assert_eq!(i[0].loc, vec![json!("body"), json!("x")]);
     }
 
     #[test]

@@ -197,11 +197,13 @@ impl ObjectStore for GcsStore {
         Box::pin(async move {
             Self::checked(key)?;
             let file = tokio::fs::File::open(path).await?;
+            // Buffered: at most one resumable chunk of the file is held in memory at a time.
             let object = self
                 .client
                 .write_object(&self.bucket_path, key, file)
                 .set_content_type(content_type)
-                .send_unbuffered()
+                .with_resumable_upload_buffer_size(UPLOAD_BUFFER_BYTES)
+                .send_buffered()
                 .await
                 .map_err(backend)?;
             Ok(object.size.max(0) as u64)
@@ -284,11 +286,22 @@ impl ObjectStore for GcsStore {
             Self::checked(key)?;
             // The read's response carries the object's metadata; dropping it before reading the
             // body ends the download.
-            match self.client.read_object(&self.bucket_path, key).send().await {
-                Ok(resp) => Ok(Some(resp.object().size.max(0) as u64)),
-                Err(e) if e.http_status_code() == Some(404) => Ok(None),
-                Err(e) => Err(StorageError::Backend(e.to_string())),
+            let mut resp = match self.client.read_object(&self.bucket_path, key).send().await {
+                Ok(resp) => resp,
+                Err(e) if e.http_status_code() == Some(404) => return Ok(None),
+                Err(e) => return Err(StorageError::Backend(e.to_string())),
+            };
+            let size = resp.object().size.max(0) as u64;
+            if size > 0 {
+                return Ok(Some(size));
             }
+            // No stored length in the response (GCS always sends one; some emulators do not):
+            // count the bytes.
+            let mut counted = 0u64;
+            while let Some(chunk) = resp.next().await {
+                counted += chunk.map_err(backend)?.len() as u64;
+            }
+            Ok(Some(counted))
         })
     }
 

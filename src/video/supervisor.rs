@@ -89,9 +89,10 @@ impl JobSupervisor {
                 return Ok(None);
             };
             if row.attempts > env.settings.max_attempts {
+                let n = row.attempts - 1;
                 let why = format!(
-                    "Processing was interrupted {} times; giving up.",
-                    row.attempts - 1
+                    "Processing was interrupted {n} time{}; giving up.",
+                    if n == 1 { "" } else { "s" }
                 );
                 let failed = videos::fail_held_job(&mut conn, id, &env.node_id, &why).await?;
                 return Ok(failed.map(|f| (f, None)));

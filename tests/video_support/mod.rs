@@ -109,10 +109,10 @@ pub fn make_video(
     out
 }
 
-/// A long video that takes a while to decode: a tiny picture at 1 fps and `secs` of 8 kHz
-/// sound, so the speech-audio stage runs for seconds.
-pub fn make_long_video(dir: &Path, name: &str, secs: u32) -> PathBuf {
-    let out = dir.join(format!("{name}.mp4"));
+/// A long video that takes seconds to decode: one minute of a tiny picture at 1 fps and a
+/// 48 kHz tone, repeated `minutes` times by stream copy (cheap to make, long to decode).
+pub fn make_long_video(dir: &Path, name: &str, minutes: u32) -> PathBuf {
+    let part = dir.join(format!("{name}-part.mp4"));
     let mut cmd = Command::new("ffmpeg");
     cmd.args([
         "-hide_banner",
@@ -123,11 +123,9 @@ pub fn make_long_video(dir: &Path, name: &str, secs: u32) -> PathBuf {
         "lavfi",
         "-i",
     ])
-    .arg(format!("testsrc=size=64x48:rate=1:duration={secs}"))
+    .arg("testsrc=size=64x48:rate=1:duration=60")
     .args(["-f", "lavfi", "-i"])
-    .arg(format!(
-        "sine=frequency=300:sample_rate=48000:duration={secs}"
-    ))
+    .arg("sine=frequency=300:sample_rate=48000:duration=60")
     .args([
         "-c:v",
         "libx264",
@@ -135,11 +133,33 @@ pub fn make_long_video(dir: &Path, name: &str, secs: u32) -> PathBuf {
         "ultrafast",
         "-pix_fmt",
         "yuv420p",
+        "-g",
+        "10",
         "-c:a",
         "aac",
         "-b:a",
-        "96k",
+        "48k",
     ])
+    .arg(&part);
+    run_ffmpeg(cmd);
+    let list = dir.join(format!("{name}-list.txt"));
+    let line = format!("file '{}'\n", part.display());
+    std::fs::write(&list, line.repeat(minutes as usize)).expect("concat list");
+    let out = dir.join(format!("{name}.mp4"));
+    let mut cmd = Command::new("ffmpeg");
+    cmd.args([
+        "-hide_banner",
+        "-loglevel",
+        "error",
+        "-y",
+        "-f",
+        "concat",
+        "-safe",
+        "0",
+        "-i",
+    ])
+    .arg(&list)
+    .args(["-c", "copy"])
     .arg(&out);
     run_ffmpeg(cmd);
     out
