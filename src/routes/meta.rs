@@ -42,12 +42,19 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
         json!({"status": "degraded", "kind": state.broker.name(),
             "message": bh.message.unwrap_or_else(|| "connecting".into())})
     };
-    let ok = database["status"] == "ok" && (bh.ok || !state.settings.redis_strict_health);
+    let storage = crate::storage::health(
+        state.videos.storage().as_ref(),
+        state.settings.database_timeout,
+    )
+    .await;
+    let ok = database["status"] == "ok"
+        && storage["status"] == "ok"
+        && (bh.ok || !state.settings.redis_strict_health);
     let body = json!({
         "status": if ok { "ok" } else { "error" },
         "timestamp": timestamp,
         "node_id": state.settings.node_id,
-        "services": {"database": database, "broker": broker, "ai": state.ai.health()},
+        "services": {"database": database, "broker": broker, "storage": storage, "ai": state.ai.health()},
     });
     if ok {
         HttpResponse::Ok().json(body)

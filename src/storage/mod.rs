@@ -171,6 +171,19 @@ pub async fn build(
     })
 }
 
+/// The `storage` entry of `/health`: `{"status": "ok"|"error", "backend", "message"?}`.
+pub async fn health(store: &dyn ObjectStore, timeout: Duration) -> serde_json::Value {
+    match tokio::time::timeout(timeout, store.check()).await {
+        Ok(Ok(())) => serde_json::json!({"status": "ok", "backend": store.name()}),
+        Ok(Err(e)) => {
+            serde_json::json!({"status": "error", "backend": store.name(), "message": e.to_string()})
+        }
+        Err(_) => {
+            serde_json::json!({"status": "error", "backend": store.name(), "message": "timed out"})
+        }
+    }
+}
+
 /// True for keys this server generates: `/`-separated segments of ASCII letters, digits, `.`,
 /// `-` and `_`, none empty or starting with a dot, at most 512 bytes. No key that passes can
 /// leave the storage root.

@@ -13,6 +13,10 @@ pub const MAX_WIDTH: u32 = 1280;
 pub const AT_SECONDS: f64 = 1.0;
 /// Fraction of the duration where shorter videos' thumbnail is taken.
 pub const SHORT_VIDEO_FRACTION: f64 = 0.1;
+/// Frames closer than this to the target are all decoded, non-reference ones included.
+const SKIP_MARGIN_SECONDS: f64 = 0.25;
+/// Decoder threads for the thumbnail's frame.
+const DECODE_THREADS: usize = 2;
 /// MJPEG quantiser scale (2 best … 31 worst).
 const JPEG_QSCALE: i32 = 3;
 
@@ -62,7 +66,16 @@ pub fn thumbnail(path: &Path, duration: f64, cancel: &Cancel) -> Result<Thumbnai
         .map(|s| s.parameters())
         .ok_or_else(|| MediaError::internal("video stream", "vanished"))?;
     let mut decoder = ffmpeg::codec::context::Context::from_parameters(params)
-        .and_then(|c| c.decoder().video())
+        .and_then(|mut c| {
+            // Reaching the frame at 1 s can mean decoding a whole GOP; two frame threads halve
+            // that for the short time this stage runs.
+            c.set_threading(ffmpeg::codec::threading::Config {
+                kind: ffmpeg::codec::threading::Type::Frame,
+                count: DECODE_THREADS,
+                ..Default::default()
+            });
+            c.decoder().video()
+        })
         .map_err(|e| MediaError::Unreadable(format!("The video cannot be decoded: {e}")))?;
     let target = target_seconds(duration);
     if target > 0.0 {
@@ -99,6 +112,16 @@ pub fn thumbnail(path: &Path, duration: f64, cancel: &Cancel) -> Result<Thumbnai
         if stream.index() != index {
             continue;
         }
+        // Frames well before the target that nothing else refers to are never shown and
+        // never needed: skipping them halves the work of reaching the target.
+        let early = packet
+            .pts()
+            .is_some_and(|ts| seconds(ts, time_base, start) < target - SKIP_MARGIN_SECONDS);
+        decoder.skip_frame(if early {
+            ffmpeg::codec::discard::Discard::NonReference
+        } else {
+            ffmpeg::codec::discard::Discard::Default
+        });
         if decoder.send_packet(&packet).is_err() {
             continue;
         }
