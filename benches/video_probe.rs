@@ -181,7 +181,10 @@ fn main() {
         &file,
         dir.path(),
         p.duration,
-        audio::CHUNK_SECONDS,
+        audio::Limits {
+            chunk_seconds: audio::CHUNK_SECONDS,
+            max_seconds: f64::MAX,
+        },
         &cancel,
         &Progress::new(),
     )
@@ -220,7 +223,10 @@ fn main() {
                         &file,
                         &out,
                         p.duration,
-                        audio::CHUNK_SECONDS,
+                        audio::Limits {
+                            chunk_seconds: audio::CHUNK_SECONDS,
+                            max_seconds: f64::MAX,
+                        },
                         &cancel,
                         &Progress::new(),
                     )

@@ -537,7 +537,29 @@ async fn a_signed_upload_round_trips_through_this_servers_files_route(backend: B
     );
 }
 
+async fn a_video_over_the_duration_limit_fails_at_probe(backend: Backend) {
+    let app = spawn_app_with(backend, &[("VIDEO_MAX_DURATION_SECS", "1.5")]).await;
+    let alice = TestUser::new();
+    let dir = tempfile::tempdir().unwrap();
+    let file = make_video(dir.path(), "long", Container::Mp4, (160, 120), 3.0, true);
+    let accepted = upload_video(&app, &alice.token, &file, "video/mp4").await;
+    let job = wait_until_done(
+        &app,
+        &alice.token,
+        accepted["job_id"].as_i64().unwrap(),
+        JOB_TIMEOUT,
+    )
+    .await;
+    assert_eq!(job["status"], "FAILED", "{job}");
+    assert_eq!(job["stage"], "probe");
+    assert_eq!(
+        job["error_message"],
+        "The video is 3 s long; videos up to 1.5 s are processed."
+    );
+}
+
 on_both_backends!(
+    a_video_over_the_duration_limit_fails_at_probe,
     a_non_video_upload_is_refused_with_400,
     an_upload_without_a_file_is_422,
     an_oversized_upload_is_413_and_stores_nothing,

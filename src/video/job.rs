@@ -54,6 +54,12 @@ pub struct VideoJob {
     last_persist: Instant,
     /// Progress (overall) in the last published event.
     published: i32,
+    /// Status in the last published event.
+    published_status: String,
+    /// When the last event went out.
+    last_event: Option<Instant>,
+    /// A change waits for the next tick to be published (the event rate limit).
+    unpublished: bool,
 }
 
 impl VideoJob {
@@ -70,6 +76,9 @@ impl VideoJob {
             env,
             supervisor,
             published: row.progress,
+            published_status: String::new(),
+            last_event: None,
+            unpublished: false,
             row,
             video,
             stages,
@@ -89,9 +98,19 @@ impl VideoJob {
         self.row.user_id.0
     }
 
-    /// Publishes the job as it is in memory to the owner's sessions.
+    /// Publishes the job as it is in memory to the owner's sessions: at once for a status
+    /// change, otherwise at most once per [`TICK`] (a change within it goes out at the next
+    /// tick).
     fn publish(&mut self) {
+        let status_changed = self.row.status != self.published_status;
+        if !status_changed && self.last_event.is_some_and(|t| t.elapsed() < TICK) {
+            self.unpublished = true;
+            return;
+        }
+        self.unpublished = false;
+        self.last_event = Some(Instant::now());
         self.published = self.row.progress;
+        self.published_status = self.row.status.clone();
         let job = VideoJobResponse::from(&self.row).to_event_json();
         self.env
             .broker
@@ -268,6 +287,9 @@ impl VideoJob {
     /// Looks at the running stage's progress: publishes it when it moved, persists it at most
     /// once a second.
     fn tick(&mut self, ctx: &mut Context<Self>) {
+        if self.unpublished && !self.finished {
+            self.publish();
+        }
         let Some(stage) = self
             .current
             .filter(|_| self.stage_running && !self.finished)

@@ -230,6 +230,19 @@ async fn probe_stage(input: StageInput) -> Result<StageOutput, StageError> {
     })
     .await?;
     input.progress.set(1.0);
+    let limits = &input.env.settings;
+    if found.duration > limits.max_duration_secs {
+        return Err(StageError::Failed(format!(
+            "The video is {:.0} s long; videos up to {} s are processed.",
+            found.duration, limits.max_duration_secs
+        )));
+    }
+    if u64::from(found.width) * u64::from(found.height) > limits.max_pixels {
+        return Err(StageError::Failed(format!(
+            "The video's picture ({}x{}) is larger than this server processes.",
+            found.width, found.height
+        )));
+    }
     let facts = ProbeFacts {
         duration_seconds: found.duration,
         resolution: format!("{}x{}", found.width, found.height),
@@ -293,13 +306,17 @@ async fn audio_stage(input: StageInput) -> Result<StageOutput, StageError> {
         input.progress.clone(),
         input.workspace.clone(),
     );
+    let max_seconds = input.env.settings.max_duration_secs;
     let chunks = on_media_thread(move || {
         let dir = ws.dir().to_path_buf();
         let chunks = audio::extract_speech(
             &path,
             &dir,
             duration,
-            audio::CHUNK_SECONDS,
+            audio::Limits {
+                chunk_seconds: audio::CHUNK_SECONDS,
+                max_seconds: max_seconds.max(duration + 1.0),
+            },
             &cancel,
             &progress,
         );

@@ -24,6 +24,11 @@ pub struct VideoSettings {
     /// `VIDEO_PENDING_UPLOADS_PER_USER`: signed upload URLs a user may hold without completing
     /// them (default 10); over it, 429.
     pub pending_uploads_per_user: i64,
+    /// `VIDEO_MAX_DURATION_SECS`: longest video processed (default 14400, 4 h); a longer one
+    /// fails at the probe, so a small, long file cannot turn into gigabytes of artifacts.
+    pub max_duration_secs: f64,
+    /// `VIDEO_MAX_PIXELS`: largest picture (width × height) processed (default 40 000 000).
+    pub max_pixels: u64,
 }
 
 impl VideoSettings {
@@ -52,6 +57,8 @@ impl VideoSettings {
             max_attempts: parse(env, "VIDEO_MAX_ATTEMPTS", 3)?,
             uploads_per_user: parse(env, "VIDEO_UPLOADS_PER_USER", 2)?,
             pending_uploads_per_user: parse(env, "VIDEO_PENDING_UPLOADS_PER_USER", 10)?,
+            max_duration_secs: parse(env, "VIDEO_MAX_DURATION_SECS", 14_400.0)?,
+            max_pixels: parse(env, "VIDEO_MAX_PIXELS", 40_000_000)?,
         })
     }
 }

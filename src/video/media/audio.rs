@@ -17,6 +17,16 @@ pub const MAX_CHUNK_BYTES: u64 = 25_000_000;
 /// headers, so 600 s (19.2 MB raw) is always under [`MAX_CHUNK_BYTES`].
 pub const CHUNK_SECONDS: u32 = 600;
 
+/// How the speech track is cut.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Limits {
+    /// Seconds per chunk.
+    pub chunk_seconds: u32,
+    /// Seconds encoded at most; the rest of a longer track is left out (a container may
+    /// understate its duration).
+    pub max_seconds: f64,
+}
+
 /// One encoded chunk of the speech track.
 #[derive(Debug, Clone, PartialEq)]
 pub struct AudioChunk {
@@ -194,6 +204,7 @@ fn resampler(
 struct SpeechEncoder<'a> {
     dir: &'a Path,
     chunk_samples: i64,
+    max_samples: i64,
     frame_size: u32,
     graph: Option<ffmpeg::filter::Graph>,
     writer: Option<ChunkWriter>,
@@ -243,6 +254,10 @@ impl SpeechEncoder<'_> {
                 return Ok(());
             }
             let n = self.filtered.samples() as i64;
+            if self.written + n > self.max_samples {
+                // Past the longest track processed: drained and dropped.
+                continue;
+            }
             if self
                 .writer
                 .as_ref()
@@ -284,13 +299,13 @@ impl SpeechEncoder<'_> {
 }
 
 /// Decodes the best audio stream of `path` into FLAC chunks in `dir` (`audio-000.flac`, …) of
-/// at most `chunk_seconds` each. `duration` (from the probe) scales `progress`. Returns no
-/// chunk when there is no audio.
+/// at most `limits.chunk_seconds` each. `duration` (from the probe) scales `progress`.
+/// Returns no chunk when there is no audio.
 pub fn extract_speech(
     path: &Path,
     dir: &Path,
     duration: f64,
-    chunk_seconds: u32,
+    limits: Limits,
     cancel: &Cancel,
     progress: &Progress,
 ) -> Result<Vec<AudioChunk>, MediaError> {
@@ -317,7 +332,8 @@ pub fn extract_speech(
     let _ = std::fs::remove_file(&probe_path);
     let mut speech = SpeechEncoder {
         dir,
-        chunk_samples: i64::from(chunk_seconds.max(1)) * i64::from(SPEECH_RATE),
+        chunk_samples: i64::from(limits.chunk_seconds.max(1)) * i64::from(SPEECH_RATE),
+        max_samples: (limits.max_seconds.max(0.0) * f64::from(SPEECH_RATE)) as i64,
         frame_size,
         graph: None,
         writer: None,
