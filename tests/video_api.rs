@@ -558,7 +558,44 @@ async fn a_video_over_the_duration_limit_fails_at_probe(backend: Backend) {
     );
 }
 
+async fn the_openapi_document_lists_every_video_operation(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let doc: Value = app.get("/openapi.json", None).await.json().await.unwrap();
+    let paths = doc["paths"].as_object().expect("paths");
+    for (path, method) in [
+        ("/test/upload", "post"),
+        ("/api/v1/videos/upload", "post"),
+        ("/api/v1/videos/signed-upload-url", "post"),
+        ("/api/v1/videos/upload-complete", "post"),
+        ("/api/v1/videos/{video_id}", "get"),
+        ("/api/v1/videos/{video_id}/metadata", "put"),
+        ("/api/v1/videos/jobs/{job_id}", "get"),
+        ("/api/v1/jobs/", "get"),
+        ("/api/v1/jobs/{job_id}/cancel", "post"),
+        ("/users/me/videos", "get"),
+        ("/users/me/jobs", "get"),
+        ("/files/{key}", "get"),
+        ("/files/{key}", "put"),
+    ] {
+        assert!(
+            paths.get(path).and_then(|p| p.get(method)).is_some(),
+            "missing {method} {path}"
+        );
+    }
+    let schemas = doc["components"]["schemas"].as_object().expect("schemas");
+    for name in [
+        "VideoResponse",
+        "VideoJobWithDetailsResponse",
+        "VideoMetadataResponse",
+        "MetadataUpdate",
+        "UploadAccepted",
+    ] {
+        assert!(schemas.contains_key(name), "missing schema {name}");
+    }
+}
+
 on_both_backends!(
+    the_openapi_document_lists_every_video_operation,
     a_video_over_the_duration_limit_fails_at_probe,
     a_non_video_upload_is_refused_with_400,
     an_upload_without_a_file_is_422,

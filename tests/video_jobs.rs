@@ -275,31 +275,99 @@ async fn a_job_whose_actor_died_is_failed_with_the_reason(backend: Backend) {
     app.stop().await;
 }
 
-async fn a_job_interrupted_too_often_is_failed_instead_of_resumed(backend: Backend) {
-    let video = tokio::task::spawn_blocking(long_video).await.unwrap();
-    let data = tempfile::tempdir().unwrap();
-    let data_dir = data.path().to_string_lossy().into_owned();
-    let extra = [
-        ("ECHO_DATA_DIR", data_dir.as_str()),
-        ("VIDEO_MAX_ATTEMPTS", "1"),
-    ];
-    let app = spawn_app_with(backend, &extra).await;
-    let alice = TestUser::new();
-    app.touch(&alice.token).await;
-    let mut ws = WsClient::connect(&app, &alice.token).await;
-    let accepted = upload_video(&app, &alice.token, &video, "video/mp4").await;
-    let job_id = accepted["job_id"].as_i64().unwrap();
-    wait_for_stage(&mut ws, job_id, "audio").await;
-    let database_url = app.database_url.clone();
-    drop(ws);
-    app.stop().await;
+/// Puts a finished job back as a dead node would leave it: PROCESSING under an expired lease,
+/// after `attempts` starts, with `unfinished` stages not done.
+async fn leave_as_crashed(app: &common::TestApp, job_id: i32, attempts: i32, unfinished: &[&str]) {
+    use diesel::prelude::*;
+    use diesel_async::RunQueryDsl;
+    let mut conn = app.state.db.conn().await.unwrap();
+    let job = echo::db::videos::find_job(&mut conn, job_id)
+        .await
+        .unwrap()
+        .unwrap();
+    let mut stages = job.processing_stages.unwrap();
+    for s in unfinished {
+        stages[*s] = json!({"status": "PENDING", "progress": 0});
+    }
+    let expired = chrono::Utc::now() - chrono::Duration::minutes(5);
+    echo::run!(&mut conn, |c| diesel::update(
+        video_jobs::table.find(job_id)
+    )
+    .set((
+        video_jobs::status.eq("PROCESSING"),
+        video_jobs::stage.eq(Some(unfinished[0])),
+        video_jobs::progress.eq(80),
+        video_jobs::processing_stages.eq(Some(&stages)),
+        video_jobs::attempts.eq(attempts),
+        video_jobs::lease_owner.eq(Some("a-node-that-died")),
+        video_jobs::lease_expires_at.eq(Some(expired)),
+    ))
+    .execute(c)
+    .await)
+    .unwrap();
+}
 
-    let app = spawn_on_database(&database_url, &extra).await;
+async fn a_job_left_processing_by_a_dead_node_resumes_from_its_last_finished_stage(
+    backend: Backend,
+) {
+    let app = spawn_app_with(backend, &[("VIDEO_SWEEP_SECS", "0.3")]).await;
+    let alice = TestUser::new();
+    let dir = tempfile::tempdir().unwrap();
+    let file = make_video(dir.path(), "clip", Container::Mp4, (160, 120), 1.0, true);
+    let accepted = upload_video(&app, &alice.token, &file, "video/mp4").await;
+    let job_id = accepted["job_id"].as_i64().unwrap();
+    let done = wait_until_done(&app, &alice.token, job_id, Duration::from_secs(60)).await;
+    assert_eq!(done["status"], "COMPLETED");
+    leave_as_crashed(&app, job_id as i32, 1, &["metadata", "finalize"]).await;
+
+    // The sweep finds the expired lease and resumes the job at its first unfinished stage.
+    let job = wait_until_done(&app, &alice.token, job_id, Duration::from_secs(30)).await;
+    assert_eq!(job["status"], "COMPLETED", "{job}");
+    let (before, after) = (&done["processing_stages"], &job["processing_stages"]);
+    for s in ["probe", "thumbnail", "audio", "transcription", "subtitles"] {
+        assert_eq!(after[s], before[s], "{s} ran again");
+    }
+    for s in ["metadata", "finalize"] {
+        assert_eq!(after[s]["status"], "COMPLETED");
+        assert_ne!(
+            after[s]["started_at"], before[s]["started_at"],
+            "{s} did not run"
+        );
+    }
+    assert_eq!(job["progress"], 100);
+    app.stop().await;
+}
+
+async fn a_job_interrupted_too_often_is_failed_instead_of_resumed(backend: Backend) {
+    let app = spawn_app_with(
+        backend,
+        &[("VIDEO_SWEEP_SECS", "0.3"), ("VIDEO_MAX_ATTEMPTS", "3")],
+    )
+    .await;
+    let alice = TestUser::new();
+    let dir = tempfile::tempdir().unwrap();
+    let file = make_video(dir.path(), "clip", Container::Mp4, (160, 120), 1.0, true);
+    let accepted = upload_video(&app, &alice.token, &file, "video/mp4").await;
+    let job_id = accepted["job_id"].as_i64().unwrap();
+    wait_until_done(&app, &alice.token, job_id, Duration::from_secs(60)).await;
+    leave_as_crashed(
+        &app,
+        job_id as i32,
+        3,
+        &[
+            "audio",
+            "transcription",
+            "subtitles",
+            "metadata",
+            "finalize",
+        ],
+    )
+    .await;
     let job = wait_until_done(&app, &alice.token, job_id, Duration::from_secs(30)).await;
     assert_eq!(job["status"], "FAILED", "{job}");
     assert_eq!(
         job["error_message"],
-        "Processing was interrupted 1 time; giving up."
+        "Processing was interrupted 3 times; giving up."
     );
     app.stop().await;
 }
@@ -309,5 +377,6 @@ on_both_backends!(
     a_restart_mid_job_resumes_it_from_its_last_finished_stage,
     at_most_video_workers_jobs_run_and_the_jobs_request_lists_them,
     a_job_whose_actor_died_is_failed_with_the_reason,
+    a_job_left_processing_by_a_dead_node_resumes_from_its_last_finished_stage,
     a_job_interrupted_too_often_is_failed_instead_of_resumed,
 );

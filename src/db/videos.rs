@@ -511,7 +511,8 @@ pub async fn renew_lease(
 }
 
 /// Lets the leases of `ids` held by `node` expire now, so the next node to look (this one,
-/// restarted, or another) resumes them at once.
+/// restarted, or another) resumes them at once. A release is not a crash: the attempt it used
+/// is given back.
 pub async fn release_leases(conn: &mut DbConn, ids: &[i32], node: &str) -> QueryResult<usize> {
     let ts = now();
     run!(conn, |c| diesel::update(
@@ -519,8 +520,12 @@ pub async fn release_leases(conn: &mut DbConn, ids: &[i32], node: &str) -> Query
             .filter(video_jobs::id.eq_any(ids))
             .filter(video_jobs::status.eq(STATUS_PROCESSING))
             .filter(video_jobs::lease_owner.eq(node))
+            .filter(video_jobs::attempts.gt(0))
     )
-    .set(video_jobs::lease_expires_at.eq(ts))
+    .set((
+        video_jobs::lease_expires_at.eq(ts),
+        video_jobs::attempts.eq(video_jobs::attempts - 1),
+    ))
     .execute(c)
     .await)
 }
