@@ -3,8 +3,10 @@
 //! See `load-tests/README.md` for usage. Only loopback targets are accepted and
 //! every run is bounded in time.
 
+mod ai;
 mod common;
 mod http;
+mod mock;
 mod plan;
 mod progress;
 mod rest;
@@ -37,8 +39,10 @@ struct Cli {
 enum Cmd {
     /// HTTP load on the REST API (scenarios: root, chats, messages)
     Rest(RestArgs),
-    /// WebSocket sessions (scenarios: idle, fanout, churn)
-    Ws(WsArgs),
+    /// WebSocket sessions (scenarios: idle, fanout, churn, ai)
+    Ws(Box<WsArgs>),
+    /// A small OpenAI-compatible streaming server (loopback only) whose tokens carry their emit time
+    OpenaiMock(MockArgs),
     /// Create users, rooms and memberships once and write a plan file for `ws --plan`
     Seed(SeedArgs),
     /// Merge the JSON summaries of cooperating processes into one summary + chart
@@ -140,6 +144,55 @@ struct WsArgs {
     /// Unix time (seconds) at which the measurement starts, to line up several processes
     #[arg(long)]
     start_at: Option<u64>,
+    /// ai: chats, each with one prompter, so this many replies stream at once [default: 100, quick 2]
+    #[arg(long)]
+    replies: Option<usize>,
+    /// ai: sessions (distinct users) watching each chat, the prompter included [default: 5, quick 3]
+    #[arg(long)]
+    watchers: Option<usize>,
+    /// ai: tokens every reply must have (checked per watcher; unset: only usage is checked)
+    #[arg(long)]
+    tokens: Option<usize>,
+    /// ai: the provider's tokens/s per reply (prompt timeout and default ramp) [default: 50]
+    #[arg(long)]
+    token_rate: Option<f64>,
+    /// ai: seconds over which the first prompts are spread [default: tokens / token-rate, quick 0]
+    #[arg(long)]
+    ramp: Option<f64>,
+    /// ai: calls made directly to the mock during the window, for a TTFT baseline (needs --mock-url) [default: 0]
+    #[arg(long)]
+    direct_ttft_samples: Option<usize>,
+    /// ai: the mock's URL (`http://127.0.0.1:PORT[/v1]`, loopback only) for --direct-ttft-samples
+    #[arg(long)]
+    mock_url: Option<String>,
+}
+
+#[derive(Args)]
+struct MockArgs {
+    /// Port to listen on
+    #[arg(long, default_value_t = 18700)]
+    port: u16,
+    /// Address to bind (loopback only)
+    #[arg(long, default_value = "127.0.0.1")]
+    host: std::net::IpAddr,
+    /// Content chunks (tokens) per reply
+    #[arg(long, default_value_t = 200)]
+    tokens: usize,
+    /// Tokens per second per reply (0: as fast as possible)
+    #[arg(long, default_value_t = 50.0)]
+    rate: f64,
+    /// Delay from the request to the first token, in milliseconds
+    #[arg(long, default_value_t = 0)]
+    first_token_ms: u64,
+    /// Seconds after which the server exits
+    #[arg(long, default_value_t = 600)]
+    duration: u64,
+    /// Also write the exit summary (JSON) here
+    #[arg(long)]
+    out: Option<PathBuf>,
+    /// No status line every 5 s
+    #[arg(long)]
+    no_progress: bool,
 }
 
 #[derive(Args)]
@@ -190,7 +243,7 @@ async fn main() {
     let strict = match &cli.cmd {
         Cmd::Rest(a) => a.common.strict,
         Cmd::Ws(a) => a.common.strict,
-        Cmd::Seed(_) => false,
+        Cmd::Seed(_) | Cmd::OpenaiMock(_) => false,
         Cmd::Merge(a) => a.strict,
     };
     match real_main(cli).await {
@@ -258,6 +311,7 @@ async fn real_main(cli: Cli) -> Result<Option<stats::Summary>> {
             .map(Some)
         }
         Cmd::Ws(a) => {
+            let a = *a;
             let q = a.common.quick;
             let target = Target::parse(&a.common.url)?;
             let secret = secret_of(&a.common)?;
@@ -265,9 +319,31 @@ async fn real_main(cli: Cli) -> Result<Option<stats::Summary>> {
                 WsScenario::Idle => (2000, 20, 30),
                 WsScenario::Fanout => (1000, 50, 10),
                 WsScenario::Churn => (32, 10, 10),
+                WsScenario::Ai => (500, 5, 10),
             };
-            let sessions = pick(a.sessions, q, 8, def_sessions);
-            let room_size = pick(a.room_size, q, 4, def_room);
+            let replies = pick(a.replies, q, 2, 100);
+            let watchers = pick(a.watchers, q, 3, 5);
+            let (sessions, room_size) = if a.scenario == WsScenario::Ai {
+                if replies == 0 || watchers == 0 {
+                    bail!("--replies and --watchers must be at least 1");
+                }
+                (replies * watchers, watchers)
+            } else {
+                (
+                    pick(a.sessions, q, 8, def_sessions),
+                    pick(a.room_size, q, 4, def_room),
+                )
+            };
+            let token_rate = a.token_rate.unwrap_or(50.0);
+            if !(token_rate.is_finite() && token_rate > 0.0) {
+                bail!("--token-rate must be a positive number");
+            }
+            let reply_secs = a.tokens.unwrap_or(200) as f64 / token_rate;
+            let ramp = pick(a.ramp, q, 0.0, reply_secs);
+            if !(ramp.is_finite() && ramp >= 0.0) {
+                bail!("--ramp must be a non-negative number of seconds");
+            }
+            let mock = a.mock_url.as_deref().map(Target::parse).transpose()?;
             let senders = a.senders.unwrap_or(1);
             let rate = pick(a.rate, q, 10.0, 200.0);
             let duration = pick(a.duration, q, 3, def_duration);
@@ -291,7 +367,7 @@ async fn real_main(cli: Cli) -> Result<Option<stats::Summary>> {
                 "ws-{}",
                 serde_json::to_value(a.scenario)?.as_str().unwrap_or("ws")
             );
-            let params = json!({
+            let mut params = json!({
                 "scenario": a.scenario,
                 "plan": a.plan.as_ref().map(|p| p.display().to_string()),
                 "sessions": sessions,
@@ -309,6 +385,25 @@ async fn real_main(cli: Cli) -> Result<Option<stats::Summary>> {
                 "start_at": a.start_at,
                 "quick": q,
             });
+            if a.scenario == WsScenario::Ai {
+                params["replies"] = json!(replies);
+                params["watchers"] = json!(watchers);
+                params["tokens"] = json!(a.tokens);
+                params["token_rate"] = json!(token_rate);
+                params["ramp_secs"] = json!(ramp);
+                params["direct_ttft_samples"] = json!(a.direct_ttft_samples.unwrap_or(0));
+                params["mock_url"] = json!(mock.as_ref().map(|m| m.base.clone()));
+                for k in [
+                    "senders_per_room",
+                    "rate_total",
+                    "drain_secs",
+                    "concurrency",
+                ] {
+                    if let Some(o) = params.as_object_mut() {
+                        o.remove(k);
+                    }
+                }
+            }
             ws::run(ws::WsConfig {
                 scenario: a.scenario,
                 target,
@@ -336,9 +431,35 @@ async fn real_main(cli: Cli) -> Result<Option<stats::Summary>> {
                     a.process_count,
                 ),
                 params,
+                ai: ai::AiOpts {
+                    replies,
+                    watchers,
+                    tokens: a.tokens,
+                    token_rate,
+                    ramp: Duration::from_secs_f64(ramp),
+                    direct_samples: a.direct_ttft_samples.unwrap_or(0),
+                    mock,
+                },
             })
             .await
             .map(Some)
+        }
+        Cmd::OpenaiMock(a) => {
+            if a.duration == 0 || a.duration > MAX_DURATION {
+                bail!("--duration must be between 1 and {MAX_DURATION} seconds");
+            }
+            mock::run(mock::MockConfig {
+                host: a.host,
+                port: a.port,
+                tokens: a.tokens,
+                rate: a.rate,
+                first_token: Duration::from_millis(a.first_token_ms),
+                duration: Duration::from_secs(a.duration),
+                progress: !a.no_progress,
+                out: a.out,
+            })
+            .await?;
+            Ok(None)
         }
         Cmd::Seed(a) => {
             let q = a.common.quick;
@@ -423,6 +544,33 @@ mod tests {
                 "1700000000",
             ],
             vec!["echo-load", "seed", "--sessions", "10", "--out", "p.json"],
+            vec![
+                "echo-load",
+                "ws",
+                "ai",
+                "--replies",
+                "10",
+                "--watchers",
+                "5",
+                "--tokens",
+                "200",
+                "--direct-ttft-samples",
+                "20",
+                "--mock-url",
+                "http://127.0.0.1:18700/v1",
+            ],
+            vec![
+                "echo-load",
+                "openai-mock",
+                "--port",
+                "18700",
+                "--tokens",
+                "200",
+                "--rate",
+                "50",
+                "--first-token-ms",
+                "5",
+            ],
             vec!["echo-load", "merge", "a.json", "b.json"],
         ] {
             Cli::try_parse_from(args.clone()).unwrap_or_else(|e| panic!("{args:?}: {e}"));

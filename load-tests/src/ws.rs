@@ -44,6 +44,8 @@ pub enum WsScenario {
     Fanout,
     /// Workers loop connect → welcome → subscribe → close
     Churn,
+    /// Chat owners prompt AI replies; every member watches the tokens (see ai.rs)
+    Ai,
 }
 
 impl WsScenario {
@@ -52,6 +54,7 @@ impl WsScenario {
             Self::Idle => "idle",
             Self::Fanout => "fanout",
             Self::Churn => "churn",
+            Self::Ai => "ai",
         }
     }
 }
@@ -78,10 +81,11 @@ pub struct WsConfig {
     pub progress: bool,
     pub out: PathBuf,
     pub params: serde_json::Value,
+    pub ai: crate::ai::AiOpts,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
-enum Phase {
+pub(crate) enum Phase {
     Setup,
     Run,
     Drain,
@@ -89,35 +93,35 @@ enum Phase {
 }
 
 #[derive(Default)]
-struct Counters {
-    setup_done: AtomicU64,
-    connected: AtomicU64,
-    alive: AtomicU64,
-    fail_tcp: AtomicU64,
-    fail_upgrade: AtomicU64,
-    fail_welcome: AtomicU64,
-    fail_subscribe: AtomicU64,
-    fail_timeout: AtomicU64,
-    closed_by_server: AtomicU64,
-    dropped: AtomicU64,
-    sent: AtomicU64,
-    acked: AtomicU64,
-    delivered: AtomicU64,
-    foreign_messages: AtomicU64,
-    error_frames: AtomicU64,
-    rate_limited: AtomicU64,
-    other_frames: AtomicU64,
-    seq_duplicates: AtomicU64,
-    seq_out_of_order: AtomicU64,
-    seq_missing: AtomicU64,
-    cycles_ok: AtomicU64,
-    cycles_failed: AtomicU64,
-    close_unclean: AtomicU64,
-    close_codes: Mutex<BTreeMap<u16, u64>>,
+pub(crate) struct Counters {
+    pub(crate) setup_done: AtomicU64,
+    pub(crate) connected: AtomicU64,
+    pub(crate) alive: AtomicU64,
+    pub(crate) fail_tcp: AtomicU64,
+    pub(crate) fail_upgrade: AtomicU64,
+    pub(crate) fail_welcome: AtomicU64,
+    pub(crate) fail_subscribe: AtomicU64,
+    pub(crate) fail_timeout: AtomicU64,
+    pub(crate) closed_by_server: AtomicU64,
+    pub(crate) dropped: AtomicU64,
+    pub(crate) sent: AtomicU64,
+    pub(crate) acked: AtomicU64,
+    pub(crate) delivered: AtomicU64,
+    pub(crate) foreign_messages: AtomicU64,
+    pub(crate) error_frames: AtomicU64,
+    pub(crate) rate_limited: AtomicU64,
+    pub(crate) other_frames: AtomicU64,
+    pub(crate) seq_duplicates: AtomicU64,
+    pub(crate) seq_out_of_order: AtomicU64,
+    pub(crate) seq_missing: AtomicU64,
+    pub(crate) cycles_ok: AtomicU64,
+    pub(crate) cycles_failed: AtomicU64,
+    pub(crate) close_unclean: AtomicU64,
+    pub(crate) close_codes: Mutex<BTreeMap<u16, u64>>,
 }
 
 impl Counters {
-    fn failed_setup(&self) -> u64 {
+    pub(crate) fn failed_setup(&self) -> u64 {
         self.fail_tcp.load(Ordering::Relaxed)
             + self.fail_upgrade.load(Ordering::Relaxed)
             + self.fail_welcome.load(Ordering::Relaxed)
@@ -125,28 +129,28 @@ impl Counters {
             + self.fail_timeout.load(Ordering::Relaxed)
     }
 
-    fn close_code(&self, code: u16) {
+    pub(crate) fn close_code(&self, code: u16) {
         if let Ok(mut m) = self.close_codes.lock() {
             *m.entry(code).or_insert(0) += 1;
         }
     }
 }
 
-struct Ctx {
-    target: Target,
-    minter: Minter,
-    ws_config: WebSocketConfig,
-    source_ips: Vec<IpAddr>,
-    connect_sem: Semaphore,
-    c: Counters,
-    errors: ErrorSamples,
-    setup_latency: Arc<LatencySink>,
-    delivery_latency: Arc<LatencySink>,
-    cycle_latency: Arc<LatencySink>,
-    room_acks: Vec<AtomicU64>,
-    room_subscribed: Vec<AtomicU64>,
+pub(crate) struct Ctx {
+    pub(crate) target: Target,
+    pub(crate) minter: Minter,
+    pub(crate) ws_config: WebSocketConfig,
+    pub(crate) source_ips: Vec<IpAddr>,
+    pub(crate) connect_sem: Semaphore,
+    pub(crate) c: Counters,
+    pub(crate) errors: ErrorSamples,
+    pub(crate) setup_latency: Arc<LatencySink>,
+    pub(crate) delivery_latency: Arc<LatencySink>,
+    pub(crate) cycle_latency: Arc<LatencySink>,
+    pub(crate) room_acks: Vec<AtomicU64>,
+    pub(crate) room_subscribed: Vec<AtomicU64>,
     /// The first `welcome` frame seen (reported in the summary).
-    welcome: Mutex<Option<serde_json::Value>>,
+    pub(crate) welcome: Mutex<Option<serde_json::Value>>,
 }
 
 impl Ctx {
@@ -162,14 +166,14 @@ impl Ctx {
 
 /// One planned session.
 #[derive(Clone)]
-struct Spec {
-    user_idx: usize,
-    user: Uuid,
-    email: Arc<str>,
-    room: usize,
-    chat_id: Arc<str>,
-    sender_period: Option<Duration>,
-    phase_offset: f64,
+pub(crate) struct Spec {
+    pub(crate) user_idx: usize,
+    pub(crate) user: Uuid,
+    pub(crate) email: Arc<str>,
+    pub(crate) room: usize,
+    pub(crate) chat_id: Arc<str>,
+    pub(crate) sender_period: Option<Duration>,
+    pub(crate) phase_offset: f64,
 }
 
 // ---------------------------------------------------------------------------
@@ -368,7 +372,11 @@ fn count_setup_failure(ctx: &Ctx, e: SetupError) {
     ctx.errors.add(format!("{:?}: {:#}", e.stage, e.err));
 }
 
-async fn open_with_timeout(ctx: &Ctx, spec: &Spec, ip_hint: usize) -> Option<(Ws, Option<i64>)> {
+pub(crate) async fn open_with_timeout(
+    ctx: &Ctx,
+    spec: &Spec,
+    ip_hint: usize,
+) -> Option<(Ws, Option<i64>)> {
     match tokio::time::timeout(SETUP_TIMEOUT, open_session(ctx, spec, ip_hint)).await {
         Ok(Ok(v)) => Some(v),
         Ok(Err(e)) => {
@@ -385,7 +393,7 @@ async fn open_with_timeout(ctx: &Ctx, spec: &Spec, ip_hint: usize) -> Option<(Ws
 }
 
 /// Close handshake, bounded; returns true when the server completed it.
-async fn close_gracefully(ws: &mut Ws) -> bool {
+pub(crate) async fn close_gracefully(ws: &mut Ws) -> bool {
     let fut = async {
         if ws.close(None).await.is_err() {
             return false;
@@ -740,6 +748,17 @@ pub async fn run(cfg: WsConfig) -> Result<Summary> {
             )
             .await?
         }
+        WsScenario::Ai => {
+            crate::ai::run(
+                &cfg,
+                &plan,
+                ctx.clone(),
+                nofile,
+                &mut progress,
+                &mut summary,
+            )
+            .await?
+        }
         WsScenario::Churn => {
             run_churn(
                 &cfg,
@@ -839,7 +858,7 @@ fn specs_for(
     Ok(out)
 }
 
-async fn wait_start(cfg: &WsConfig, progress: &mut Progress, summary: &mut Summary) {
+pub(crate) async fn wait_start(cfg: &WsConfig, progress: &mut Progress, summary: &mut Summary) {
     if let Some(at) = cfg.start_at {
         let now = crate::common::unix_secs();
         if at > now {
