@@ -370,6 +370,17 @@ mod tests {
         assert!(!s.verify(UrlMethod::Get, "a/c.jpg", exp, &q["sig"]));
         assert!(!s.verify(UrlMethod::Get, "a/b.jpg", exp + 1, &q["sig"]));
         assert!(!s.verify(UrlMethod::Get, "a/b.jpg", exp, "zz"));
+        let past = chrono::Utc::now().timestamp() - 1;
+        let expired = hex::encode(
+            s.signature(UrlMethod::Get, "a/b.jpg", past)
+                .unwrap()
+                .finalize()
+                .into_bytes(),
+        );
+        assert!(
+            !s.verify(UrlMethod::Get, "a/b.jpg", past, &expired),
+            "expired"
+        );
     }
 
     #[tokio::test]
