@@ -28,7 +28,7 @@ await run(async ({ browser, problems, args }) => {
   // The server has stopped (the page saw its close frame) and is back, with new messages.
   const state = page.locator('#connection');
   const stateText = page.locator('#connection-text');
-  await page.locator('#connection[data-state="offline"], #connection[data-state="reconnecting"]').waitFor();
+  await page.locator('#connection[data-state="offline"], #connection[data-state="reconnecting"]').waitFor({ timeout: 60000 });
   const whileDown = await stateText.textContent();
   const whileDownState = await state.getAttribute('data-state');
   check((await messageTexts(page)).length === 2, 'messages appeared while disconnected');
