@@ -73,6 +73,8 @@ struct AiCounters {
     generations_failed: AtomicU64,
     finish_not_stop: AtomicU64,
     tokens_received: AtomicU64,
+    /// Tokens of the streams that ended with `generation_finished` (what `expected_tokens` counts).
+    tokens_in_finished: AtomicU64,
     tokens_unstamped: AtomicU64,
     tokens_unknown_generation: AtomicU64,
     index_duplicates: AtomicU64,
@@ -468,6 +470,7 @@ fn handle_frame(
                 s.bad = true;
                 s
             });
+            c.tokens_in_finished.fetch_add(st.count, Ordering::Relaxed);
             let usage_tokens = f
                 .usage
                 .and_then(|u| serde_json::from_str::<UsageBody>(u.get()).ok())
@@ -951,6 +954,7 @@ pub async fn run(
         ("generations_failed", &c.generations_failed),
         ("finish_not_stop", &c.finish_not_stop),
         ("tokens_received", &c.tokens_received),
+        ("tokens_in_finished", &c.tokens_in_finished),
         ("tokens_unstamped", &c.tokens_unstamped),
         ("tokens_unknown_generation", &c.tokens_unknown_generation),
         ("index_duplicates", &c.index_duplicates),
@@ -1013,7 +1017,7 @@ pub async fn run(
         );
         summary.checks.insert(
             "token_delivery_ratio".into(),
-            json!(ratio(ld(&c.tokens_received), expected_tokens)),
+            json!(ratio(ld(&c.tokens_in_finished), expected_tokens)),
         );
         if ld(&c.watcher_finished) < expected_finished {
             summary.problems.push(format!(
@@ -1021,10 +1025,10 @@ pub async fn run(
                 ld(&c.watcher_finished)
             ));
         }
-        if ld(&c.tokens_received) < expected_tokens {
+        if ld(&c.tokens_in_finished) < expected_tokens {
             summary.problems.push(format!(
-                "tokens delivered {}, expected {expected_tokens}",
-                ld(&c.tokens_received)
+                "tokens delivered in finished replies {}, expected {expected_tokens}",
+                ld(&c.tokens_in_finished)
             ));
         }
     }
