@@ -263,6 +263,8 @@ fn http_server(state: AppState, listener: TcpListener) -> anyhow::Result<Server>
             }))
     })
     .workers(workers)
+    // Small frames (tokens, acks) must not wait for the peer's delayed ACK (Nagle).
+    .tcp_nodelay(true)
     .shutdown_timeout(shutdown_timeout)
     .disable_signals()
     .listen(listener)?
