@@ -35,8 +35,10 @@ pub type SqliteConn = SyncConnectionWrapper<SqliteConnection, DetachedBlocking>;
 ///
 /// diesel-async's default waits for an abandoned query with `block_in_place`, which panics on
 /// actix's single-threaded runtimes (a client disconnecting mid-query would take the worker
-/// down). Here the abandoned query just finishes on its blocking thread, holding the
-/// connection's mutex, and the next user of that connection waits for it.
+/// down). Here the abandoned query just finishes on its blocking thread, holding its share of
+/// the connection; [`SqlitePooled`] then keeps that connection out of the pool for good,
+/// because diesel-async panics on a connection whose state is still shared with a running
+/// query.
 pub struct DetachedBlocking(tokio::runtime::Handle);
 
 impl diesel_async::sync_connection_wrapper::SpawnBlocking for DetachedBlocking {
@@ -95,16 +97,19 @@ macro_rules! run {
                 );
                 tracing::Instrument::instrument(async { $body }, span).await
             }
-            $crate::db::DbConn::Sqlite($c) => {
+            $crate::db::DbConn::Sqlite(pooled) => {
                 #[allow(unused_imports)]
                 use $crate::db::schema::sqlite::*;
-                let $c: &mut $crate::db::SqliteConn = &mut **$c;
                 let span = tracing::debug_span!(
                     "db",
                     backend = "sqlite",
                     at = concat!(file!(), ":", line!())
                 );
-                tracing::Instrument::instrument(async { $body }, span).await
+                pooled.set_busy(true);
+                let $c: &mut $crate::db::SqliteConn = &mut **pooled;
+                let out = tracing::Instrument::instrument(async { $body }, span).await;
+                pooled.set_busy(false);
+                out
             }
         }
     }};
@@ -128,7 +133,67 @@ pub enum DbConn {
     /// Postgres connection.
     Pg(Object<PgConn>),
     /// SQLite connection.
-    Sqlite(Object<SqliteConn>),
+    Sqlite(SqlitePooled),
+}
+
+/// A pooled SQLite connection that knows whether a query on it was abandoned.
+///
+/// A query future dropped before it finished (a client went away, an extractor failed next to
+/// the one querying) leaves its blocking task running with a share of the connection. Such a
+/// connection must not go back to the pool: the pool's health check would find the state
+/// shared and diesel-async panics on that. So every query marks the connection busy while it
+/// runs, and a connection dropped while busy is detached from the pool and closed once the
+/// abandoned query ends.
+pub struct SqlitePooled {
+    /// `None` only inside `drop`.
+    conn: Option<Object<SqliteConn>>,
+    busy: bool,
+}
+
+impl SqlitePooled {
+    fn new(conn: Object<SqliteConn>) -> SqlitePooled {
+        SqlitePooled {
+            conn: Some(conn),
+            busy: false,
+        }
+    }
+
+    /// Marks a query as running (`true`) or finished (`false`). Used by [`run!`].
+    #[doc(hidden)]
+    pub fn set_busy(&mut self, busy: bool) {
+        self.busy = busy;
+    }
+}
+
+impl std::ops::Deref for SqlitePooled {
+    type Target = SqliteConn;
+
+    fn deref(&self) -> &SqliteConn {
+        match &self.conn {
+            Some(conn) => conn,
+            None => unreachable!("the connection is taken only in drop"),
+        }
+    }
+}
+
+impl std::ops::DerefMut for SqlitePooled {
+    fn deref_mut(&mut self) -> &mut SqliteConn {
+        match &mut self.conn {
+            Some(conn) => conn,
+            None => unreachable!("the connection is taken only in drop"),
+        }
+    }
+}
+
+impl Drop for SqlitePooled {
+    fn drop(&mut self) {
+        if self.busy {
+            if let Some(conn) = self.conn.take() {
+                tracing::debug!("SQLite query abandoned mid-flight; connection discarded");
+                drop(Object::take(conn));
+            }
+        }
+    }
 }
 
 /// Why a connection could not be had.
@@ -219,7 +284,7 @@ impl Db {
         let map = |e: PoolError| DbError::Unavailable(e.to_string());
         Ok(match self {
             Db::Pg(p) => DbConn::Pg(p.get().await.map_err(map)?),
-            Db::Sqlite(p) => DbConn::Sqlite(p.get().await.map_err(map)?),
+            Db::Sqlite(p) => DbConn::Sqlite(SqlitePooled::new(p.get().await.map_err(map)?)),
         })
     }
 
@@ -277,13 +342,17 @@ impl DbConn {
         match self {
             DbConn::Pg(c) => AnsiTransactionManager::begin_transaction(&mut **c).await,
             DbConn::Sqlite(c) => {
-                c.spawn_blocking(|conn| {
-                    diesel::connection::AnsiTransactionManager::begin_transaction_sql(
-                        conn,
-                        "BEGIN IMMEDIATE",
-                    )
-                })
-                .await
+                c.set_busy(true);
+                let out = c
+                    .spawn_blocking(|conn| {
+                        diesel::connection::AnsiTransactionManager::begin_transaction_sql(
+                            conn,
+                            "BEGIN IMMEDIATE",
+                        )
+                    })
+                    .await;
+                c.set_busy(false);
+                out
             }
         }
     }
@@ -292,8 +361,13 @@ impl DbConn {
         match self {
             DbConn::Pg(c) => AnsiTransactionManager::commit_transaction(&mut **c).await,
             DbConn::Sqlite(c) => {
-                <SqliteConn as AsyncConnection>::TransactionManager::commit_transaction(&mut **c)
-                    .await
+                c.set_busy(true);
+                let out = <SqliteConn as AsyncConnection>::TransactionManager::commit_transaction(
+                    &mut **c,
+                )
+                .await;
+                c.set_busy(false);
+                out
             }
         }
     }
@@ -302,8 +376,14 @@ impl DbConn {
         match self {
             DbConn::Pg(c) => AnsiTransactionManager::rollback_transaction(&mut **c).await,
             DbConn::Sqlite(c) => {
-                <SqliteConn as AsyncConnection>::TransactionManager::rollback_transaction(&mut **c)
-                    .await
+                c.set_busy(true);
+                let out =
+                    <SqliteConn as AsyncConnection>::TransactionManager::rollback_transaction(
+                        &mut **c,
+                    )
+                    .await;
+                c.set_busy(false);
+                out
             }
         }
     }
@@ -344,4 +424,105 @@ pub fn is_unique_violation(e: &diesel::result::Error) -> bool {
 pub fn now() -> chrono::DateTime<chrono::Utc> {
     use chrono::SubsecRound;
     chrono::Utc::now().trunc_subsecs(6)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use diesel::sql_types::BigInt;
+    use diesel::IntoSql;
+    use diesel_async::RunQueryDsl;
+    use std::collections::HashMap;
+
+    /// Counts to five million in SQLite: long enough (hundreds of ms) to abandon half-way.
+    const SLOW_QUERY: &str = "WITH RECURSIVE r(i) AS (SELECT 1 UNION ALL SELECT i + 1 FROM r \
+         WHERE i < 5000000) SELECT count(*) FROM r";
+
+    async fn one_connection_pool(dir: &std::path::Path) -> Db {
+        let env: HashMap<String, String> = [
+            (
+                "DATABASE_URL".to_string(),
+                dir.join("echo.db").display().to_string(),
+            ),
+            ("DATABASE_POOL_SIZE".to_string(), "1".to_string()),
+        ]
+        .into_iter()
+        .collect();
+        let settings = Settings::from_map(&env).unwrap();
+        Db::connect(&settings).unwrap()
+    }
+
+    async fn select_one(db: &Db) -> Result<i64, DbError> {
+        let mut conn = db.conn().await?;
+        let conn = &mut conn;
+        Ok(run!(conn, |c| diesel::select(1_i64.into_sql::<BigInt>())
+            .get_result::<i64>(c)
+            .await)?)
+    }
+
+    // Regression: a request whose query future was dropped (an extractor failing next to the
+    // one querying) handed the still-shared connection back to the pool, and the next request
+    // to check it out panicked inside diesel-async's health check.
+    #[tokio::test]
+    async fn a_query_abandoned_mid_flight_does_not_break_the_next_request() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = one_connection_pool(dir.path()).await;
+        assert_eq!(select_one(&db).await.unwrap(), 1);
+
+        let abandoned = async {
+            let mut conn = db.conn().await?;
+            let conn = &mut conn;
+            Ok::<_, DbError>(run!(conn, |c| c.batch_execute(SLOW_QUERY).await)?)
+        };
+        let outcome = tokio::time::timeout(Duration::from_millis(30), abandoned).await;
+        assert!(outcome.is_err(), "the slow query should still be running");
+
+        // The pool holds one connection: the next checkout is the one just abandoned (or a
+        // fresh one replacing it). Either way it answers, and so does the one after.
+        assert_eq!(select_one(&db).await.unwrap(), 1);
+        assert_eq!(select_one(&db).await.unwrap(), 1);
+    }
+
+    #[tokio::test]
+    async fn a_transaction_abandoned_mid_flight_is_rolled_back_not_reused() {
+        let dir = tempfile::tempdir().unwrap();
+        let db = one_connection_pool(dir.path()).await;
+        {
+            let mut conn = db.conn().await.unwrap();
+            let conn = &mut conn;
+            run!(conn, |c| c
+                .batch_execute("CREATE TABLE t (x INTEGER)")
+                .await)
+            .unwrap();
+        }
+        let abandoned = async {
+            let mut conn = db.conn().await?;
+            conn.write_txn(async |conn: &mut DbConn| {
+                run!(conn, |c| c.batch_execute("INSERT INTO t VALUES (1)").await)?;
+                run!(conn, |c| c.batch_execute(SLOW_QUERY).await)?;
+                Ok::<_, DbError>(())
+            })
+            .await
+        };
+        let outcome = tokio::time::timeout(Duration::from_millis(30), abandoned).await;
+        assert!(outcome.is_err(), "the slow query should still be running");
+
+        let mut conn = db.conn().await.unwrap();
+        let conn = &mut conn;
+        let rows: i64 = run!(conn, |c| diesel::sql_query("SELECT count(*) AS n FROM t")
+            .get_result::<Count>(c)
+            .await)
+        .unwrap()
+        .n;
+        assert_eq!(
+            rows, 0,
+            "the abandoned transaction's insert must not be committed"
+        );
+    }
+
+    #[derive(diesel::QueryableByName)]
+    struct Count {
+        #[diesel(sql_type = BigInt)]
+        n: i64,
+    }
 }
