@@ -142,6 +142,11 @@ async fn build_state(settings: Settings) -> anyhow::Result<AppState> {
     let auth = Arc::new(Authenticator::new(&settings, hs_secret.as_deref(), jwks));
     let db = Db::connect(&settings)?;
     let metrics = Arc::new(Metrics::new(&settings.node_id)?);
+    let generations: Arc<dyn crate::ai::registry::GenerationRegistry> =
+        Arc::new(crate::ai::registry::LocalGenerations::new(
+            settings.ai.max_concurrent_per_user,
+            settings.ai.max_concurrent_per_node,
+        ));
     let (broker, hub): (Arc<dyn Broker>, Arc<Hub>) = match &settings.redis_url {
         Some(url) => {
             let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
@@ -172,6 +177,7 @@ async fn build_state(settings: Settings) -> anyhow::Result<AppState> {
                 rx,
                 remote,
                 out_rx,
+                generations.clone(),
             )
             .context("REDIS_URL")?;
             (Arc::new(broker), hub)
@@ -183,10 +189,6 @@ async fn build_state(settings: Settings) -> anyhow::Result<AppState> {
     };
     let chats = ChatService::new(db.clone(), broker.clone());
     let ai = crate::ai::build_provider(&settings.ai)?;
-    let generations = Arc::new(crate::ai::registry::LocalGenerations::new(
-        settings.ai.max_concurrent_per_user,
-        settings.ai.max_concurrent_per_node,
-    ));
     let storage = crate::storage::build(
         &settings.storage,
         &settings.data_dir,

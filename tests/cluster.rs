@@ -413,8 +413,8 @@ async fn watch_reply(
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_reply_generated_on_one_node_streams_identical_tokens_to_watchers_on_another() {
+/// Two nodes whose development AI provider streams `tokens` tokens at `per_sec`.
+async fn ai_cluster(per_sec: &str, tokens: &str) -> Vec<TestApp> {
     let db = fresh_postgres_database().await;
     let prefix = format!("t{}", uuid::Uuid::new_v4().simple());
     let redis = shared_redis_url();
@@ -428,9 +428,9 @@ async fn a_reply_generated_on_one_node_streams_identical_tokens_to_watchers_on_a
                     ("REDIS_CHANNEL_PREFIX", prefix.as_str()),
                     ("ECHO_NODE_ID", node),
                     ("AI_PROVIDER", "dev"),
-                    ("AI_DEV_TOKENS_PER_SEC", "400"),
+                    ("AI_DEV_TOKENS_PER_SEC", per_sec),
                     ("AI_DEV_FIRST_TOKEN_MS", "10"),
-                    ("AI_DEV_REPLY_TOKENS", "60"),
+                    ("AI_DEV_REPLY_TOKENS", tokens),
                 ],
             )
             .await,
@@ -439,20 +439,42 @@ async fn a_reply_generated_on_one_node_streams_identical_tokens_to_watchers_on_a
     for n in &nodes {
         broker_ready(n).await;
     }
-    let (alice, bob) = (TestUser::new(), TestUser::new());
-    let chat = chat_with(&nodes[0], &alice, &[&bob]).await;
-    let mut a = WsClient::connect(&nodes[0], &alice.token).await;
-    let mut b = WsClient::connect(&nodes[1], &bob.token).await;
-    subscribe(&mut a, &chat).await;
-    subscribe(&mut b, &chat).await;
-    let ack = a
+    nodes
+}
+
+/// Prompts on `c` and returns the generation id from the ack.
+async fn prompt(c: &mut WsClient, chat: &str) -> String {
+    let ack = c
         .request(
             json!({"type": "prompt", "chat_id": chat, "content": "hello"}),
             "p",
         )
         .await;
     assert_eq!(ack["type"], "ack", "{ack}");
-    let generation_id = ack["generation_id"].as_str().unwrap().to_string();
+    ack["generation_id"].as_str().unwrap().to_string()
+}
+
+/// Reads `c` until it has seen `n` tokens of the generation.
+async fn until_tokens(c: &mut WsClient, generation_id: &str, n: usize) {
+    let mut seen = 0;
+    while seen < n {
+        let f = c.next().await;
+        if f["type"] == "token" && f["generation_id"] == generation_id {
+            seen += 1;
+        }
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_reply_generated_on_one_node_streams_identical_tokens_to_watchers_on_another() {
+    let nodes = ai_cluster("400", "60").await;
+    let (alice, bob) = (TestUser::new(), TestUser::new());
+    let chat = chat_with(&nodes[0], &alice, &[&bob]).await;
+    let mut a = WsClient::connect(&nodes[0], &alice.token).await;
+    let mut b = WsClient::connect(&nodes[1], &bob.token).await;
+    subscribe(&mut a, &chat).await;
+    subscribe(&mut b, &chat).await;
+    let generation_id = prompt(&mut a, &chat).await;
     let (on_a, end_a) = watch_reply(&mut a, &generation_id).await;
     let (on_b, end_b) = watch_reply(&mut b, &generation_id).await;
     assert_eq!(end_a["type"], "generation_finished");
@@ -466,6 +488,100 @@ async fn a_reply_generated_on_one_node_streams_identical_tokens_to_watchers_on_a
     assert_eq!(indexes, (0..60).collect::<Vec<_>>());
     let text: String = on_b.iter().map(|(_, d)| d.as_str()).collect();
     assert_eq!(end_b["message"]["content"], text);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_late_subscriber_on_another_node_gets_the_reply_so_far_then_the_rest() {
+    let nodes = ai_cluster("60", "80").await;
+    let (alice, bob) = (TestUser::new(), TestUser::new());
+    let chat = chat_with(&nodes[0], &alice, &[&bob]).await;
+    let mut a = WsClient::connect(&nodes[0], &alice.token).await;
+    subscribe(&mut a, &chat).await;
+    let generation_id = prompt(&mut a, &chat).await;
+    until_tokens(&mut a, &generation_id, 10).await;
+
+    // Bob arrives on node b mid-reply; node b has never followed this room before.
+    let mut b = WsClient::connect(&nodes[1], &bob.token).await;
+    b.send(json!({"type": "subscribe", "chat_id": chat, "id": "s"}))
+        .await;
+    let snapshot = b.next_of("generation_snapshot").await;
+    assert_eq!(snapshot["generation_id"], generation_id.as_str());
+    let index = snapshot["index"].as_i64().unwrap();
+    assert!(
+        index >= 9,
+        "the snapshot holds the tokens already sent: {snapshot}"
+    );
+    let (rest, end) = watch_reply(&mut b, &generation_id).await;
+    assert_eq!(end["type"], "generation_finished", "{end}");
+    let indexes: Vec<u64> = rest.iter().map(|(i, _)| *i).collect();
+    let expected: Vec<u64> = ((index + 1) as u64..80).collect();
+    assert_eq!(
+        indexes, expected,
+        "live tokens continue right after the snapshot"
+    );
+    let text = snapshot["text"].as_str().unwrap().to_string()
+        + &rest.iter().map(|(_, d)| d.as_str()).collect::<String>();
+    assert_eq!(end["message"]["content"], text.as_str());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn cancel_from_another_node_stops_the_reply_where_it_runs() {
+    let nodes = ai_cluster("40", "400").await;
+    let (alice, bob, carol) = (TestUser::new(), TestUser::new(), TestUser::new());
+    let chat = chat_with(&nodes[0], &alice, &[&bob]).await;
+    nodes[1].touch(&carol.token).await;
+    let mut a = WsClient::connect(&nodes[0], &alice.token).await;
+    let mut b = WsClient::connect(&nodes[1], &bob.token).await;
+    subscribe(&mut a, &chat).await;
+    subscribe(&mut b, &chat).await;
+    let generation_id = prompt(&mut a, &chat).await;
+    until_tokens(&mut b, &generation_id, 5).await;
+
+    // Someone outside the chat cannot cancel it from node b, nor learn that it exists.
+    let mut c = WsClient::connect(&nodes[1], &carol.token).await;
+    let refused = c
+        .request(
+            json!({"type": "cancel", "generation_id": generation_id}),
+            "x",
+        )
+        .await;
+    assert_eq!(refused["type"], "error", "{refused}");
+    assert_eq!(refused["code"], "not_found", "{refused}");
+
+    let ack = b
+        .request(
+            json!({"type": "cancel", "generation_id": generation_id}),
+            "c",
+        )
+        .await;
+    assert_eq!(ack["type"], "ack", "{ack}");
+    let (_, end_a) = watch_reply(&mut a, &generation_id).await;
+    let (seen_by_b, end_b) = watch_reply(&mut b, &generation_id).await;
+    for end in [&end_a, &end_b] {
+        assert_eq!(end["type"], "generation_finished", "{end}");
+        assert_eq!(end["finish_reason"], "cancelled", "{end}");
+    }
+    let kept = end_b["message"]["content"].as_str().unwrap();
+    assert!(!kept.is_empty(), "the partial reply is stored");
+    assert!(
+        seen_by_b.len() < 390,
+        "stopped long before its 400 tokens ({} more after the first 5)",
+        seen_by_b.len()
+    );
+    // The stored reply is the one both nodes announced.
+    let page: serde_json::Value = nodes[1]
+        .get(&format!("/chats/{chat}/messages/"), Some(&bob.token))
+        .await
+        .json()
+        .await
+        .unwrap();
+    let stored = page
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["id"] == end_b["message"]["id"])
+        .cloned();
+    assert_eq!(stored.map(|m| m["content"].clone()), Some(json!(kept)));
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

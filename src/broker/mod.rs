@@ -2,13 +2,19 @@
 //! node's rooms and feeds; a cross-node broker (Redis) would also forward them to other nodes
 //! behind the same interface, so rooms and sessions never know which one runs.
 
+pub mod generations;
 pub mod presence;
 pub mod redis;
 
 use std::sync::Arc;
 
+use futures_util::future::{self, BoxFuture, FutureExt};
+use uuid::Uuid;
+
+use crate::ai::registry::Snapshot;
 use crate::realtime::event::{Event, Topic};
 use crate::realtime::hub::Hub;
+use generations::RemoteGeneration;
 
 /// Publishes events to everyone subscribed to a topic.
 pub trait Broker: Send + Sync + 'static {
@@ -23,6 +29,21 @@ pub trait Broker: Send + Sync + 'static {
             message: None,
         }
     }
+    /// The chat's AI replies running on other nodes, with their text so far, read once this
+    /// node follows the room (so no later token can fall between the copy and the live
+    /// stream). None on a single node.
+    fn remote_generations(&self, _chat_id: Uuid) -> BoxFuture<'static, Vec<Snapshot>> {
+        future::ready(Vec::new()).boxed()
+    }
+    /// Where a reply that does not run on this node runs, if it runs on another.
+    fn locate_generation(
+        &self,
+        _generation_id: Uuid,
+    ) -> BoxFuture<'static, Option<RemoteGeneration>> {
+        future::ready(None).boxed()
+    }
+    /// Asks the node running a reply to cancel it.
+    fn cancel_remote(&self, _generation_id: Uuid, _at: &RemoteGeneration) {}
 }
 
 /// A broker's state for `/health`.

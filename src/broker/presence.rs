@@ -78,6 +78,12 @@ impl ClusterPresence {
         }
     }
 
+    /// Whether `node` sent a heartbeat within the TTL.
+    pub async fn is_alive(&self, node: &str) -> redis::RedisResult<bool> {
+        let mut c = self.conn().await?;
+        c.exists(self.node_key(node)).await
+    }
+
     /// Users online in the room on other nodes that are alive.
     pub async fn others(&self, chat_id: Uuid) -> redis::RedisResult<HashSet<Uuid>> {
         let mut c = self.conn().await?;

@@ -12,13 +12,17 @@ use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
-use futures_util::StreamExt;
+use futures_util::future::BoxFuture;
+use futures_util::{FutureExt, StreamExt};
 use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
-use tokio::sync::mpsc;
+use tokio::sync::{mpsc, oneshot};
+use uuid::Uuid;
 
+use super::generations::{self, ClusterGenerations, Control, RemoteGeneration};
 use super::presence::ClusterPresence;
 use super::{Broker, BrokerHealth};
+use crate::ai::registry::{GenerationRegistry, Snapshot};
 use crate::realtime::event::{Event, Topic};
 use crate::realtime::hub::Hub;
 
@@ -26,6 +30,16 @@ use crate::realtime::hub::Hub;
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 /// How long one event is retried while Redis is unreachable before it is dropped.
 const PUBLISH_RETRY_FOR: Duration = Duration::from_secs(30);
+/// Longest a subscribe waits for other nodes' in-flight replies before going on without them.
+const REMOTE_SNAPSHOT_WAIT: Duration = Duration::from_secs(1);
+
+/// One item for the publisher: a `PUBLISH`, and the commands that must land with it (the copy
+/// of an in-flight reply), sent together in one `MULTI`.
+pub struct Outgoing {
+    channel: String,
+    payload: String,
+    with: Option<redis::Pipeline>,
+}
 
 /// What crosses Redis: the publishing node and the event.
 #[derive(Serialize, Deserialize)]
@@ -63,7 +77,7 @@ impl Status {
 /// locally (presence, typing).
 #[derive(Clone)]
 pub struct RemoteSink {
-    tx: mpsc::UnboundedSender<(String, String)>,
+    tx: mpsc::UnboundedSender<Outgoing>,
     prefix: String,
     node_id: String,
     /// Cluster-wide presence, shared by the rooms.
@@ -73,7 +87,7 @@ pub struct RemoteSink {
 impl RemoteSink {
     /// A sink feeding the publisher queue behind `tx`.
     pub fn new(
-        tx: mpsc::UnboundedSender<(String, String)>,
+        tx: mpsc::UnboundedSender<Outgoing>,
         prefix: &str,
         node_id: &str,
         presence: Arc<ClusterPresence>,
@@ -86,7 +100,8 @@ impl RemoteSink {
         }
     }
 
-    /// Queues `event` for the other nodes following `topic`.
+    /// Queues `event` for the other nodes following `topic` (with the reply copy's update, for
+    /// AI reply events).
     pub fn send(&self, topic: &Topic, event: &Event) {
         let envelope = Envelope {
             n: self.node_id.clone(),
@@ -94,9 +109,24 @@ impl RemoteSink {
         };
         match serde_json::to_string(&envelope) {
             Ok(payload) => {
-                let _ = self.tx.send((channel(&self.prefix, topic), payload));
+                let _ = self.tx.send(Outgoing {
+                    channel: channel(&self.prefix, topic),
+                    payload,
+                    with: generations::mirror(&self.prefix, &self.node_id, event),
+                });
             }
             Err(e) => tracing::error!(error = %e, "event failed to serialise for Redis"),
+        }
+    }
+
+    /// Queues a control request for another node.
+    fn control(&self, node: &str, request: &Control) {
+        if let Ok(payload) = serde_json::to_string(request) {
+            let _ = self.tx.send(Outgoing {
+                channel: generations::control_channel(&self.prefix, node),
+                payload,
+                with: None,
+            });
         }
     }
 }
@@ -106,6 +136,9 @@ pub struct RedisBroker {
     hub: Arc<Hub>,
     remote: RemoteSink,
     status: Arc<Status>,
+    generations: Arc<ClusterGenerations>,
+    /// Answered by the subscriber once every earlier change of interest is in effect.
+    barriers: mpsc::UnboundedSender<oneshot::Sender<()>>,
 }
 
 /// A topic's Redis channel. The `{…}` hash tag keeps each topic on one cluster slot, so the
@@ -131,7 +164,9 @@ fn topic_of(prefix: &str, channel: &str) -> Option<Topic> {
 impl RedisBroker {
     /// Starts the publisher and subscriber tasks on the current actix arbiter.
     /// `interest` receives `(topic, true)` when this node gains its first local subscriber of a
-    /// topic and `(topic, false)` when it loses its last.
+    /// topic and `(topic, false)` when it loses its last; `local` is this node's registry of
+    /// replies, which other nodes may ask to cancel one.
+    #[allow(clippy::too_many_arguments)]
     pub fn start(
         url: &str,
         prefix: &str,
@@ -139,11 +174,19 @@ impl RedisBroker {
         hub: Arc<Hub>,
         interest: mpsc::UnboundedReceiver<(Topic, bool)>,
         remote: RemoteSink,
-        out_rx: mpsc::UnboundedReceiver<(String, String)>,
+        out_rx: mpsc::UnboundedReceiver<Outgoing>,
+        local: Arc<dyn GenerationRegistry>,
     ) -> anyhow::Result<RedisBroker> {
         let client = redis::Client::open(url)?;
         let status = Arc::new(Status::default());
         let presence = remote.presence.clone();
+        let generations = Arc::new(ClusterGenerations::new(
+            client.clone(),
+            prefix,
+            node_id,
+            presence.clone(),
+        ));
+        let (barriers, barrier_rx) = mpsc::unbounded_channel();
         actix_rt::spawn(async move {
             let mut tick =
                 tokio::time::interval((presence.ttl / 3).max(Duration::from_millis(200)));
@@ -157,17 +200,31 @@ impl RedisBroker {
         actix_rt::spawn(publisher(client.clone(), out_rx, status.clone()));
         actix_rt::spawn(subscriber(
             client,
-            prefix.to_string(),
-            node_id.to_string(),
-            hub.clone(),
+            Subscriber {
+                prefix: prefix.to_string(),
+                node_id: node_id.to_string(),
+                hub: hub.clone(),
+                local,
+                status: status.clone(),
+            },
             interest,
-            status.clone(),
+            barrier_rx,
         ));
         Ok(RedisBroker {
             hub,
             remote,
             status,
+            generations,
+            barriers,
         })
+    }
+
+    /// Waits until the subscriber follows every topic this node gained interest in so far.
+    async fn settled(barriers: &mpsc::UnboundedSender<oneshot::Sender<()>>) {
+        let (done, wait) = oneshot::channel();
+        if barriers.send(done).is_ok() {
+            let _ = wait.await;
+        }
     }
 }
 
@@ -179,6 +236,53 @@ impl Broker for RedisBroker {
 
     fn name(&self) -> &'static str {
         "redis"
+    }
+
+    fn remote_generations(&self, chat_id: Uuid) -> BoxFuture<'static, Vec<Snapshot>> {
+        let generations = self.generations.clone();
+        let barriers = self.barriers.clone();
+        async move {
+            // Following the room's channel first: a token published from here on arrives
+            // live, and one published before is in the copy read next.
+            let read = async {
+                RedisBroker::settled(&barriers).await;
+                generations.snapshots(chat_id).await
+            };
+            match tokio::time::timeout(REMOTE_SNAPSHOT_WAIT, read).await {
+                Ok(Ok(found)) => found,
+                Ok(Err(e)) => {
+                    tracing::warn!(error = %e, %chat_id, "other nodes' replies unreadable");
+                    Vec::new()
+                }
+                Err(_) => {
+                    tracing::warn!(%chat_id, "other nodes' replies not read in time");
+                    Vec::new()
+                }
+            }
+        }
+        .boxed()
+    }
+
+    fn locate_generation(
+        &self,
+        generation_id: Uuid,
+    ) -> BoxFuture<'static, Option<RemoteGeneration>> {
+        let generations = self.generations.clone();
+        async move {
+            match generations.locate(generation_id).await {
+                Ok(found) => found,
+                Err(e) => {
+                    tracing::warn!(error = %e, %generation_id, "reply not locatable in Redis");
+                    None
+                }
+            }
+        }
+        .boxed()
+    }
+
+    fn cancel_remote(&self, generation_id: Uuid, at: &RemoteGeneration) {
+        self.remote
+            .control(&at.node, &Control::Cancel(generation_id));
     }
 
     fn health(&self) -> BrokerHealth {
@@ -195,7 +299,7 @@ impl Broker for RedisBroker {
 /// gap from the database).
 async fn publisher(
     client: redis::Client,
-    mut rx: mpsc::UnboundedReceiver<(String, String)>,
+    mut rx: mpsc::UnboundedReceiver<Outgoing>,
     status: Arc<Status>,
 ) {
     let mut backoff = Duration::from_millis(100);
@@ -210,14 +314,33 @@ async fn publisher(
             }
         }
     };
-    while let Some((channel, payload)) = rx.recv().await {
+    while let Some(Outgoing {
+        channel,
+        payload,
+        with,
+    }) = rx.recv().await
+    {
         // Retried in order while Redis is away (the connection manager reconnects on the next
         // command); given up after PUBLISH_RETRY_FOR so memory cannot grow without bound.
         let deadline = tokio::time::Instant::now() + PUBLISH_RETRY_FOR;
         let mut backoff = Duration::from_millis(50);
         loop {
-            match conn.publish::<_, _, i64>(&channel, &payload).await {
-                Ok(_) => break,
+            let sent = match &with {
+                None => conn
+                    .publish::<_, _, i64>(&channel, &payload)
+                    .await
+                    .map(drop),
+                Some(commands) => {
+                    let mut pipe = commands.clone();
+                    pipe.atomic()
+                        .publish(&channel, &payload)
+                        .ignore()
+                        .query_async::<()>(&mut conn)
+                        .await
+                }
+            };
+            match sent {
+                Ok(()) => break,
                 Err(e) if tokio::time::Instant::now() < deadline => {
                     status.set_error(format!("publish: {e}"));
                     tokio::time::sleep(backoff).await;
@@ -233,17 +356,76 @@ async fn publisher(
     }
 }
 
-/// Keeps one pub/sub connection subscribed to the topics this node has sessions for, delivers
-/// what other nodes publish, and after a reconnect makes every room catch up from the database.
-async fn subscriber(
-    client: redis::Client,
+/// What the subscriber hands incoming messages to.
+struct Subscriber {
     prefix: String,
     node_id: String,
     hub: Arc<Hub>,
-    mut interest: mpsc::UnboundedReceiver<(Topic, bool)>,
+    local: Arc<dyn GenerationRegistry>,
     status: Arc<Status>,
+}
+
+impl Subscriber {
+    fn on_message(&self, msg: &redis::Msg, control: &str) {
+        let channel = msg.get_channel_name();
+        let Ok(payload) = msg.get_payload::<String>() else {
+            return;
+        };
+        if channel == control {
+            match serde_json::from_str::<Control>(&payload) {
+                Ok(Control::Cancel(id)) => match self.local.find(id) {
+                    Some(live) => live.cancel(),
+                    None => tracing::debug!(generation_id = %id, "cancel for a reply not here"),
+                },
+                Err(e) => tracing::warn!(error = %e, "undecodable control request"),
+            }
+            return;
+        }
+        let Some(topic) = topic_of(&self.prefix, channel) else {
+            return;
+        };
+        match serde_json::from_str::<Envelope<Event>>(&payload) {
+            Ok(env) if env.n == self.node_id => {}
+            Ok(env) => self.hub.deliver(topic, Arc::new(env.e)),
+            Err(e) => tracing::warn!(error = %e, "undecodable event from Redis"),
+        }
+    }
+}
+
+/// Starts or stops following a topic's channel, if that changes the wanted set.
+async fn follow(
+    sink: &mut redis::aio::PubSubSink,
+    wanted: &mut HashSet<String>,
+    channel: String,
+    on: bool,
+) -> redis::RedisResult<()> {
+    if !apply(wanted, channel.clone(), on) {
+        return Ok(());
+    }
+    if on {
+        sink.subscribe(&channel).await
+    } else {
+        sink.unsubscribe(&channel).await
+    }
+}
+
+/// Keeps one pub/sub connection subscribed to the topics this node has sessions for (and to
+/// its own control channel), delivers what other nodes publish, and after a reconnect makes
+/// every room catch up from the database.
+async fn subscriber(
+    client: redis::Client,
+    me: Subscriber,
+    mut interest: mpsc::UnboundedReceiver<(Topic, bool)>,
+    mut barriers: mpsc::UnboundedReceiver<oneshot::Sender<()>>,
 ) {
-    let mut wanted: HashSet<String> = HashSet::new();
+    let Subscriber {
+        prefix,
+        hub,
+        status,
+        ..
+    } = &me;
+    let control = generations::control_channel(prefix, &me.node_id);
+    let mut wanted: HashSet<String> = HashSet::from([control.clone()]);
     let mut backoff = Duration::from_millis(100);
     let mut reconnecting = false;
     loop {
@@ -252,9 +434,12 @@ async fn subscriber(
             Err(e) => {
                 status.subscribed.store(false, Ordering::Release);
                 status.set_error(format!("subscriber: {e}"));
-                // Keep the interest set current while Redis is away.
+                // Keep the interest set current while Redis is away; nobody waits on Redis.
                 while let Ok((topic, on)) = interest.try_recv() {
-                    apply(&mut wanted, channel(&prefix, &topic), on);
+                    apply(&mut wanted, channel(prefix, &topic), on);
+                }
+                while let Ok(done) = barriers.try_recv() {
+                    let _ = done.send(());
                 }
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(MAX_BACKOFF);
@@ -282,26 +467,31 @@ async fn subscriber(
             tokio::select! {
                 msg = stream.next() => {
                     let Some(msg) = msg else { break };
-                    let Some(topic) = topic_of(&prefix, msg.get_channel_name()) else { continue };
-                    let payload: String = match msg.get_payload() {
-                        Ok(p) => p,
-                        Err(_) => continue,
-                    };
-                    match serde_json::from_str::<Envelope<Event>>(&payload) {
-                        Ok(env) if env.n == node_id => {}
-                        Ok(env) => hub.deliver(topic, Arc::new(env.e)),
-                        Err(e) => tracing::warn!(error = %e, "undecodable event from Redis"),
-                    }
+                    me.on_message(&msg, &control);
                 }
                 change = interest.recv() => {
                     let Some((topic, on)) = change else { return };
-                    let ch = channel(&prefix, &topic);
-                    if apply(&mut wanted, ch.clone(), on) {
-                        let r = if on { sink.subscribe(&ch).await } else { sink.unsubscribe(&ch).await };
-                        if let Err(e) = r {
-                            tracing::warn!(error = %e, "Redis (un)subscribe failed; reconnecting");
+                    let ch = channel(prefix, &topic);
+                    if let Err(e) = follow(&mut sink, &mut wanted, ch, on).await {
+                        tracing::warn!(error = %e, "Redis (un)subscribe failed; reconnecting");
+                        break;
+                    }
+                }
+                barrier = barriers.recv() => {
+                    let Some(done) = barrier else { return };
+                    // Changes of interest queued before the barrier take effect first.
+                    let mut failed = None;
+                    while let Ok((topic, on)) = interest.try_recv() {
+                        let ch = channel(prefix, &topic);
+                        if let Err(e) = follow(&mut sink, &mut wanted, ch, on).await {
+                            failed = Some(e);
                             break;
                         }
+                    }
+                    let _ = done.send(());
+                    if let Some(e) = failed {
+                        tracing::warn!(error = %e, "Redis (un)subscribe failed; reconnecting");
+                        break;
                     }
                 }
             }

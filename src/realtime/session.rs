@@ -303,10 +303,24 @@ impl UserSession {
                     }
                 }
             }
-            // Replies being generated: their text so far, then (from the room) later tokens.
+            // Replies being generated, here and on other nodes: their text so far, then (from
+            // the room) later tokens.
+            let mut snapshots: Vec<_> = state
+                .generations
+                .in_chat(chat_id)
+                .iter()
+                .map(|live| live.snapshot())
+                .collect();
+            for remote in state.broker.remote_generations(chat_id).await {
+                if !snapshots
+                    .iter()
+                    .any(|s| s.generation_id == remote.generation_id)
+                {
+                    snapshots.push(remote);
+                }
+            }
             let mut generations = Vec::new();
-            for live in state.generations.in_chat(chat_id) {
-                let snapshot = live.snapshot();
+            for snapshot in snapshots {
                 generations.push((snapshot.generation_id, snapshot.index));
                 if !out.send_wait(snapshot.event().encode()).await {
                     break;
@@ -441,15 +455,28 @@ impl UserSession {
         let user_id = self.user_id;
         let fut = async move {
             let not_found = || ApiError::not_found("Generation not found");
-            let live = state
-                .generations
-                .find(generation_id)
-                .ok_or_else(not_found)?;
+            // Running here, or on another node (which is asked to cancel it).
+            let (chat_id, cancel): (Uuid, Box<dyn FnOnce() + Send>) =
+                match state.generations.find(generation_id) {
+                    Some(live) => (live.chat_id, Box::new(move || live.cancel())),
+                    None => {
+                        let at = state
+                            .broker
+                            .locate_generation(generation_id)
+                            .await
+                            .ok_or_else(not_found)?;
+                        let broker = state.broker.clone();
+                        (
+                            at.chat_id,
+                            Box::new(move || broker.cancel_remote(generation_id, &at)),
+                        )
+                    }
+                };
             let mut conn = state.db.conn().await?;
-            if !chats::is_member(&mut conn, live.chat_id, user_id).await? {
+            if !chats::is_member(&mut conn, chat_id, user_id).await? {
                 return Err(not_found());
             }
-            live.cancel();
+            cancel();
             Ok(())
         };
         ctx.wait(fut.into_actor(self).map(move |res, act, _| match res {
