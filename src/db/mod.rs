@@ -220,8 +220,10 @@ pub struct PoolStatus {
     pub waiting: usize,
 }
 
-const SQLITE_PRAGMAS: &str = "PRAGMA journal_mode = WAL; PRAGMA synchronous = NORMAL; \
-     PRAGMA foreign_keys = ON; PRAGMA busy_timeout = 10000;";
+/// The busy timeout comes first: the statements after it may have to wait for a writer (one
+/// finishing an abandoned query, say) instead of failing the new connection at once.
+const SQLITE_PRAGMAS: &str = "PRAGMA busy_timeout = 10000; PRAGMA journal_mode = WAL; \
+     PRAGMA synchronous = NORMAL; PRAGMA foreign_keys = ON;";
 
 impl Db {
     /// Opens the pool for the configured database (creating the SQLite file's folder).
@@ -439,12 +441,16 @@ mod tests {
          WHERE i < 5000000) SELECT count(*) FROM r";
 
     async fn one_connection_pool(dir: &std::path::Path) -> Db {
+        pool_of(dir, 1).await
+    }
+
+    async fn pool_of(dir: &std::path::Path, size: usize) -> Db {
         let env: HashMap<String, String> = [
             (
                 "DATABASE_URL".to_string(),
                 dir.join("echo.db").display().to_string(),
             ),
-            ("DATABASE_POOL_SIZE".to_string(), "1".to_string()),
+            ("DATABASE_POOL_SIZE".to_string(), size.to_string()),
         ]
         .into_iter()
         .collect();
@@ -481,6 +487,26 @@ mod tests {
         // fresh one replacing it). Either way it answers, and so does the one after.
         assert_eq!(select_one(&db).await.unwrap(), 1);
         assert_eq!(select_one(&db).await.unwrap(), 1);
+    }
+
+    // Regression: while one connection was still switching a new database file to WAL (its
+    // request had gone away, the switch went on), the next connection's own switch failed at
+    // once, before its busy timeout was set, and the request answered 503.
+    #[tokio::test]
+    async fn a_new_connection_waits_for_a_lock_instead_of_failing() {
+        use diesel::connection::SimpleConnection;
+        use diesel::Connection;
+        let dir = tempfile::tempdir().unwrap();
+        let path = dir.path().join("echo.db").display().to_string();
+        let mut holder = diesel::SqliteConnection::establish(&path).unwrap();
+        holder.batch_execute("BEGIN EXCLUSIVE").unwrap();
+        let release = std::thread::spawn(move || {
+            std::thread::sleep(Duration::from_millis(300));
+            holder.batch_execute("COMMIT").unwrap();
+        });
+        let db = pool_of(dir.path(), 1).await;
+        assert_eq!(select_one(&db).await.unwrap(), 1);
+        release.join().unwrap();
     }
 
     #[tokio::test]
