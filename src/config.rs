@@ -90,6 +90,8 @@ pub struct Settings {
     pub redis_channel_prefix: String,
     /// `/health` answers 503 while Redis is unreachable (default: 200 with the broker degraded).
     pub redis_strict_health: bool,
+    /// Sharded pub/sub (`SPUBLISH`/`SSUBSCRIBE`, Redis 7+) instead of `PUBLISH`/`SUBSCRIBE`.
+    pub redis_sharded_pubsub: bool,
     /// With Redis: a node silent this long counts as gone, and its users leave their rooms.
     pub presence_ttl: Duration,
     /// AI replies: provider, model, prompt budget, concurrency limits and timeouts.
@@ -207,6 +209,7 @@ impl Settings {
             redis_url: get("REDIS_URL"),
             redis_channel_prefix: get("REDIS_CHANNEL_PREFIX").unwrap_or_else(|| "echo".into()),
             redis_strict_health: parse(env, "REDIS_STRICT_HEALTH", false)?,
+            redis_sharded_pubsub: parse(env, "REDIS_SHARDED_PUBSUB", false)?,
             presence_ttl: Duration::from_secs(parse(env, "PRESENCE_TTL_SECS", 30)?.max(1)),
             ai: AiSettings::from_map(env)?,
             storage: crate::storage::StorageSettings::from_map(env)?,

@@ -173,6 +173,7 @@ async fn build_state(settings: Settings) -> anyhow::Result<AppState> {
                 url,
                 &settings.redis_channel_prefix,
                 &settings.node_id,
+                settings.redis_sharded_pubsub,
                 hub.clone(),
                 rx,
                 remote,

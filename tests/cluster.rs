@@ -16,22 +16,26 @@ use serde_json::json;
 /// Starts `n` nodes sharing a fresh database and `redis_url`, isolated from other tests by a
 /// channel prefix of their own.
 async fn cluster(n: usize, redis_url: &str) -> Vec<TestApp> {
+    cluster_with(n, redis_url, &[]).await
+}
+
+/// Runs the nodes' broker on sharded pub/sub (`SPUBLISH`/`SSUBSCRIBE`).
+const SHARDED: &[(&str, &str)] = &[("REDIS_SHARDED_PUBSUB", "true")];
+
+/// [`cluster`] with further settings for every node.
+async fn cluster_with(n: usize, redis_url: &str, extra: &[(&str, &str)]) -> Vec<TestApp> {
     let db = fresh_postgres_database().await;
     let prefix = format!("t{}", uuid::Uuid::new_v4().simple());
     let mut nodes = Vec::new();
     for i in 0..n {
         let node_id = format!("node-{}", (b'a' + i as u8) as char);
-        nodes.push(
-            spawn_on_database(
-                &db,
-                &[
-                    ("REDIS_URL", redis_url),
-                    ("REDIS_CHANNEL_PREFIX", &prefix),
-                    ("ECHO_NODE_ID", &node_id),
-                ],
-            )
-            .await,
-        );
+        let mut env = vec![
+            ("REDIS_URL", redis_url),
+            ("REDIS_CHANNEL_PREFIX", prefix.as_str()),
+            ("ECHO_NODE_ID", node_id.as_str()),
+        ];
+        env.extend_from_slice(extra);
+        nodes.push(spawn_on_database(&db, &env).await);
     }
     nodes
 }
@@ -105,7 +109,16 @@ async fn a_message_sent_on_one_node_reaches_members_on_the_others_in_seq_order()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn twenty_senders_on_three_nodes_produce_the_same_order_at_every_receiver() {
-    let nodes = cluster(3, &shared_redis_url()).await;
+    twenty_senders_on_three_nodes(&[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_sharded_pubsub_twenty_senders_on_three_nodes_produce_one_order() {
+    twenty_senders_on_three_nodes(SHARDED).await;
+}
+
+async fn twenty_senders_on_three_nodes(extra: &[(&str, &str)]) {
+    let nodes = cluster_with(3, &shared_redis_url(), extra).await;
     for n in &nodes {
         broker_ready(n).await;
     }
@@ -269,8 +282,17 @@ async fn clients_of_a_killed_node_reconnect_elsewhere_and_miss_nothing() {
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn restarting_redis_during_traffic_loses_no_persisted_message() {
+    restarting_redis_during_traffic(&[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_sharded_pubsub_restarting_redis_loses_no_persisted_message() {
+    restarting_redis_during_traffic(SHARDED).await;
+}
+
+async fn restarting_redis_during_traffic(extra: &[(&str, &str)]) {
     let mut redis = RedisServer::start();
-    let nodes = cluster(2, &redis.url()).await;
+    let nodes = cluster_with(2, &redis.url(), extra).await;
     for n in &nodes {
         broker_ready(n).await;
     }
@@ -415,26 +437,27 @@ async fn watch_reply(
 
 /// Two nodes whose development AI provider streams `tokens` tokens at `per_sec`.
 async fn ai_cluster(per_sec: &str, tokens: &str) -> Vec<TestApp> {
+    ai_cluster_with(per_sec, tokens, &[]).await
+}
+
+/// [`ai_cluster`] with further settings for both nodes.
+async fn ai_cluster_with(per_sec: &str, tokens: &str, extra: &[(&str, &str)]) -> Vec<TestApp> {
     let db = fresh_postgres_database().await;
     let prefix = format!("t{}", uuid::Uuid::new_v4().simple());
     let redis = shared_redis_url();
     let mut nodes = Vec::new();
     for node in ["node-a", "node-b"] {
-        nodes.push(
-            spawn_on_database(
-                &db,
-                &[
-                    ("REDIS_URL", redis.as_str()),
-                    ("REDIS_CHANNEL_PREFIX", prefix.as_str()),
-                    ("ECHO_NODE_ID", node),
-                    ("AI_PROVIDER", "dev"),
-                    ("AI_DEV_TOKENS_PER_SEC", per_sec),
-                    ("AI_DEV_FIRST_TOKEN_MS", "10"),
-                    ("AI_DEV_REPLY_TOKENS", tokens),
-                ],
-            )
-            .await,
-        );
+        let mut env = vec![
+            ("REDIS_URL", redis.as_str()),
+            ("REDIS_CHANNEL_PREFIX", prefix.as_str()),
+            ("ECHO_NODE_ID", node),
+            ("AI_PROVIDER", "dev"),
+            ("AI_DEV_TOKENS_PER_SEC", per_sec),
+            ("AI_DEV_FIRST_TOKEN_MS", "10"),
+            ("AI_DEV_REPLY_TOKENS", tokens),
+        ];
+        env.extend_from_slice(extra);
+        nodes.push(spawn_on_database(&db, &env).await);
     }
     for n in &nodes {
         broker_ready(n).await;
@@ -492,7 +515,16 @@ async fn a_reply_generated_on_one_node_streams_identical_tokens_to_watchers_on_a
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_late_subscriber_on_another_node_gets_the_reply_so_far_then_the_rest() {
-    let nodes = ai_cluster("60", "80").await;
+    late_subscriber_on_another_node(&[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_sharded_pubsub_a_late_subscriber_on_another_node_gets_the_reply_so_far() {
+    late_subscriber_on_another_node(SHARDED).await;
+}
+
+async fn late_subscriber_on_another_node(extra: &[(&str, &str)]) {
+    let nodes = ai_cluster_with("60", "80", extra).await;
     let (alice, bob) = (TestUser::new(), TestUser::new());
     let chat = chat_with(&nodes[0], &alice, &[&bob]).await;
     let mut a = WsClient::connect(&nodes[0], &alice.token).await;
@@ -526,7 +558,16 @@ async fn a_late_subscriber_on_another_node_gets_the_reply_so_far_then_the_rest()
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn cancel_from_another_node_stops_the_reply_where_it_runs() {
-    let nodes = ai_cluster("40", "400").await;
+    cancel_from_another_node(&[]).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn with_sharded_pubsub_cancel_from_another_node_stops_the_reply() {
+    cancel_from_another_node(SHARDED).await;
+}
+
+async fn cancel_from_another_node(extra: &[(&str, &str)]) {
+    let nodes = ai_cluster_with("40", "400", extra).await;
     let (alice, bob, carol) = (TestUser::new(), TestUser::new(), TestUser::new());
     let chat = chat_with(&nodes[0], &alice, &[&bob]).await;
     nodes[1].touch(&carol.token).await;

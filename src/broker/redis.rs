@@ -14,7 +14,6 @@ use std::time::Duration;
 
 use futures_util::future::BoxFuture;
 use futures_util::{FutureExt, StreamExt};
-use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
@@ -171,6 +170,7 @@ impl RedisBroker {
         url: &str,
         prefix: &str,
         node_id: &str,
+        sharded: bool,
         hub: Arc<Hub>,
         interest: mpsc::UnboundedReceiver<(Topic, bool)>,
         remote: RemoteSink,
@@ -197,9 +197,10 @@ impl RedisBroker {
                 }
             }
         });
-        actix_rt::spawn(publisher(client.clone(), out_rx, status.clone()));
+        actix_rt::spawn(publisher(client.clone(), sharded, out_rx, status.clone()));
         actix_rt::spawn(subscriber(
             client,
+            sharded,
             Subscriber {
                 prefix: prefix.to_string(),
                 node_id: node_id.to_string(),
@@ -299,6 +300,7 @@ impl Broker for RedisBroker {
 /// gap from the database).
 async fn publisher(
     client: redis::Client,
+    sharded: bool,
     mut rx: mpsc::UnboundedReceiver<Outgoing>,
     status: Arc<Status>,
 ) {
@@ -325,15 +327,14 @@ async fn publisher(
         let deadline = tokio::time::Instant::now() + PUBLISH_RETRY_FOR;
         let mut backoff = Duration::from_millis(50);
         loop {
+            let mut publish = redis::cmd(if sharded { "SPUBLISH" } else { "PUBLISH" });
+            publish.arg(&channel).arg(&payload);
             let sent = match &with {
-                None => conn
-                    .publish::<_, _, i64>(&channel, &payload)
-                    .await
-                    .map(drop),
+                None => publish.exec_async(&mut conn).await,
                 Some(commands) => {
                     let mut pipe = commands.clone();
                     pipe.atomic()
-                        .publish(&channel, &payload)
+                        .add_command(publish)
                         .ignore()
                         .query_async::<()>(&mut conn)
                         .await
@@ -366,13 +367,9 @@ struct Subscriber {
 }
 
 impl Subscriber {
-    fn on_message(&self, msg: &redis::Msg, control: &str) {
-        let channel = msg.get_channel_name();
-        let Ok(payload) = msg.get_payload::<String>() else {
-            return;
-        };
+    fn on_message(&self, channel: &str, payload: &str, control: &str) {
         if channel == control {
-            match serde_json::from_str::<Control>(&payload) {
+            match serde_json::from_str::<Control>(payload) {
                 Ok(Control::Cancel(id)) => match self.local.find(id) {
                     Some(live) => live.cancel(),
                     None => tracing::debug!(generation_id = %id, "cancel for a reply not here"),
@@ -384,7 +381,7 @@ impl Subscriber {
         let Some(topic) = topic_of(&self.prefix, channel) else {
             return;
         };
-        match serde_json::from_str::<Envelope<Event>>(&payload) {
+        match serde_json::from_str::<Envelope<Event>>(payload) {
             Ok(env) if env.n == self.node_id => {}
             Ok(env) => self.hub.deliver(topic, Arc::new(env.e)),
             Err(e) => tracing::warn!(error = %e, "undecodable event from Redis"),
@@ -392,9 +389,84 @@ impl Subscriber {
     }
 }
 
+/// The subscriber's connection: classic pub/sub on a dedicated connection, or sharded pub/sub
+/// (`SSUBSCRIBE`) on a RESP3 connection whose messages arrive as push frames.
+enum Feed {
+    Classic {
+        sink: redis::aio::PubSubSink,
+        stream: redis::aio::PubSubStream,
+    },
+    Sharded {
+        conn: redis::aio::MultiplexedConnection,
+        pushes: mpsc::UnboundedReceiver<redis::PushInfo>,
+    },
+}
+
+impl Feed {
+    async fn connect(client: &redis::Client, sharded: bool) -> redis::RedisResult<Feed> {
+        if !sharded {
+            let (sink, stream) = client.get_async_pubsub().await?.split();
+            return Ok(Feed::Classic { sink, stream });
+        }
+        let mut info = client.get_connection_info().clone();
+        info.redis.protocol = redis::ProtocolVersion::RESP3;
+        let (tx, pushes) = mpsc::unbounded_channel();
+        let config = redis::AsyncConnectionConfig::new().set_push_sender(tx);
+        let conn = redis::Client::open(info)?
+            .get_multiplexed_async_connection_with_config(&config)
+            .await?;
+        Ok(Feed::Sharded { conn, pushes })
+    }
+
+    /// Starts (`on`) or stops following `channels`.
+    async fn follow(&mut self, channels: &[String], on: bool) -> redis::RedisResult<()> {
+        match self {
+            Feed::Classic { sink, .. } if on => sink.subscribe(channels).await,
+            Feed::Classic { sink, .. } => sink.unsubscribe(channels).await,
+            Feed::Sharded { conn, .. } => {
+                redis::cmd(if on { "SSUBSCRIBE" } else { "SUNSUBSCRIBE" })
+                    .arg(channels)
+                    .exec_async(conn)
+                    .await
+            }
+        }
+    }
+
+    /// The next message as (channel, payload); `None` once the connection is lost.
+    async fn next(&mut self) -> Option<(String, String)> {
+        loop {
+            match self {
+                Feed::Classic { stream, .. } => {
+                    let msg = stream.next().await?;
+                    if let Ok(payload) = msg.get_payload::<String>() {
+                        return Some((msg.get_channel_name().to_string(), payload));
+                    }
+                }
+                Feed::Sharded { pushes, .. } => {
+                    let push = pushes.recv().await?;
+                    match push.kind {
+                        redis::PushKind::Disconnection => return None,
+                        redis::PushKind::SMessage => {
+                            if let [channel, payload] = push.data.as_slice() {
+                                if let (Ok(c), Ok(p)) = (
+                                    redis::from_redis_value::<String>(channel),
+                                    redis::from_redis_value::<String>(payload),
+                                ) {
+                                    return Some((c, p));
+                                }
+                            }
+                        }
+                        _ => {}
+                    }
+                }
+            }
+        }
+    }
+}
+
 /// Starts or stops following a topic's channel, if that changes the wanted set.
 async fn follow(
-    sink: &mut redis::aio::PubSubSink,
+    feed: &mut Feed,
     wanted: &mut HashSet<String>,
     channel: String,
     on: bool,
@@ -402,11 +474,7 @@ async fn follow(
     if !apply(wanted, channel.clone(), on) {
         return Ok(());
     }
-    if on {
-        sink.subscribe(&channel).await
-    } else {
-        sink.unsubscribe(&channel).await
-    }
+    feed.follow(&[channel], on).await
 }
 
 /// Keeps one pub/sub connection subscribed to the topics this node has sessions for (and to
@@ -414,6 +482,7 @@ async fn follow(
 /// every room catch up from the database.
 async fn subscriber(
     client: redis::Client,
+    sharded: bool,
     me: Subscriber,
     mut interest: mpsc::UnboundedReceiver<(Topic, bool)>,
     mut barriers: mpsc::UnboundedReceiver<oneshot::Sender<()>>,
@@ -429,8 +498,8 @@ async fn subscriber(
     let mut backoff = Duration::from_millis(100);
     let mut reconnecting = false;
     loop {
-        let pubsub = match client.get_async_pubsub().await {
-            Ok(p) => p,
+        let mut feed = match Feed::connect(&client, sharded).await {
+            Ok(f) => f,
             Err(e) => {
                 status.subscribed.store(false, Ordering::Release);
                 status.set_error(format!("subscriber: {e}"));
@@ -446,10 +515,9 @@ async fn subscriber(
                 continue;
             }
         };
-        let (mut sink, mut stream) = pubsub.split();
         let current: Vec<String> = wanted.iter().cloned().collect();
         if !current.is_empty() {
-            if let Err(e) = sink.subscribe(&current).await {
+            if let Err(e) = feed.follow(&current, true).await {
                 status.set_error(format!("resubscribe: {e}"));
                 tokio::time::sleep(backoff).await;
                 continue;
@@ -465,14 +533,14 @@ async fn subscriber(
         reconnecting = true;
         loop {
             tokio::select! {
-                msg = stream.next() => {
-                    let Some(msg) = msg else { break };
-                    me.on_message(&msg, &control);
+                msg = feed.next() => {
+                    let Some((channel, payload)) = msg else { break };
+                    me.on_message(&channel, &payload, &control);
                 }
                 change = interest.recv() => {
                     let Some((topic, on)) = change else { return };
                     let ch = channel(prefix, &topic);
-                    if let Err(e) = follow(&mut sink, &mut wanted, ch, on).await {
+                    if let Err(e) = follow(&mut feed, &mut wanted, ch, on).await {
                         tracing::warn!(error = %e, "Redis (un)subscribe failed; reconnecting");
                         break;
                     }
@@ -483,7 +551,7 @@ async fn subscriber(
                     let mut failed = None;
                     while let Ok((topic, on)) = interest.try_recv() {
                         let ch = channel(prefix, &topic);
-                        if let Err(e) = follow(&mut sink, &mut wanted, ch, on).await {
+                        if let Err(e) = follow(&mut feed, &mut wanted, ch, on).await {
                             failed = Some(e);
                             break;
                         }
