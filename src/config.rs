@@ -68,6 +68,9 @@ pub struct Settings {
     pub max_json_bytes: usize,
     /// HTTP worker threads (default: number of cores).
     pub workers: usize,
+    /// `TCP_NODELAY` on accepted sockets: small frames go out at once instead of waiting for
+    /// the peer's delayed ACK (Nagle); off trades that latency for fewer packets.
+    pub tcp_nodelay: bool,
     /// How many missed messages `subscribe` with `since_seq` replays at most.
     pub recovery_limit: i64,
     /// WebSocket heartbeat interval.
@@ -198,6 +201,7 @@ impl Settings {
                 .unwrap_or_default(),
             max_json_bytes: parse(env, "MAX_JSON_BYTES", 1024 * 1024)?,
             workers: parse(env, "HTTP_WORKERS", cores)?.max(1),
+            tcp_nodelay: parse(env, "TCP_NODELAY", true)?,
             recovery_limit: parse(env, "WS_RECOVERY_LIMIT", 500)?,
             heartbeat_interval: Duration::from_millis(parse(env, "WS_HEARTBEAT_MS", 25_000)?),
             client_timeout: Duration::from_millis(parse(env, "WS_CLIENT_TIMEOUT_MS", 10_000)?),

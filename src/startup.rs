@@ -223,6 +223,7 @@ async fn build_state(settings: Settings) -> anyhow::Result<AppState> {
 
 fn http_server(state: AppState, listener: TcpListener) -> anyhow::Result<Server> {
     let workers = state.settings.workers;
+    let nodelay = state.settings.tcp_nodelay;
     let shutdown_timeout = state.settings.shutdown_timeout.as_secs();
     let data = web::Data::new(state);
     let server = HttpServer::new(move || {
@@ -267,7 +268,7 @@ fn http_server(state: AppState, listener: TcpListener) -> anyhow::Result<Server>
     })
     .workers(workers)
     // Small frames (tokens, acks) must not wait for the peer's delayed ACK (Nagle).
-    .tcp_nodelay(true)
+    .tcp_nodelay(nodelay)
     .shutdown_timeout(shutdown_timeout)
     .disable_signals()
     .listen(listener)?
