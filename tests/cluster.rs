@@ -107,17 +107,9 @@ async fn a_message_sent_on_one_node_reaches_members_on_the_others_in_seq_order()
     }
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn twenty_senders_on_three_nodes_produce_the_same_order_at_every_receiver() {
-    twenty_senders_on_three_nodes(&[]).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn with_sharded_pubsub_twenty_senders_on_three_nodes_produce_one_order() {
-    twenty_senders_on_three_nodes(SHARDED).await;
-}
-
-async fn twenty_senders_on_three_nodes(extra: &[(&str, &str)]) {
+async fn twenty_senders_on_three_nodes_produce_the_same_order_at_every_receiver(
+    extra: &[(&str, &str)],
+) {
     let nodes = cluster_with(3, &shared_redis_url(), extra).await;
     for n in &nodes {
         broker_ready(n).await;
@@ -280,17 +272,7 @@ async fn clients_of_a_killed_node_reconnect_elsewhere_and_miss_nothing() {
     );
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn restarting_redis_during_traffic_loses_no_persisted_message() {
-    restarting_redis_during_traffic(&[]).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn with_sharded_pubsub_restarting_redis_loses_no_persisted_message() {
-    restarting_redis_during_traffic(SHARDED).await;
-}
-
-async fn restarting_redis_during_traffic(extra: &[(&str, &str)]) {
+async fn restarting_redis_during_traffic_loses_no_persisted_message(extra: &[(&str, &str)]) {
     let mut redis = RedisServer::start();
     let nodes = cluster_with(2, &redis.url(), extra).await;
     for n in &nodes {
@@ -477,6 +459,15 @@ async fn prompt(c: &mut WsClient, chat: &str) -> String {
     ack["generation_id"].as_str().unwrap().to_string()
 }
 
+/// Sends `cancel` for the generation and returns the answer.
+async fn cancel(c: &mut WsClient, generation_id: &str) -> serde_json::Value {
+    c.request(
+        json!({"type": "cancel", "generation_id": generation_id}),
+        "cancel",
+    )
+    .await
+}
+
 /// Reads `c` until it has seen `n` tokens of the generation.
 async fn until_tokens(c: &mut WsClient, generation_id: &str, n: usize) {
     let mut seen = 0;
@@ -513,17 +504,9 @@ async fn a_reply_generated_on_one_node_streams_identical_tokens_to_watchers_on_a
     assert_eq!(end_b["message"]["content"], text);
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn a_late_subscriber_on_another_node_gets_the_reply_so_far_then_the_rest() {
-    late_subscriber_on_another_node(&[]).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn with_sharded_pubsub_a_late_subscriber_on_another_node_gets_the_reply_so_far() {
-    late_subscriber_on_another_node(SHARDED).await;
-}
-
-async fn late_subscriber_on_another_node(extra: &[(&str, &str)]) {
+async fn a_late_subscriber_on_another_node_gets_the_reply_so_far_then_the_rest(
+    extra: &[(&str, &str)],
+) {
     let nodes = ai_cluster_with("60", "80", extra).await;
     let (alice, bob) = (TestUser::new(), TestUser::new());
     let chat = chat_with(&nodes[0], &alice, &[&bob]).await;
@@ -556,17 +539,7 @@ async fn late_subscriber_on_another_node(extra: &[(&str, &str)]) {
     assert_eq!(end["message"]["content"], text.as_str());
 }
 
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn cancel_from_another_node_stops_the_reply_where_it_runs() {
-    cancel_from_another_node(&[]).await;
-}
-
-#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
-async fn with_sharded_pubsub_cancel_from_another_node_stops_the_reply() {
-    cancel_from_another_node(SHARDED).await;
-}
-
-async fn cancel_from_another_node(extra: &[(&str, &str)]) {
+async fn cancel_from_another_node_stops_the_reply_where_it_runs(extra: &[(&str, &str)]) {
     let nodes = ai_cluster_with("40", "400", extra).await;
     let (alice, bob, carol) = (TestUser::new(), TestUser::new(), TestUser::new());
     let chat = chat_with(&nodes[0], &alice, &[&bob]).await;
@@ -580,21 +553,11 @@ async fn cancel_from_another_node(extra: &[(&str, &str)]) {
 
     // Someone outside the chat cannot cancel it from node b, nor learn that it exists.
     let mut c = WsClient::connect(&nodes[1], &carol.token).await;
-    let refused = c
-        .request(
-            json!({"type": "cancel", "generation_id": generation_id}),
-            "x",
-        )
-        .await;
+    let refused = cancel(&mut c, &generation_id).await;
     assert_eq!(refused["type"], "error", "{refused}");
     assert_eq!(refused["code"], "not_found", "{refused}");
 
-    let ack = b
-        .request(
-            json!({"type": "cancel", "generation_id": generation_id}),
-            "c",
-        )
-        .await;
+    let ack = cancel(&mut b, &generation_id).await;
     assert_eq!(ack["type"], "ack", "{ack}");
     let (_, end_a) = watch_reply(&mut a, &generation_id).await;
     let (seen_by_b, end_b) = watch_reply(&mut b, &generation_id).await;
@@ -698,3 +661,33 @@ async fn a_video_job_on_one_node_reports_progress_to_its_owner_on_another() {
     assert!(statuses.contains(&"PROCESSING".to_string()), "{statuses:?}");
     assert_eq!(last_progress, 100);
 }
+
+/// Runs each scenario on both kinds of Redis pub/sub: `classic::…` (`PUBLISH`/`SUBSCRIBE`) and
+/// `sharded::…` (`SPUBLISH`/`SSUBSCRIBE`).
+macro_rules! in_both_pubsub_modes {
+    ($($scenario:ident),* $(,)?) => {
+        mod classic {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    super::$scenario(&[]).await;
+                }
+            )*
+        }
+        mod sharded {
+            $(
+                #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+                async fn $scenario() {
+                    super::$scenario(super::SHARDED).await;
+                }
+            )*
+        }
+    };
+}
+
+in_both_pubsub_modes!(
+    twenty_senders_on_three_nodes_produce_the_same_order_at_every_receiver,
+    restarting_redis_during_traffic_loses_no_persisted_message,
+    a_late_subscriber_on_another_node_gets_the_reply_so_far_then_the_rest,
+    cancel_from_another_node_stops_the_reply_where_it_runs,
+);

@@ -18,10 +18,8 @@
 use std::collections::HashMap;
 use std::sync::Arc;
 
-use redis::aio::ConnectionManager;
 use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
-use tokio::sync::OnceCell;
 use uuid::Uuid;
 
 use super::presence::ClusterPresence;
@@ -152,10 +150,9 @@ fn assemble(mut tokens: Vec<(u64, String)>) -> (i64, String) {
     (last, text)
 }
 
-/// Reads other nodes' replies from their copies in Redis.
+/// Reads other nodes' replies from their copies in Redis (on presence's connection, which also
+/// says which nodes are alive).
 pub struct ClusterGenerations {
-    client: redis::Client,
-    conn: OnceCell<ConnectionManager>,
     prefix: String,
     node_id: String,
     presence: Arc<ClusterPresence>,
@@ -163,31 +160,17 @@ pub struct ClusterGenerations {
 
 impl ClusterGenerations {
     /// Copies under `prefix`, as seen from `node_id`.
-    pub fn new(
-        client: redis::Client,
-        prefix: &str,
-        node_id: &str,
-        presence: Arc<ClusterPresence>,
-    ) -> Self {
+    pub fn new(prefix: &str, node_id: &str, presence: Arc<ClusterPresence>) -> Self {
         ClusterGenerations {
-            client,
-            conn: OnceCell::new(),
             prefix: prefix.to_string(),
             node_id: node_id.to_string(),
             presence,
         }
     }
 
-    async fn conn(&self) -> redis::RedisResult<ConnectionManager> {
-        self.conn
-            .get_or_try_init(|| self.client.get_connection_manager())
-            .await
-            .cloned()
-    }
-
     /// The chat's replies running on other live nodes, with their text so far.
     pub async fn snapshots(&self, chat_id: Uuid) -> redis::RedisResult<Vec<Snapshot>> {
-        let mut c = self.conn().await?;
+        let mut c = self.presence.conn().await?;
         let index: HashMap<String, String> = c.hgetall(index_key(&self.prefix, chat_id)).await?;
         let mut out = Vec::new();
         for (id, record) in index {
@@ -220,7 +203,7 @@ impl ClusterGenerations {
         &self,
         generation_id: Uuid,
     ) -> redis::RedisResult<Option<RemoteGeneration>> {
-        let mut c = self.conn().await?;
+        let mut c = self.presence.conn().await?;
         let record: Option<String> = c.get(locate_key(&self.prefix, generation_id)).await?;
         let Some(record) = record.and_then(|r| serde_json::from_str::<RemoteGeneration>(&r).ok())
         else {

@@ -36,7 +36,8 @@ impl ClusterPresence {
         }
     }
 
-    async fn conn(&self) -> redis::RedisResult<ConnectionManager> {
+    /// The shared command connection (reconnects by itself).
+    pub(crate) async fn conn(&self) -> redis::RedisResult<ConnectionManager> {
         self.conn
             .get_or_try_init(|| self.client.get_connection_manager())
             .await

@@ -180,12 +180,7 @@ impl RedisBroker {
         let client = redis::Client::open(url)?;
         let status = Arc::new(Status::default());
         let presence = remote.presence.clone();
-        let generations = Arc::new(ClusterGenerations::new(
-            client.clone(),
-            prefix,
-            node_id,
-            presence.clone(),
-        ));
+        let generations = Arc::new(ClusterGenerations::new(prefix, node_id, presence.clone()));
         let (barriers, barrier_rx) = mpsc::unbounded_channel();
         actix_rt::spawn(async move {
             let mut tick =
