@@ -59,6 +59,19 @@ async fn subscribe(c: &mut WsClient, chat: &str) -> serde_json::Value {
     s
 }
 
+/// Alice (the owner) on node 0 and Bob (a member) on node 1, both subscribed to a new chat.
+async fn alice_and_bob_across(
+    nodes: &[TestApp],
+) -> (String, TestUser, TestUser, WsClient, WsClient) {
+    let (alice, bob) = (TestUser::new(), TestUser::new());
+    let chat = chat_with(&nodes[0], &alice, &[&bob]).await;
+    let mut a = WsClient::connect(&nodes[0], &alice.token).await;
+    let mut b = WsClient::connect(&nodes[1], &bob.token).await;
+    subscribe(&mut a, &chat).await;
+    subscribe(&mut b, &chat).await;
+    (chat, alice, bob, a, b)
+}
+
 async fn chat_with(app: &TestApp, owner: &TestUser, members: &[&TestUser]) -> String {
     let chat = app.create_chat(&owner.token, "cluster").await;
     let id = chat["id"].as_str().unwrap().to_string();
@@ -174,12 +187,7 @@ async fn typing_and_chat_changes_cross_nodes() {
     for n in &nodes {
         broker_ready(n).await;
     }
-    let (alice, bob) = (TestUser::new(), TestUser::new());
-    let chat = chat_with(&nodes[0], &alice, &[&bob]).await;
-    let mut a = WsClient::connect(&nodes[0], &alice.token).await;
-    let mut b = WsClient::connect(&nodes[1], &bob.token).await;
-    subscribe(&mut a, &chat).await;
-    subscribe(&mut b, &chat).await;
+    let (chat, alice, _, mut a, mut b) = alice_and_bob_across(&nodes).await;
     a.send(json!({"type": "typing", "chat_id": chat})).await;
     assert_eq!(b.next_of("typing").await["user_id"], alice.id.to_string());
     let res = nodes[0]
@@ -482,12 +490,7 @@ async fn until_tokens(c: &mut WsClient, generation_id: &str, n: usize) {
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_reply_generated_on_one_node_streams_identical_tokens_to_watchers_on_another() {
     let nodes = ai_cluster("400", "60").await;
-    let (alice, bob) = (TestUser::new(), TestUser::new());
-    let chat = chat_with(&nodes[0], &alice, &[&bob]).await;
-    let mut a = WsClient::connect(&nodes[0], &alice.token).await;
-    let mut b = WsClient::connect(&nodes[1], &bob.token).await;
-    subscribe(&mut a, &chat).await;
-    subscribe(&mut b, &chat).await;
+    let (chat, _, _, mut a, mut b) = alice_and_bob_across(&nodes).await;
     let generation_id = prompt(&mut a, &chat).await;
     let (on_a, end_a) = watch_reply(&mut a, &generation_id).await;
     let (on_b, end_b) = watch_reply(&mut b, &generation_id).await;
@@ -541,13 +544,9 @@ async fn a_late_subscriber_on_another_node_gets_the_reply_so_far_then_the_rest(
 
 async fn cancel_from_another_node_stops_the_reply_where_it_runs(extra: &[(&str, &str)]) {
     let nodes = ai_cluster_with("40", "400", extra).await;
-    let (alice, bob, carol) = (TestUser::new(), TestUser::new(), TestUser::new());
-    let chat = chat_with(&nodes[0], &alice, &[&bob]).await;
+    let (chat, _, bob, mut a, mut b) = alice_and_bob_across(&nodes).await;
+    let carol = TestUser::new();
     nodes[1].touch(&carol.token).await;
-    let mut a = WsClient::connect(&nodes[0], &alice.token).await;
-    let mut b = WsClient::connect(&nodes[1], &bob.token).await;
-    subscribe(&mut a, &chat).await;
-    subscribe(&mut b, &chat).await;
     let generation_id = prompt(&mut a, &chat).await;
     until_tokens(&mut b, &generation_id, 5).await;
 
