@@ -588,6 +588,54 @@ async fn cancel_from_another_node_stops_the_reply_where_it_runs(extra: &[(&str, 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_rest_client_resumes_on_another_node_the_reply_running_on_the_first() {
+    let nodes = ai_cluster("60", "80").await;
+    let (chat, alice, _, mut a, _) = alice_and_bob_across(&nodes).await;
+    let path = format!("/chat/{chat}/stream");
+    let idle = nodes[1].get(&path, Some(&alice.token)).await;
+    assert_eq!(idle.status(), 204, "nothing in flight yet");
+    let generation_id = prompt(&mut a, &chat).await;
+    until_tokens(&mut a, &generation_id, 10).await;
+
+    // The load balancer sends the resume to node b; the reply runs on node a.
+    let res = nodes[1].get(&path, Some(&alice.token)).await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(
+        res.headers()
+            .get("x-vercel-ai-ui-message-stream")
+            .and_then(|v| v.to_str().ok()),
+        Some("v1")
+    );
+    let resumed = common::ai::body_text(res).await;
+    let (_, end) = watch_reply(&mut a, &generation_id).await;
+    let parts: Vec<serde_json::Value> = resumed
+        .split("\n\n")
+        .filter_map(|e| e.strip_prefix("data: "))
+        .filter_map(|d| serde_json::from_str(d).ok())
+        .collect();
+    let deltas: Vec<&str> = parts
+        .iter()
+        .filter(|p| p["type"] == "text-delta")
+        .map(|p| p["delta"].as_str().unwrap())
+        .collect();
+    assert!(
+        deltas.len() > 1,
+        "the text so far, then live tokens: {deltas:?}"
+    );
+    let words_so_far = deltas[0].split_whitespace().count();
+    assert!(
+        words_so_far >= 10,
+        "the first delta holds the text so far: {deltas:?}"
+    );
+    assert_eq!(deltas.concat(), end["message"]["content"].as_str().unwrap());
+    assert_eq!(parts[0]["type"], "start");
+    assert_eq!(parts[0]["messageId"], end["message"]["id"]);
+    assert!(resumed.ends_with("data: {\"type\":\"finish\"}\n\ndata: [DONE]\n\n"));
+    let after = nodes[1].get(&path, Some(&alice.token)).await;
+    assert_eq!(after.status(), 204, "nothing in flight any more");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_video_job_on_one_node_reports_progress_to_its_owner_on_another() {
     let db = fresh_postgres_database().await;
     let prefix = format!("t{}", uuid::Uuid::new_v4().simple());

@@ -17,7 +17,7 @@ use std::sync::Arc;
 use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use futures_util::stream::BoxStream;
-use serde::Serialize;
+use serde::{Deserialize, Serialize};
 
 use crate::config::{AiProviderKind, AiSettings};
 
@@ -53,7 +53,7 @@ pub struct ChatRequest {
 }
 
 /// Token counts of one completion, as the provider reported them.
-#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize)]
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq, Serialize, Deserialize)]
 pub struct Usage {
     /// Tokens of the prompt.
     pub prompt_tokens: u32,
@@ -88,6 +88,18 @@ pub enum FinishReason {
 }
 
 impl FinishReason {
+    /// The reason named `s` (`stop`, `length`, `cancelled`, `error`).
+    pub fn parse(s: &str) -> Option<FinishReason> {
+        [
+            FinishReason::Stop,
+            FinishReason::Length,
+            FinishReason::Cancelled,
+            FinishReason::Error,
+        ]
+        .into_iter()
+        .find(|r| r.as_str() == s)
+    }
+
     /// `stop`, `length`, `cancelled` or `error`.
     pub fn as_str(self) -> &'static str {
         match self {

@@ -7,27 +7,44 @@
 //! node reads the copy to send `generation_snapshot`, and asks the running node, on that node's
 //! control channel, to cancel.
 //!
+//! A REST client resuming a reply (`GET /chat/{id}/stream`) on another node follows the copy
+//! by polling it, since it has no room to listen to: [`ClusterGenerations::follow`].
+//!
 //! Keys (the `{room:…}` hash tag keeps a room's keys and channel on one cluster slot):
-//! - `{prefix}:gens:{room:<chat>}` — hash, generation id → [`RemoteGeneration`] (JSON);
+//! - `{prefix}:gens:{room:<chat>}` — hash, generation id → [`RemoteGeneration`] (JSON), while
+//!   the reply runs;
 //! - `{prefix}:gen:{room:<chat>}:<generation>` — hash, token index → delta;
-//! - `{prefix}:gen:<generation>` — [`RemoteGeneration`], to find a reply's chat by its id.
+//! - `{prefix}:gen:<generation>` — [`RemoteGeneration`], to find a reply's chat by its id;
+//! - `{prefix}:gen:<generation>:end` — [`RemoteEnd`], once the reply is over.
 //!
 //! Every token renews the keys' expiry; a node that dies mid-reply leaves a copy that other
-//! nodes ignore as soon as its heartbeat lapses and Redis drops within [`COPY_TTL_SECS`].
+//! nodes ignore as soon as its heartbeat lapses and Redis drops within [`COPY_TTL_SECS`]. An
+//! ended reply's tokens and end stay [`ENDED_TTL_SECS`] for followers to read to the end.
 
 use std::collections::HashMap;
 use std::sync::Arc;
+use std::time::Duration;
 
 use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
+use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use super::presence::ClusterPresence;
+use crate::ai::messages::StreamUpdate;
 use crate::ai::registry::Snapshot;
+use crate::ai::{FinishReason, Usage};
 use crate::realtime::event::Event;
 
 /// How long a reply's copy outlives its last token.
 pub const COPY_TTL_SECS: i64 = 120;
+/// How long an ended reply's tokens and end stay for followers.
+pub const ENDED_TTL_SECS: i64 = 30;
+/// How often a follower reads the copy.
+const FOLLOW_EVERY: Duration = Duration::from_millis(50);
+/// A follower gives up after this long, or after this many failed reads in a row.
+const FOLLOW_AT_MOST: Duration = Duration::from_secs(30 * 60);
+const FOLLOW_READ_FAILURES: u32 = 100;
 
 /// Where an in-flight reply runs.
 #[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
@@ -38,6 +55,52 @@ pub struct RemoteGeneration {
     pub chat_id: Uuid,
     /// The id its stored message will have.
     pub message_id: Uuid,
+    /// When it started (unix ms), to pick a chat's newest.
+    #[serde(default)]
+    pub started_ms: i64,
+}
+
+/// How a copied reply ended.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+#[serde(rename_all = "snake_case")]
+pub enum RemoteEnd {
+    /// Stored, complete or cancelled.
+    Finished {
+        /// `stop`, `length`, `cancelled` or `error`.
+        finish_reason: String,
+        /// Token counts.
+        usage: Usage,
+    },
+    /// Failed.
+    Failed {
+        /// What went wrong, safe to show.
+        error: String,
+    },
+}
+
+impl RemoteEnd {
+    fn update(self) -> StreamUpdate {
+        match self {
+            RemoteEnd::Finished {
+                finish_reason,
+                usage,
+            } => StreamUpdate::Finished {
+                finish_reason: FinishReason::parse(&finish_reason).unwrap_or(FinishReason::Stop),
+                usage,
+            },
+            RemoteEnd::Failed { error } => StreamUpdate::Failed { error },
+        }
+    }
+}
+
+/// A reply on another node, followed for a REST reader: its text so far, then updates.
+pub struct RemoteReply {
+    /// The id its stored message will have.
+    pub message_id: Uuid,
+    /// The text so far.
+    pub text: String,
+    /// Later tokens, then how it ended.
+    pub updates: mpsc::UnboundedReceiver<StreamUpdate>,
 }
 
 /// What one node asks another on its control channel.
@@ -60,6 +123,10 @@ fn locate_key(prefix: &str, generation_id: Uuid) -> String {
     format!("{prefix}:gen:{generation_id}")
 }
 
+fn end_key(prefix: &str, generation_id: Uuid) -> String {
+    format!("{prefix}:gen:{generation_id}:end")
+}
+
 /// The channel a node listens on for [`Control`] requests.
 pub fn control_channel(prefix: &str, node_id: &str) -> String {
     format!("{prefix}:control:{{node:{node_id}}}")
@@ -80,6 +147,7 @@ pub fn mirror(prefix: &str, node_id: &str, event: &Event) -> Option<redis::Pipel
                 node: node_id.to_string(),
                 chat_id: *chat_id,
                 message_id: *message_id,
+                started_ms: chrono::Utc::now().timestamp_millis(),
             })
             .ok()?;
             let index = index_key(prefix, *chat_id);
@@ -115,23 +183,60 @@ pub fn mirror(prefix: &str, node_id: &str, event: &Event) -> Option<redis::Pipel
         Event::GenerationFinished {
             chat_id,
             generation_id,
+            finish_reason,
+            usage,
             ..
-        }
-        | Event::GenerationFailed {
+        } => ended(
+            &mut pipe,
+            prefix,
+            *chat_id,
+            *generation_id,
+            &RemoteEnd::Finished {
+                finish_reason: finish_reason.clone(),
+                usage: serde_json::from_value(usage.clone()).unwrap_or_default(),
+            },
+        )?,
+        Event::GenerationFailed {
             chat_id,
             generation_id,
-            ..
-        } => {
-            pipe.hdel(index_key(prefix, *chat_id), generation_id.to_string())
-                .ignore()
-                .del(tokens_key(prefix, *chat_id, *generation_id))
-                .ignore()
-                .del(locate_key(prefix, *generation_id))
-                .ignore();
-        }
+            error,
+        } => ended(
+            &mut pipe,
+            prefix,
+            *chat_id,
+            *generation_id,
+            &RemoteEnd::Failed {
+                error: error.clone(),
+            },
+        )?,
         _ => return None,
     }
     Some(pipe)
+}
+
+/// The commands for a reply that ended: no longer listed as running, its tokens and its end
+/// kept a little while for followers.
+fn ended(
+    pipe: &mut redis::Pipeline,
+    prefix: &str,
+    chat_id: Uuid,
+    generation_id: Uuid,
+    end: &RemoteEnd,
+) -> Option<()> {
+    let end = serde_json::to_string(end).ok()?;
+    pipe.hdel(index_key(prefix, chat_id), generation_id.to_string())
+        .ignore()
+        .expire(tokens_key(prefix, chat_id, generation_id), ENDED_TTL_SECS)
+        .ignore()
+        .expire(locate_key(prefix, generation_id), ENDED_TTL_SECS)
+        .ignore()
+        .set_ex(end_key(prefix, generation_id), end, ENDED_TTL_SECS as u64)
+        .ignore();
+    Some(())
+}
+
+fn parse_json<T: serde::de::DeserializeOwned>(s: Option<String>) -> Option<T> {
+    s.and_then(|s| serde_json::from_str(&s).ok())
 }
 
 /// The text so far of a copied reply: tokens `0..=index` with no gap (a token lost while Redis
@@ -168,8 +273,11 @@ impl ClusterGenerations {
         }
     }
 
-    /// The chat's replies running on other live nodes, with their text so far.
-    pub async fn snapshots(&self, chat_id: Uuid) -> redis::RedisResult<Vec<Snapshot>> {
+    /// The chat's replies running on other live nodes, oldest first.
+    async fn running_elsewhere(
+        &self,
+        chat_id: Uuid,
+    ) -> redis::RedisResult<Vec<(Uuid, RemoteGeneration)>> {
         let mut c = self.presence.conn().await?;
         let index: HashMap<String, String> = c.hgetall(index_key(&self.prefix, chat_id)).await?;
         let mut out = Vec::new();
@@ -180,9 +288,19 @@ impl ClusterGenerations {
             ) else {
                 continue;
             };
-            if record.node == self.node_id || !self.presence.is_alive(&record.node).await? {
-                continue;
+            if record.node != self.node_id && self.presence.is_alive(&record.node).await? {
+                out.push((generation_id, record));
             }
+        }
+        out.sort_by_key(|(_, r)| r.started_ms);
+        Ok(out)
+    }
+
+    /// The chat's replies running on other live nodes, with their text so far.
+    pub async fn snapshots(&self, chat_id: Uuid) -> redis::RedisResult<Vec<Snapshot>> {
+        let mut c = self.presence.conn().await?;
+        let mut out = Vec::new();
+        for (generation_id, record) in self.running_elsewhere(chat_id).await? {
             let tokens: Vec<(u64, String)> = c
                 .hgetall(tokens_key(&self.prefix, chat_id, generation_id))
                 .await?;
@@ -198,13 +316,119 @@ impl ClusterGenerations {
         Ok(out)
     }
 
+    /// Follows the chat's newest reply running on another node for a REST reader: its text so
+    /// far, then its later tokens and its end, read from the copy every [`FOLLOW_EVERY`] until
+    /// it ends, its node goes away or the reader leaves.
+    pub async fn follow(self: Arc<Self>, chat_id: Uuid) -> redis::RedisResult<Option<RemoteReply>> {
+        let Some(snapshot) = self.snapshots(chat_id).await?.pop() else {
+            return Ok(None);
+        };
+        let (tx, updates) = mpsc::unbounded_channel();
+        let (generation_id, from) = (snapshot.generation_id, snapshot.index);
+        actix_rt::spawn(async move { self.poll(chat_id, generation_id, from, tx).await });
+        Ok(Some(RemoteReply {
+            message_id: snapshot.message_id,
+            text: snapshot.text,
+            updates,
+        }))
+    }
+
+    /// One read of a copy: its tokens, its end if it ended, and whether it is still there.
+    async fn read(
+        &self,
+        chat_id: Uuid,
+        generation_id: Uuid,
+    ) -> redis::RedisResult<(
+        Vec<(u64, String)>,
+        Option<RemoteEnd>,
+        Option<RemoteGeneration>,
+    )> {
+        let mut c = self.presence.conn().await?;
+        // One MULTI: an end read here comes with every token written before it.
+        let (tokens, end, record): (Vec<(u64, String)>, Option<String>, Option<String>) =
+            redis::pipe()
+                .atomic()
+                .hgetall(tokens_key(&self.prefix, chat_id, generation_id))
+                .get(end_key(&self.prefix, generation_id))
+                .get(locate_key(&self.prefix, generation_id))
+                .query_async(&mut c)
+                .await?;
+        Ok((tokens, parse_json(end), parse_json(record)))
+    }
+
+    async fn poll(
+        &self,
+        chat_id: Uuid,
+        generation_id: Uuid,
+        mut last: i64,
+        tx: mpsc::UnboundedSender<StreamUpdate>,
+    ) {
+        let deadline = tokio::time::Instant::now() + FOLLOW_AT_MOST;
+        let mut tick = tokio::time::interval(FOLLOW_EVERY);
+        let mut failures = 0;
+        let gone = |why: &str| StreamUpdate::Failed {
+            error: format!("The reply could not be followed to its end: {why}"),
+        };
+        loop {
+            tick.tick().await;
+            if tx.is_closed() {
+                return;
+            }
+            let (mut tokens, end, record) = match self.read(chat_id, generation_id).await {
+                Ok(read) => {
+                    failures = 0;
+                    read
+                }
+                Err(e) => {
+                    failures += 1;
+                    if failures >= FOLLOW_READ_FAILURES {
+                        tracing::warn!(error = %e, %generation_id, "lost the copy of a reply");
+                        let _ = tx.send(gone("its copy is unreadable"));
+                        return;
+                    }
+                    continue;
+                }
+            };
+            tokens.sort_unstable_by_key(|(i, _)| *i);
+            for (i, delta) in tokens {
+                if i64::try_from(i).ok() == Some(last + 1) {
+                    last += 1;
+                    let _ = tx.send(StreamUpdate::Delta(delta));
+                }
+            }
+            if let Some(end) = end {
+                let _ = tx.send(end.update());
+                return;
+            }
+            let alive = match &record {
+                Some(r) => self.presence.is_alive(&r.node).await.unwrap_or(true),
+                None => false,
+            };
+            if !alive {
+                let _ = tx.send(gone("the node generating it went away"));
+                return;
+            }
+            if tokio::time::Instant::now() >= deadline {
+                let _ = tx.send(gone("it ran too long"));
+                return;
+            }
+        }
+    }
+
     /// Where a reply runs, if it runs on another live node.
     pub async fn locate(
         &self,
         generation_id: Uuid,
     ) -> redis::RedisResult<Option<RemoteGeneration>> {
         let mut c = self.presence.conn().await?;
-        let record: Option<String> = c.get(locate_key(&self.prefix, generation_id)).await?;
+        let (record, end): (Option<String>, Option<String>) = redis::pipe()
+            .get(locate_key(&self.prefix, generation_id))
+            .get(end_key(&self.prefix, generation_id))
+            .query_async(&mut c)
+            .await?;
+        if end.is_some() {
+            return Ok(None);
+        }
         let Some(record) = record.and_then(|r| serde_json::from_str::<RemoteGeneration>(&r).ok())
         else {
             return Ok(None);

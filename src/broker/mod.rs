@@ -14,7 +14,7 @@ use uuid::Uuid;
 use crate::ai::registry::Snapshot;
 use crate::realtime::event::{Event, Topic};
 use crate::realtime::hub::Hub;
-use generations::RemoteGeneration;
+use generations::{RemoteGeneration, RemoteReply};
 
 /// Publishes events to everyone subscribed to a topic.
 pub trait Broker: Send + Sync + 'static {
@@ -44,6 +44,10 @@ pub trait Broker: Send + Sync + 'static {
     }
     /// Asks the node running a reply to cancel it.
     fn cancel_remote(&self, _generation_id: Uuid, _at: &RemoteGeneration) {}
+    /// Follows the chat's newest reply running on another node, for a REST reader.
+    fn follow_remote_reply(&self, _chat_id: Uuid) -> BoxFuture<'static, Option<RemoteReply>> {
+        future::ready(None).boxed()
+    }
 }
 
 /// A broker's state for `/health`.

@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
-use super::generations::{self, ClusterGenerations, Control, RemoteGeneration};
+use super::generations::{self, ClusterGenerations, Control, RemoteGeneration, RemoteReply};
 use super::presence::ClusterPresence;
 use super::{Broker, BrokerHealth};
 use crate::ai::registry::{GenerationRegistry, Snapshot};
@@ -279,6 +279,20 @@ impl Broker for RedisBroker {
     fn cancel_remote(&self, generation_id: Uuid, at: &RemoteGeneration) {
         self.remote
             .control(&at.node, &Control::Cancel(generation_id));
+    }
+
+    fn follow_remote_reply(&self, chat_id: Uuid) -> BoxFuture<'static, Option<RemoteReply>> {
+        let generations = self.generations.clone();
+        async move {
+            match generations.follow(chat_id).await {
+                Ok(found) => found,
+                Err(e) => {
+                    tracing::warn!(error = %e, %chat_id, "other nodes' replies unreadable");
+                    None
+                }
+            }
+        }
+        .boxed()
     }
 
     fn health(&self) -> BrokerHealth {

@@ -355,12 +355,21 @@ pub async fn resume(
         .iter()
         .rev()
         .find_map(|g| g.attach().map(|a| (g.message_id, a)));
-    match attached {
-        Some((message_id, (snapshot, updates))) => Ok(stream_response(
+    if let Some((message_id, (snapshot, updates))) = attached {
+        return Ok(stream_response(
             WireProtocol::Ui,
             message_id,
             &snapshot.text,
             updates,
+        ));
+    }
+    // In a cluster the reply may run on another node.
+    match state.broker.follow_remote_reply(chat_id).await {
+        Some(remote) => Ok(stream_response(
+            WireProtocol::Ui,
+            remote.message_id,
+            &remote.text,
+            remote.updates,
         )),
         None => Ok(HttpResponse::NoContent().finish()),
     }
