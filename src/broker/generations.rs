@@ -1,9 +1,10 @@
 //! In-flight AI replies across nodes.
 //!
 //! The node running a reply keeps a copy of it in Redis: which node runs it and every token so
-//! far. The copy is written in the same `MULTI` as the event's `PUBLISH`, so a node that starts
-//! following the room after a token went out still finds that token in the copy, and one that
-//! was already following gets it live; the room drops what a snapshot already held. Another
+//! far. The copy is written just before the event's `PUBLISH` on the same connection (Redis
+//! runs one connection's commands in order), so a node that starts following the room after a
+//! token went out still finds that token in the copy, and one that was already following gets
+//! it live; the room drops what a snapshot already held. Another
 //! node reads the copy to send `generation_snapshot`, and asks the running node, on that node's
 //! control channel, to cancel.
 //!
@@ -36,8 +37,11 @@ use crate::ai::registry::Snapshot;
 use crate::ai::{FinishReason, Usage};
 use crate::realtime::event::Event;
 
-/// How long a reply's copy outlives its last token.
+/// How long a reply's copy outlives its last expiry renewal.
 pub const COPY_TTL_SECS: i64 = 120;
+/// The copy's expiry is renewed with every this many tokens (not each one: a token costs one
+/// `HSET` next to its `PUBLISH`).
+const RENEW_EVERY_TOKENS: u64 = 32;
 /// How long an ended reply's tokens and end stay for followers.
 pub const ENDED_TTL_SECS: i64 = 30;
 /// How often a follower reads the copy.
@@ -171,14 +175,15 @@ pub fn mirror(prefix: &str, node_id: &str, event: &Event) -> Option<redis::Pipel
             delta,
         } => {
             let tokens = tokens_key(prefix, *chat_id, *generation_id);
-            pipe.hset(&tokens, *index, delta)
-                .ignore()
-                .expire(&tokens, COPY_TTL_SECS)
-                .ignore()
-                .expire(index_key(prefix, *chat_id), COPY_TTL_SECS)
-                .ignore()
-                .expire(locate_key(prefix, *generation_id), COPY_TTL_SECS)
-                .ignore();
+            pipe.hset(&tokens, *index, delta).ignore();
+            if index % RENEW_EVERY_TOKENS == 0 {
+                pipe.expire(&tokens, COPY_TTL_SECS)
+                    .ignore()
+                    .expire(index_key(prefix, *chat_id), COPY_TTL_SECS)
+                    .ignore()
+                    .expire(locate_key(prefix, *generation_id), COPY_TTL_SECS)
+                    .ignore();
+            }
         }
         Event::GenerationFinished {
             chat_id,

@@ -32,8 +32,8 @@ const PUBLISH_RETRY_FOR: Duration = Duration::from_secs(30);
 /// Longest a subscribe waits for other nodes' in-flight replies before going on without them.
 const REMOTE_SNAPSHOT_WAIT: Duration = Duration::from_secs(1);
 
-/// One item for the publisher: a `PUBLISH`, and the commands that must land with it (the copy
-/// of an in-flight reply), sent together in one `MULTI`.
+/// One item for the publisher: a `PUBLISH`, and the commands that must land before it (the
+/// copy of an in-flight reply), sent in one pipeline on one connection, so in that order.
 pub struct Outgoing {
     channel: String,
     payload: String,
@@ -342,8 +342,7 @@ async fn publisher(
                 None => publish.exec_async(&mut conn).await,
                 Some(commands) => {
                     let mut pipe = commands.clone();
-                    pipe.atomic()
-                        .add_command(publish)
+                    pipe.add_command(publish)
                         .ignore()
                         .query_async::<()>(&mut conn)
                         .await
