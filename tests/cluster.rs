@@ -588,6 +588,35 @@ async fn cancel_from_another_node_stops_the_reply_where_it_runs(extra: &[(&str, 
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn the_per_user_reply_limit_counts_the_users_replies_on_every_node() {
+    let nodes = ai_cluster_with("40", "400", &[("AI_MAX_CONCURRENT_PER_USER", "1")]).await;
+    let (chat, alice, _, mut a, _) = alice_and_bob_across(&nodes).await;
+    // Alice's second tab reached node b through the load balancer.
+    let mut second_tab = WsClient::connect(&nodes[1], &alice.token).await;
+    subscribe(&mut second_tab, &chat).await;
+    let generation_id = prompt(&mut a, &chat).await;
+    let again = json!({"type": "prompt", "chat_id": chat, "content": "again"});
+    let refused = second_tab.request(again.clone(), "p2").await;
+    assert_eq!(refused["type"], "error", "{refused}");
+    assert_eq!(refused["code"], "rate_limited", "{refused}");
+
+    // Once the first reply is over, node b takes a prompt again.
+    assert_eq!(cancel(&mut a, &generation_id).await["type"], "ack");
+    watch_reply(&mut a, &generation_id).await;
+    let mut answer = serde_json::Value::Null;
+    for attempt in 0..50 {
+        answer = second_tab
+            .request(again.clone(), &format!("p{attempt}"))
+            .await;
+        if answer["type"] == "ack" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(answer["type"], "ack", "{answer}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_rest_client_resumes_on_another_node_the_reply_running_on_the_first() {
     let nodes = ai_cluster("60", "80").await;
     let (chat, alice, _, mut a, _) = alice_and_bob_across(&nodes).await;

@@ -9,7 +9,7 @@ use uuid::Uuid;
 
 use super::generation::{Generation, Launch};
 use super::messages::StreamUpdate;
-use super::registry::LiveGeneration;
+use super::registry::{LiveGeneration, Permit};
 use crate::chat::service::PostMessage;
 use crate::db::messages::Appended;
 use crate::error::{ApiError, ApiResult};
@@ -61,6 +61,15 @@ pub async fn start(state: &AppState, prompt: Prompt) -> ApiResult<StartedReply> 
     // 404 before 429: a chat the caller may not see does not exist, whatever the load.
     state.chats.get(prompt.user_id, prompt.chat_id).await?;
     let permit = state.generations.admit(prompt.user_id)?;
+    // In a cluster the per-user limit counts the user's replies on every node.
+    let permit = match state
+        .broker
+        .admit_user_reply(prompt.user_id, state.settings.ai.max_concurrent_per_user)
+        .await?
+    {
+        Some(cluster) => Permit::new(move || drop((permit, cluster))),
+        None => permit,
+    };
     let user_message = state
         .chats
         .post(

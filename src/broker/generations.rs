@@ -33,7 +33,7 @@ use uuid::Uuid;
 
 use super::presence::ClusterPresence;
 use crate::ai::messages::StreamUpdate;
-use crate::ai::registry::Snapshot;
+use crate::ai::registry::{Permit, Refusal, Snapshot};
 use crate::ai::{FinishReason, Usage};
 use crate::realtime::event::Event;
 
@@ -130,6 +130,34 @@ fn locate_key(prefix: &str, generation_id: Uuid) -> String {
 fn end_key(prefix: &str, generation_id: Uuid) -> String {
     format!("{prefix}:gen:{generation_id}:end")
 }
+
+fn user_replies_key(prefix: &str, user_id: Uuid) -> String {
+    format!("{prefix}:replies:{{user:{user_id}}}")
+}
+
+/// How long a user's reply counts live after their last new reply (a safety net: each reply
+/// takes its count back when it ends).
+const USER_COUNT_TTL_SECS: i64 = 3600;
+
+/// Counts a user's replies per node and takes one more place if the live nodes' total is under
+/// the limit: returns the new total, or -1 when full. Counts of nodes whose heartbeat lapsed
+/// are dropped. KEYS[1] the user's hash; ARGV node id, limit, node-key prefix, TTL.
+const ADMIT_USER_SCRIPT: &str = r"
+local total = 0
+local fields = redis.call('HGETALL', KEYS[1])
+for i = 1, #fields, 2 do
+  local node, n = fields[i], tonumber(fields[i + 1])
+  if node == ARGV[1] or redis.call('EXISTS', ARGV[3] .. node) == 1 then
+    total = total + n
+  else
+    redis.call('HDEL', KEYS[1], node)
+  end
+end
+if total >= tonumber(ARGV[2]) then return -1 end
+redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
+redis.call('EXPIRE', KEYS[1], ARGV[4])
+return total + 1
+";
 
 /// The channel a node listens on for [`Control`] requests.
 pub fn control_channel(prefix: &str, node_id: &str) -> String {
@@ -416,6 +444,53 @@ impl ClusterGenerations {
             if tokio::time::Instant::now() >= deadline {
                 let _ = tx.send(gone("it ran too long"));
                 return;
+            }
+        }
+    }
+
+    /// Takes a place in the user's cluster-wide limit of replies in flight; the permit gives it
+    /// back when dropped. Without Redis the node's own limit still holds, so an unreachable
+    /// Redis admits (and says so in the log) rather than refusing every reply.
+    pub async fn admit_user(&self, user_id: Uuid, limit: usize) -> Result<Option<Permit>, Refusal> {
+        let key = user_replies_key(&self.prefix, user_id);
+        let taken = async {
+            let mut c = self.presence.conn().await?;
+            redis::cmd("EVAL")
+                .arg(ADMIT_USER_SCRIPT)
+                .arg(1)
+                .arg(&key)
+                .arg(&self.node_id)
+                .arg(limit)
+                .arg(self.presence.node_key_prefix())
+                .arg(USER_COUNT_TTL_SECS)
+                .query_async::<i64>(&mut c)
+                .await
+        };
+        match taken.await {
+            Ok(n) if n < 0 => Err(Refusal::User(limit)),
+            Ok(_) => {
+                let presence = self.presence.clone();
+                let node = self.node_id.clone();
+                Ok(Some(Permit::new(move || {
+                    let give_back = async move {
+                        let mut c = presence.conn().await?;
+                        c.hincr::<_, _, _, i64>(&key, &node, -1).await.map(drop)
+                    };
+                    match tokio::runtime::Handle::try_current() {
+                        Ok(rt) => {
+                            rt.spawn(async move {
+                                if let Err(e) = give_back.await {
+                                    tracing::warn!(error = %e, "could not give back a reply's place");
+                                }
+                            });
+                        }
+                        Err(_) => tracing::warn!("no runtime to give back a reply's place"),
+                    }
+                })))
+            }
+            Err(e) => {
+                tracing::warn!(error = %e, %user_id, "cluster-wide reply limit unchecked");
+                Ok(None)
             }
         }
     }

@@ -11,7 +11,7 @@ use std::sync::Arc;
 use futures_util::future::{self, BoxFuture, FutureExt};
 use uuid::Uuid;
 
-use crate::ai::registry::Snapshot;
+use crate::ai::registry::{Permit, Refusal, Snapshot};
 use crate::realtime::event::{Event, Topic};
 use crate::realtime::hub::Hub;
 use generations::{RemoteGeneration, RemoteReply};
@@ -44,6 +44,15 @@ pub trait Broker: Send + Sync + 'static {
     }
     /// Asks the node running a reply to cancel it.
     fn cancel_remote(&self, _generation_id: Uuid, _at: &RemoteGeneration) {}
+    /// Takes a place in the user's limit of replies in flight across every node (`None`: no
+    /// cluster, the node's own limit is the whole limit).
+    fn admit_user_reply(
+        &self,
+        _user_id: Uuid,
+        _limit: usize,
+    ) -> BoxFuture<'static, Result<Option<Permit>, Refusal>> {
+        future::ready(Ok(None)).boxed()
+    }
     /// Follows the chat's newest reply running on another node, for a REST reader.
     fn follow_remote_reply(&self, _chat_id: Uuid) -> BoxFuture<'static, Option<RemoteReply>> {
         future::ready(None).boxed()

@@ -79,6 +79,11 @@ impl ClusterPresence {
         }
     }
 
+    /// The prefix of every node's heartbeat key (the node id follows).
+    pub fn node_key_prefix(&self) -> String {
+        self.node_key("")
+    }
+
     /// Whether `node` sent a heartbeat within the TTL.
     pub async fn is_alive(&self, node: &str) -> redis::RedisResult<bool> {
         let mut c = self.conn().await?;

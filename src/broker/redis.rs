@@ -21,7 +21,7 @@ use uuid::Uuid;
 use super::generations::{self, ClusterGenerations, Control, RemoteGeneration, RemoteReply};
 use super::presence::ClusterPresence;
 use super::{Broker, BrokerHealth};
-use crate::ai::registry::{GenerationRegistry, Snapshot};
+use crate::ai::registry::{GenerationRegistry, Permit, Refusal, Snapshot};
 use crate::realtime::event::{Event, Topic};
 use crate::realtime::hub::Hub;
 
@@ -279,6 +279,15 @@ impl Broker for RedisBroker {
     fn cancel_remote(&self, generation_id: Uuid, at: &RemoteGeneration) {
         self.remote
             .control(&at.node, &Control::Cancel(generation_id));
+    }
+
+    fn admit_user_reply(
+        &self,
+        user_id: Uuid,
+        limit: usize,
+    ) -> BoxFuture<'static, Result<Option<Permit>, Refusal>> {
+        let generations = self.generations.clone();
+        async move { generations.admit_user(user_id, limit).await }.boxed()
     }
 
     fn follow_remote_reply(&self, chat_id: Uuid) -> BoxFuture<'static, Option<RemoteReply>> {
