@@ -14,7 +14,9 @@
 # PG_SYNCHRONOUS_COMMIT (the benchmark database's synchronous_commit; default: the server's),
 # BASE_PORT (18800), LOAD_PROCS (load processes; default: enough for the sessions, at least
 # NODES), NO_REDIS=1 (one node with the in-process broker: the single-node baseline),
-# SKIP_BUILD=1, CARGO_TARGET_DIR (target).
+# SETUP_SECS (time given to connect before the window opens; default 15 + 1 per 600
+# sessions), PROFILE (release; `debug` for the test suite's smoke run), RESULTS
+# (load-tests/results), SKIP_BUILD=1, CARGO_TARGET_DIR (target).
 #
 # Prints the merged summary's path and a one-line JSON result: delivered/s, delivery latency
 # p50/p99/max, delivered / (acked × room size), seq violations, each node's CPU seconds and
@@ -26,7 +28,8 @@ RATE="${5:-250}"; DURATION="${6:-30}"
 ADMIN="${DATABASE_ADMIN_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
 REDIS="${REDIS_URL:-redis://127.0.0.1:6379}"
 BASE_PORT="${BASE_PORT:-18800}"
-TARGET="${CARGO_TARGET_DIR:-target}"
+PROFILE="${PROFILE:-release}"
+TARGET="${CARGO_TARGET_DIR:-target}/$PROFILE"
 SECRET="bench-secret-bench-secret-bench-secret"
 # One load process holds at most ~19,000 sockets (20,000 open files per process).
 PROCS=$(( (SESSIONS + 16999) / 17000 ))
@@ -39,13 +42,14 @@ else
   BROKER_ENV=(REDIS_URL="$REDIS")
 fi
 if [ "${SKIP_BUILD:-0}" != 1 ]; then
-  cargo build --release -q --bin echo-server -p echo-server
-  cargo build --release -q -p echo-load
+  FLAG=(); [ "$PROFILE" = release ] && FLAG=(--release)
+  cargo build "${FLAG[@]}" -q --bin echo-server -p echo-server
+  cargo build "${FLAG[@]}" -q -p echo-load
 fi
 STAMP=$(date -u +%Y%m%dT%H%M%SZ)
 DB="echo_bench_$(date +%s)_$$"
 WORK="$(mktemp -d)"
-RESULTS=load-tests/results; mkdir -p "$RESULTS"
+RESULTS="${RESULTS:-load-tests/results}"; mkdir -p "$RESULTS"
 NAME="cluster-${NODES}n-${SESSIONS}s-r${ROOM}-${RATE}mps-$STAMP"
 PIDS=()
 cleanup() {
@@ -69,7 +73,7 @@ for i in $(seq 0 $((NODES - 1))); do
   env SUPABASE_JWT_SECRET="$SECRET" DATABASE_URL="$DATABASE_URL" "${BROKER_ENV[@]}" \
     REDIS_CHANNEL_PREFIX="$PREFIX" ECHO_NODE_ID="node-$i" ECHO_DATA_DIR="$WORK/node-$i" \
     PORT="$PORT" RUST_LOG=warn WS_RATE_PER_SEC=1000 WS_RATE_BURST=2000 DATABASE_POOL_SIZE=16 \
-    "$TARGET/release/echo-server" serve > "$WORK/node-$i.log" 2>&1 &
+    "$TARGET/echo-server" serve > "$WORK/node-$i.log" 2>&1 &
   NODE_PIDS+=($!); PIDS+=($!)
   URLS+=("http://127.0.0.1:$PORT")
   # Nodes start one after another: the first runs the migrations under the advisory lock.
@@ -81,12 +85,12 @@ cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
 rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
 HZ=$(getconf CLK_TCK)
 
-LOAD=("$TARGET/release/echo-load")
+LOAD=("$TARGET/echo-load")
 "${LOAD[@]}" seed --url "${URLS[0]}" --secret "$SECRET" --sessions "$SESSIONS" \
   --room-size "$ROOM" --seed-concurrency 64 --no-progress --out "$WORK/plan.json" \
   > "$WORK/seed.log" 2>&1
 # Leave time for every process to connect its share before the common window opens.
-START=$(( $(date +%s) + 15 + SESSIONS / 600 ))
+START=$(( $(date +%s) + ${SETUP_SECS:-$(( 15 + SESSIONS / 600 ))} ))
 declare -A NODE_CPU0
 for i in "${!NODE_PIDS[@]}"; do NODE_CPU0[$i]=$(cpu_ticks "${NODE_PIDS[$i]}"); done
 LOADERS=(); mkdir -p "$WORK/procs"
