@@ -466,6 +466,11 @@ impl ClusterGenerations {
                 .query_async::<i64>(&mut c)
                 .await
         };
+        let taken = async {
+            tokio::time::timeout(super::redis::REDIS_LOOKUP_WAIT, taken)
+                .await
+                .map_err(|_| redis::RedisError::from((redis::ErrorKind::IoError, "timed out")))?
+        };
         match taken.await {
             Ok(n) if n < 0 => Err(Refusal::User(limit)),
             Ok(_) => {

@@ -29,8 +29,9 @@ use crate::realtime::hub::Hub;
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 /// How long one event is retried while Redis is unreachable before it is dropped.
 const PUBLISH_RETRY_FOR: Duration = Duration::from_secs(30);
-/// Longest a subscribe waits for other nodes' in-flight replies before going on without them.
-const REMOTE_SNAPSHOT_WAIT: Duration = Duration::from_secs(1);
+/// Longest a request waits on a Redis lookup (other nodes' replies, a reply's node) before
+/// going on without it.
+pub(crate) const REDIS_LOOKUP_WAIT: Duration = Duration::from_secs(1);
 
 /// One item for the publisher: a `PUBLISH`, and the commands that must land before it (the
 /// copy of an in-flight reply), sent in one pipeline on one connection, so in that order.
@@ -235,6 +236,10 @@ impl Broker for RedisBroker {
     }
 
     fn remote_generations(&self, chat_id: Uuid) -> BoxFuture<'static, Vec<Snapshot>> {
+        // With the subscriber down no barrier can pass: no remote replies are known then.
+        if !self.status.subscribed.load(Ordering::Acquire) {
+            return futures_util::future::ready(Vec::new()).boxed();
+        }
         let generations = self.generations.clone();
         let barriers = self.barriers.clone();
         async move {
@@ -244,17 +249,9 @@ impl Broker for RedisBroker {
                 RedisBroker::settled(&barriers).await;
                 generations.snapshots(chat_id).await
             };
-            match tokio::time::timeout(REMOTE_SNAPSHOT_WAIT, read).await {
-                Ok(Ok(found)) => found,
-                Ok(Err(e)) => {
-                    tracing::warn!(error = %e, %chat_id, "other nodes' replies unreadable");
-                    Vec::new()
-                }
-                Err(_) => {
-                    tracing::warn!(%chat_id, "other nodes' replies not read in time");
-                    Vec::new()
-                }
-            }
+            within("other nodes' replies", chat_id, read)
+                .await
+                .unwrap_or_default()
         }
         .boxed()
     }
@@ -265,13 +262,13 @@ impl Broker for RedisBroker {
     ) -> BoxFuture<'static, Option<RemoteGeneration>> {
         let generations = self.generations.clone();
         async move {
-            match generations.locate(generation_id).await {
-                Ok(found) => found,
-                Err(e) => {
-                    tracing::warn!(error = %e, %generation_id, "reply not locatable in Redis");
-                    None
-                }
-            }
+            within(
+                "a reply's node",
+                generation_id,
+                generations.locate(generation_id),
+            )
+            .await
+            .flatten()
         }
         .boxed()
     }
@@ -293,13 +290,9 @@ impl Broker for RedisBroker {
     fn follow_remote_reply(&self, chat_id: Uuid) -> BoxFuture<'static, Option<RemoteReply>> {
         let generations = self.generations.clone();
         async move {
-            match generations.follow(chat_id).await {
-                Ok(found) => found,
-                Err(e) => {
-                    tracing::warn!(error = %e, %chat_id, "other nodes' replies unreadable");
-                    None
-                }
-            }
+            within("other nodes' replies", chat_id, generations.follow(chat_id))
+                .await
+                .flatten()
         }
         .boxed()
     }
@@ -309,6 +302,27 @@ impl Broker for RedisBroker {
         BrokerHealth {
             ok: self.status.subscribed.load(Ordering::Acquire) && error.is_none(),
             message: error,
+        }
+    }
+}
+
+/// Runs a Redis lookup made on a client's behalf for at most [`REDIS_LOOKUP_WAIT`]; a failure
+/// or a timeout is logged and taken as "nothing found", so an unwell Redis slows no request
+/// for long.
+async fn within<T>(
+    what: &str,
+    id: Uuid,
+    lookup: impl std::future::Future<Output = redis::RedisResult<T>>,
+) -> Option<T> {
+    match tokio::time::timeout(REDIS_LOOKUP_WAIT, lookup).await {
+        Ok(Ok(found)) => Some(found),
+        Ok(Err(e)) => {
+            tracing::warn!(error = %e, %id, "{what}: Redis lookup failed");
+            None
+        }
+        Err(_) => {
+            tracing::warn!(%id, "{what}: Redis lookup timed out");
+            None
         }
     }
 }
