@@ -130,6 +130,23 @@ pub async fn remove_member(conn: &mut DbConn, chat_id: Uuid, user_id: Uuid) -> Q
     Ok(n > 0)
 }
 
+/// The chat's last seq, if `user_id` is a member (`None` for a chat that does not exist or that
+/// they are not in).
+pub async fn last_seq_for_member(
+    conn: &mut DbConn,
+    chat_id: Uuid,
+    user_id: Uuid,
+) -> QueryResult<Option<i64>> {
+    run!(conn, |c| chats::table
+        .inner_join(chat_members::table)
+        .filter(chats::id.eq(DbUuid(chat_id)))
+        .filter(chat_members::user_id.eq(DbUuid(user_id)))
+        .select(chats::last_seq)
+        .first::<i64>(c)
+        .await
+        .optional())
+}
+
 /// True when `user_id` is a member of the chat.
 pub async fn is_member(conn: &mut DbConn, chat_id: Uuid, user_id: Uuid) -> QueryResult<bool> {
     run!(conn, |c| diesel::select(diesel::dsl::exists(

@@ -258,12 +258,9 @@ impl UserSession {
         let notify = ctx.address().recipient::<RoomNotice>();
         let limit = state.settings.recovery_limit;
         let fut = async move {
-            let mut conn = state.db.conn().await?;
-            if !chats::is_member(&mut conn, chat_id, user_id).await? {
-                return Err(ApiError::not_found("Chat not found"));
-            }
             // Join first: from here on the room buffers live events for us, so reading the
-            // database afterwards leaves no window in which a message could be missed.
+            // database afterwards leaves no window in which a message could be missed. A
+            // buffering member sees nothing; a non-member is taken out again below.
             let room = state
                 .hub
                 .supervisor()
@@ -276,9 +273,10 @@ impl UserSession {
                 })
                 .await
                 .map_err(|e| ApiError::Internal(anyhow::anyhow!("room supervisor: {e}")))?;
-            let last_seq = chats::find(&mut conn, chat_id)
+            let mut conn = state.db.conn().await?;
+            // One round trip: the membership check and the chat's last seq.
+            let last_seq = chats::last_seq_for_member(&mut conn, chat_id, user_id)
                 .await?
-                .map(|c| c.last_seq)
                 .ok_or_else(|| ApiError::not_found("Chat not found"))?;
             let mut through = last_seq;
             let mut recovered = true;
