@@ -55,6 +55,8 @@ struct Envelope<E> {
 struct Status {
     /// The subscriber connection is up.
     subscribed: AtomicBool,
+    /// Channels whose subscription Redis confirmed on the current connection.
+    following: dashmap::DashSet<String>,
     /// The last error seen, if the broker is degraded.
     last_error: Mutex<Option<String>>,
 }
@@ -242,11 +244,18 @@ impl Broker for RedisBroker {
         }
         let generations = self.generations.clone();
         let barriers = self.barriers.clone();
+        let following = self
+            .status
+            .following
+            .contains(&channel(&self.remote.prefix, &Topic::Room(chat_id)));
         async move {
             // Following the room's channel first: a token published from here on arrives
-            // live, and one published before is in the copy read next.
+            // live, and one published before is in the copy read next. A room this node
+            // already follows needs no wait.
             let read = async {
-                RedisBroker::settled(&barriers).await;
+                if !following {
+                    RedisBroker::settled(&barriers).await;
+                }
                 generations.snapshots(chat_id).await
             };
             within("other nodes' replies", chat_id, read)
@@ -499,13 +508,21 @@ impl Feed {
 async fn follow(
     feed: &mut Feed,
     wanted: &mut HashSet<String>,
+    status: &Status,
     channel: String,
     on: bool,
 ) -> redis::RedisResult<()> {
     if !apply(wanted, channel.clone(), on) {
         return Ok(());
     }
-    feed.follow(&[channel], on).await
+    if !on {
+        status.following.remove(&channel);
+    }
+    feed.follow(std::slice::from_ref(&channel), on).await?;
+    if on {
+        status.following.insert(channel);
+    }
+    Ok(())
 }
 
 /// Keeps one pub/sub connection subscribed to the topics this node has sessions for (and to
@@ -533,6 +550,7 @@ async fn subscriber(
             Ok(f) => f,
             Err(e) => {
                 status.subscribed.store(false, Ordering::Release);
+                status.following.clear();
                 status.set_error(format!("subscriber: {e}"));
                 // Keep the interest set current while Redis is away; nobody waits on Redis.
                 while let Ok((topic, on)) = interest.try_recv() {
@@ -555,6 +573,9 @@ async fn subscriber(
             }
         }
         backoff = Duration::from_millis(100);
+        for ch in current {
+            status.following.insert(ch);
+        }
         status.subscribed.store(true, Ordering::Release);
         status.clear_error();
         if reconnecting {
@@ -571,7 +592,7 @@ async fn subscriber(
                 change = interest.recv() => {
                     let Some((topic, on)) = change else { return };
                     let ch = channel(prefix, &topic);
-                    if let Err(e) = follow(&mut feed, &mut wanted, ch, on).await {
+                    if let Err(e) = follow(&mut feed, &mut wanted, status, ch, on).await {
                         tracing::warn!(error = %e, "Redis (un)subscribe failed; reconnecting");
                         break;
                     }
@@ -582,7 +603,7 @@ async fn subscriber(
                     let mut failed = None;
                     while let Ok((topic, on)) = interest.try_recv() {
                         let ch = channel(prefix, &topic);
-                        if let Err(e) = follow(&mut feed, &mut wanted, ch, on).await {
+                        if let Err(e) = follow(&mut feed, &mut wanted, status, ch, on).await {
                             failed = Some(e);
                             break;
                         }
@@ -596,6 +617,7 @@ async fn subscriber(
             }
         }
         status.subscribed.store(false, Ordering::Release);
+        status.following.clear();
         status.set_error("connection to Redis lost");
         tracing::warn!("Redis subscriber connection lost; reconnecting");
     }
