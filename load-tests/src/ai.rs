@@ -40,7 +40,7 @@ use crate::common::{unix_nanos, Target};
 use crate::plan::Plan;
 use crate::progress::{with_ticker, Progress};
 use crate::stats::{fmt_us, svg_chart, LatencySink, LatencyStats, LocalBatch, Summary};
-use crate::ws::{close_gracefully, open_with_timeout, wait_start, Ctx, Phase, Spec, WsConfig};
+use crate::ws::{open_with_timeout, wait_start, Ctx, Phase, Spec, WsConfig};
 
 /// Options of the `ai` scenario.
 #[derive(Clone, Debug)]
@@ -338,23 +338,10 @@ async fn ai_session(
                             }
                         }
                     }
-                    Some(Ok(Message::Close(cf))) => {
-                        let code = cf.map(|f| u16::from(f.code)).unwrap_or(1005);
-                        ctx.c.closed_by_server.fetch_add(1, Ordering::Relaxed);
-                        ctx.c.close_code(code);
-                        ctx.errors.add(format!("session closed by server with code {code}"));
-                        break;
-                    }
-                    Some(Ok(_)) => {}
-                    Some(Err(e)) => {
-                        ctx.c.dropped.fetch_add(1, Ordering::Relaxed);
-                        ctx.errors.add(format!("session read error: {e}"));
-                        break;
-                    }
-                    None => {
-                        ctx.c.dropped.fetch_add(1, Ordering::Relaxed);
-                        ctx.errors.add("session: connection closed without close frame");
-                        break;
+                    other => {
+                        if ctx.session_read_ended(other) {
+                            break;
+                        }
                     }
                 }
             }
@@ -363,12 +350,7 @@ async fn ai_session(
     if pending.take().is_some() {
         sh.c.in_flight.fetch_sub(1, Ordering::Relaxed);
     }
-    lat.flush();
-    ctx.c.alive.fetch_sub(1, Ordering::Relaxed);
-    ctx.room_subscribed[spec.room].fetch_sub(1, Ordering::Relaxed);
-    if graceful && !close_gracefully(&mut ws).await {
-        ctx.c.close_unclean.fetch_add(1, Ordering::Relaxed);
-    }
+    ctx.session_over(&spec, ws, &mut lat, graceful).await;
 }
 
 fn handle_frame(

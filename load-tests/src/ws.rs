@@ -154,6 +154,53 @@ pub(crate) struct Ctx {
 }
 
 impl Ctx {
+    /// Counts and explains a session read that was not a text frame; true when it ended the
+    /// session (the server closed it, the read failed, or the connection went away).
+    pub(crate) fn session_read_ended(
+        &self,
+        read: Option<std::result::Result<Message, WsError>>,
+    ) -> bool {
+        match read {
+            Some(Ok(Message::Close(cf))) => {
+                let code = cf.map(|f| u16::from(f.code)).unwrap_or(1005);
+                self.c.closed_by_server.fetch_add(1, Ordering::Relaxed);
+                self.c.close_code(code);
+                self.errors
+                    .add(format!("session closed by server with code {code}"));
+                true
+            }
+            Some(Ok(_)) => false,
+            Some(Err(e)) => {
+                self.c.dropped.fetch_add(1, Ordering::Relaxed);
+                self.errors.add(format!("session read error: {e}"));
+                true
+            }
+            None => {
+                self.c.dropped.fetch_add(1, Ordering::Relaxed);
+                self.errors
+                    .add("session: connection closed without close frame");
+                true
+            }
+        }
+    }
+
+    /// Ends a measured session: flushes its latencies, counts it gone, and closes it (with a
+    /// close handshake when `graceful`).
+    pub(crate) async fn session_over(
+        &self,
+        spec: &Spec,
+        mut ws: Ws,
+        lat: &mut LocalBatch,
+        graceful: bool,
+    ) {
+        lat.flush();
+        self.c.alive.fetch_sub(1, Ordering::Relaxed);
+        self.room_subscribed[spec.room].fetch_sub(1, Ordering::Relaxed);
+        if graceful && !close_gracefully(&mut ws).await {
+            self.c.close_unclean.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
     /// Source address for a connection: spread by `hint` (session index or
     /// churn cycle). With a single address nothing is bound (kernel default).
     fn pick_ip(&self, hint: usize) -> Option<IpAddr> {
@@ -524,34 +571,16 @@ async fn session_task(ctx: Arc<Ctx>, spec: Spec, mut phase_rx: watch::Receiver<P
                     Some(Ok(Message::Text(t))) => {
                         handle_frame(&ctx, &spec, t.as_str(), phase, &mut seq, &mut lat);
                     }
-                    Some(Ok(Message::Close(cf))) => {
-                        let code = cf.map(|f| u16::from(f.code)).unwrap_or(1005);
-                        ctx.c.closed_by_server.fetch_add(1, Ordering::Relaxed);
-                        ctx.c.close_code(code);
-                        ctx.errors.add(format!("session closed by server with code {code}"));
-                        break;
-                    }
-                    Some(Ok(_)) => {}
-                    Some(Err(e)) => {
-                        ctx.c.dropped.fetch_add(1, Ordering::Relaxed);
-                        ctx.errors.add(format!("session read error: {e}"));
-                        break;
-                    }
-                    None => {
-                        ctx.c.dropped.fetch_add(1, Ordering::Relaxed);
-                        ctx.errors.add("session: connection closed without close frame");
-                        break;
+                    other => {
+                        if ctx.session_read_ended(other) {
+                            break;
+                        }
                     }
                 }
             }
         }
     }
-    lat.flush();
-    ctx.c.alive.fetch_sub(1, Ordering::Relaxed);
-    ctx.room_subscribed[spec.room].fetch_sub(1, Ordering::Relaxed);
-    if graceful && !close_gracefully(&mut ws).await {
-        ctx.c.close_unclean.fetch_add(1, Ordering::Relaxed);
-    }
+    ctx.session_over(&spec, ws, &mut lat, graceful).await;
 }
 
 fn handle_frame(
