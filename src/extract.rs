@@ -269,6 +269,16 @@ pub fn check_max_len(
     }
 }
 
+/// The issues of a body's string fields over their length limits: `(field, value, max)` each,
+/// reported at `["body", field]`.
+pub fn body_lengths(fields: &[(&str, Option<&str>, usize)]) -> Vec<ValidationIssue> {
+    let mut issues = Vec::new();
+    for (field, value, max) in fields {
+        check_max_len(&mut issues, &["body", field], *value, *max);
+    }
+    issues
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

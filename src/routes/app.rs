@@ -11,7 +11,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 use crate::error::{ApiError, ApiResult, ValidationIssue};
-use crate::extract::{check_max_len, ApiJson, Validate};
+use crate::extract::{body_lengths, ApiJson, Validate};
 use crate::state::AppState;
 
 /// Lifetime of a development token: a working day, so a page left open keeps working.
@@ -184,14 +184,7 @@ pub struct DevTokenRequest {
 
 impl Validate for DevTokenRequest {
     fn validate(&self) -> Vec<ValidationIssue> {
-        let mut issues = Vec::new();
-        check_max_len(
-            &mut issues,
-            &["body", "name"],
-            self.name.as_deref(),
-            MAX_DEV_NAME_CHARS,
-        );
-        issues
+        body_lengths(&[("name", self.name.as_deref(), MAX_DEV_NAME_CHARS)])
     }
 }
 

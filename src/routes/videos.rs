@@ -9,7 +9,7 @@ use utoipa::ToSchema;
 use crate::auth::AuthUser;
 use crate::db::videos::{Descriptive, ALL_STATUSES};
 use crate::error::{ApiError, ApiResult, ValidationIssue};
-use crate::extract::{check_max_len, path_int, query_pairs, ApiJson, Page, Validate};
+use crate::extract::{body_lengths, path_int, query_pairs, ApiJson, Page, Validate};
 use crate::state::AppState;
 use crate::video::responses::{
     SignedUploadResponse, UploadAccepted, VideoDetailResponse, VideoJobWithDetailsResponse,
@@ -67,20 +67,10 @@ pub struct SignedUploadRequest {
 
 impl Validate for SignedUploadRequest {
     fn validate(&self) -> Vec<ValidationIssue> {
-        let mut issues = Vec::new();
-        check_max_len(
-            &mut issues,
-            &["body", "filename"],
-            Some(&self.filename),
-            MAX_NAME_CHARS,
-        );
-        check_max_len(
-            &mut issues,
-            &["body", "content_type"],
-            Some(&self.content_type),
-            MAX_NAME_CHARS,
-        );
-        issues
+        body_lengths(&[
+            ("filename", Some(&self.filename), MAX_NAME_CHARS),
+            ("content_type", Some(&self.content_type), MAX_NAME_CHARS),
+        ])
     }
 }
 
@@ -102,19 +92,14 @@ pub struct UploadCompleteRequest {
 
 impl Validate for UploadCompleteRequest {
     fn validate(&self) -> Vec<ValidationIssue> {
-        let mut issues = Vec::new();
-        check_max_len(
-            &mut issues,
-            &["body", "original_filename"],
-            Some(&self.original_filename),
-            MAX_NAME_CHARS,
-        );
-        check_max_len(
-            &mut issues,
-            &["body", "content_type"],
-            Some(&self.content_type),
-            MAX_NAME_CHARS,
-        );
+        let mut issues = body_lengths(&[
+            (
+                "original_filename",
+                Some(&self.original_filename),
+                MAX_NAME_CHARS,
+            ),
+            ("content_type", Some(&self.content_type), MAX_NAME_CHARS),
+        ]);
         if self.size_bytes < 0 {
             issues.push(ValidationIssue::new(
                 vec![json!("body"), json!("size_bytes")],
@@ -143,19 +128,14 @@ pub struct MetadataUpdate {
 
 impl Validate for MetadataUpdate {
     fn validate(&self) -> Vec<ValidationIssue> {
-        let mut issues = Vec::new();
-        check_max_len(
-            &mut issues,
-            &["body", "title"],
-            self.title.as_deref(),
-            MAX_TITLE_CHARS,
-        );
-        check_max_len(
-            &mut issues,
-            &["body", "description"],
-            self.description.as_deref(),
-            MAX_DESCRIPTION_CHARS,
-        );
+        let mut issues = body_lengths(&[
+            ("title", self.title.as_deref(), MAX_TITLE_CHARS),
+            (
+                "description",
+                self.description.as_deref(),
+                MAX_DESCRIPTION_CHARS,
+            ),
+        ]);
         if let Some(tags) = &self.tags {
             if tags.len() > MAX_TAGS {
                 issues.push(ValidationIssue::new(
