@@ -40,7 +40,7 @@ use crate::common::{unix_nanos, Target};
 use crate::plan::Plan;
 use crate::progress::{with_ticker, Progress};
 use crate::stats::{fmt_us, svg_chart, LatencySink, LatencyStats, LocalBatch, Summary};
-use crate::ws::{open_with_timeout, wait_start, Ctx, Phase, Spec, WsConfig};
+use crate::ws::{await_setup, open_with_timeout, wait_start, Ctx, Phase, Spec, WsConfig};
 
 /// Options of the `ai` scenario.
 #[derive(Clone, Debug)]
@@ -784,37 +784,7 @@ pub async fn run(
         .insert("prompters_owned".into(), prompters.into());
 
     // Setup.
-    progress.phase("connect", owned, false);
-    let t_setup = Instant::now();
-    let setup_deadline = t_setup + cfg.setup_timeout;
-    {
-        let c = &ctx.c;
-        let fut = async {
-            while c.setup_done.load(Ordering::Relaxed) < owned && Instant::now() < setup_deadline {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        };
-        with_ticker(progress, fut, || {
-            let d = c.setup_done.load(Ordering::Relaxed);
-            (
-                d,
-                format!(
-                    "subscribed {} · failed {}",
-                    c.connected.load(Ordering::Relaxed),
-                    c.failed_setup()
-                ),
-            )
-        })
-        .await;
-    }
-    let setup_secs = t_setup.elapsed().as_secs_f64();
-    if ctx.c.setup_done.load(Ordering::Relaxed) < owned {
-        summary.notes.push(format!(
-            "setup timeout: only {} of {owned} sessions finished setup within {:?}",
-            ctx.c.setup_done.load(Ordering::Relaxed),
-            cfg.setup_timeout
-        ));
-    }
+    let setup_secs = await_setup(&ctx, cfg, owned, progress, summary).await;
     wait_start(cfg, progress, summary).await;
 
     // Measurement: prompters loop for --duration.

@@ -887,6 +887,49 @@ fn specs_for(
     Ok(out)
 }
 
+/// Waits until every owned session finished setup or `--setup-timeout` passed, showing progress;
+/// notes a timeout in the summary. Returns the seconds it took.
+pub(crate) async fn await_setup(
+    ctx: &Ctx,
+    cfg: &WsConfig,
+    owned: u64,
+    progress: &mut Progress,
+    summary: &mut Summary,
+) -> f64 {
+    progress.phase("connect", owned, false);
+    let t_setup = Instant::now();
+    let setup_deadline = t_setup + cfg.setup_timeout;
+    let c = &ctx.c;
+    let fut = async {
+        while c.setup_done.load(Ordering::Relaxed) < owned && Instant::now() < setup_deadline {
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+    };
+    with_ticker(progress, fut, || {
+        let d = c.setup_done.load(Ordering::Relaxed);
+        let ok = c.connected.load(Ordering::Relaxed);
+        let el = t_setup.elapsed().as_secs_f64().max(1e-3);
+        (
+            d,
+            format!(
+                "subscribed {ok} · failed {} · {:.0} sessions/s",
+                c.failed_setup(),
+                ok as f64 / el
+            ),
+        )
+    })
+    .await;
+    let setup_secs = t_setup.elapsed().as_secs_f64();
+    if c.setup_done.load(Ordering::Relaxed) < owned {
+        summary.notes.push(format!(
+            "setup timeout: only {} of {owned} sessions finished setup within {:?}",
+            c.setup_done.load(Ordering::Relaxed),
+            cfg.setup_timeout
+        ));
+    }
+    setup_secs
+}
+
 pub(crate) async fn wait_start(cfg: &WsConfig, progress: &mut Progress, summary: &mut Summary) {
     if let Some(at) = cfg.start_at {
         let now = crate::common::unix_secs();
@@ -954,40 +997,8 @@ async fn run_sessions(
     }
 
     // Setup: connect + subscribe everything we own (bounded by --setup-timeout).
-    progress.phase("connect", owned, false);
-    let t_setup = Instant::now();
-    let setup_deadline = t_setup + cfg.setup_timeout;
-    {
-        let c = &ctx.c;
-        let fut = async {
-            while c.setup_done.load(Ordering::Relaxed) < owned && Instant::now() < setup_deadline {
-                tokio::time::sleep(Duration::from_millis(50)).await;
-            }
-        };
-        with_ticker(progress, fut, || {
-            let d = c.setup_done.load(Ordering::Relaxed);
-            let ok = c.connected.load(Ordering::Relaxed);
-            let el = t_setup.elapsed().as_secs_f64().max(1e-3);
-            (
-                d,
-                format!(
-                    "subscribed {ok} · failed {} · {:.0} sessions/s",
-                    c.failed_setup(),
-                    ok as f64 / el
-                ),
-            )
-        })
-        .await;
-    }
-    let setup_secs = t_setup.elapsed().as_secs_f64();
+    let setup_secs = await_setup(&ctx, cfg, owned, progress, summary).await;
     let connected_at_start = ctx.c.connected.load(Ordering::Relaxed);
-    if ctx.c.setup_done.load(Ordering::Relaxed) < owned {
-        summary.notes.push(format!(
-            "setup timeout: only {} of {owned} sessions finished setup within {:?}",
-            ctx.c.setup_done.load(Ordering::Relaxed),
-            cfg.setup_timeout
-        ));
-    }
     wait_start(cfg, progress, summary).await;
 
     // Measurement window.
