@@ -33,12 +33,22 @@ pub struct UserResponse {
     pub id: Uuid,
     /// Unique handle.
     pub username: String,
-    /// Email.
+    /// Email: the caller's own only; `null` in another user's profile.
     pub email: Option<String>,
     /// Display name.
     pub full_name: Option<String>,
     /// False when deactivated.
     pub is_active: bool,
+}
+
+impl UserResponse {
+    /// The profile as another user sees it: everything but the email address.
+    pub fn public(u: User) -> Self {
+        UserResponse {
+            email: None,
+            ..UserResponse::from(u)
+        }
+    }
 }
 
 impl From<User> for UserResponse {

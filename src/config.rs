@@ -43,7 +43,7 @@ pub struct Settings {
     pub database_pool_size: usize,
     /// How long a request waits for a pooled connection before answering 503.
     pub database_timeout: Duration,
-    /// Shared HS256 secret of the Supabase project; `None` means development mode.
+    /// Shared HS256 secret of the Supabase project.
     pub jwt_secret: Option<String>,
     /// JWKS document URL for asymmetric keys.
     pub jwks_url: Option<String>,
@@ -53,6 +53,9 @@ pub struct Settings {
     pub jwks_refresh: Duration,
     /// Required `iss` claim, when set.
     pub jwt_issuer: Option<String>,
+    /// `DEV_MODE_ALLOW_REMOTE`: development mode (no authentication configured) may run on a
+    /// non-loopback `HOST`. Off by default: such a server refuses to start.
+    pub dev_mode_allow_remote: bool,
     /// Required `aud` claim.
     pub jwt_audience: String,
     /// Clock skew tolerated on `exp`/`nbf`, in seconds.
@@ -103,6 +106,8 @@ pub struct Settings {
     pub storage: crate::storage::StorageSettings,
     /// Video jobs: workers, leases, per-user upload limits.
     pub video: crate::video::VideoSettings,
+    /// Per-client limits at the edge: request rates, sockets per user, body deadlines.
+    pub limits: crate::limits::LimitSettings,
 }
 
 /// A configuration problem, naming the variable.
@@ -170,23 +175,49 @@ impl Settings {
                 });
             }
         }
+        let jwt_secret = get("SUPABASE_JWT_SECRET");
+        let jwks_file = get("JWT_JWKS_FILE").map(PathBuf::from);
+        let jwt_issuer = get("JWT_ISSUER");
+        let host = parse(env, "HOST", IpAddr::V4(Ipv4Addr::LOCALHOST))?;
+        let dev_mode_allow_remote = parse(env, "DEV_MODE_ALLOW_REMOTE", false)?;
+        let any_key = jwt_secret.is_some() || jwks_url.is_some() || jwks_file.is_some();
+        if jwt_issuer.is_some() && !any_key {
+            return Err(ConfigError {
+                var: "JWT_ISSUER",
+                reason: "is set but no key verifies tokens: set SUPABASE_JWT_SECRET or \
+                         JWT_JWKS_URL/JWT_JWKS_FILE"
+                    .into(),
+            });
+        }
+        if !any_key && jwt_issuer.is_none() && !host.is_loopback() && !dev_mode_allow_remote {
+            return Err(ConfigError {
+                var: "HOST",
+                reason: format!(
+                    "{host} is not a loopback address and no authentication is configured \
+                     (SUPABASE_JWT_SECRET, JWT_JWKS_URL or JWT_JWKS_FILE): development mode, \
+                     where anyone can mint a token, only runs on loopback unless \
+                     DEV_MODE_ALLOW_REMOTE=true"
+                ),
+            });
+        }
         let default_pool = match database_kind {
             DatabaseKind::Postgres => 16,
             DatabaseKind::Sqlite => 8,
         };
         Ok(Settings {
-            host: parse(env, "HOST", IpAddr::V4(Ipv4Addr::LOCALHOST))?,
+            host,
             port: parse(env, "PORT", 8000)?,
             data_dir,
             database_url,
             database_kind,
             database_pool_size: parse(env, "DATABASE_POOL_SIZE", default_pool)?,
             database_timeout: Duration::from_millis(parse(env, "DATABASE_TIMEOUT_MS", 5000)?),
-            jwt_secret: get("SUPABASE_JWT_SECRET"),
+            jwt_secret,
             jwks_url,
-            jwks_file: get("JWT_JWKS_FILE").map(PathBuf::from),
+            jwks_file,
             jwks_refresh: Duration::from_secs(parse(env, "JWT_JWKS_REFRESH_SECS", 600)?),
-            jwt_issuer: get("JWT_ISSUER"),
+            jwt_issuer,
+            dev_mode_allow_remote,
             jwt_audience: get("JWT_AUDIENCE").unwrap_or_else(|| "authenticated".into()),
             jwt_leeway_secs: parse(env, "JWT_LEEWAY_SECS", 30)?,
             node_id: get("ECHO_NODE_ID").unwrap_or_else(default_node_id),
@@ -218,12 +249,18 @@ impl Settings {
             ai: AiSettings::from_map(env)?,
             storage: crate::storage::StorageSettings::from_map(env)?,
             video: crate::video::VideoSettings::from_map(env)?,
+            limits: crate::limits::LimitSettings::from_map(env)?,
         })
     }
 
-    /// True when no shared secret is configured and a generated development secret is used.
+    /// Development mode: no authentication is configured at all (no shared secret, no JWKS, no
+    /// issuer), so a generated secret signs tokens and `POST /dev/token` exists. Any configured
+    /// key or issuer means production mode.
     pub fn dev_mode(&self) -> bool {
         self.jwt_secret.is_none()
+            && self.jwks_url.is_none()
+            && self.jwks_file.is_none()
+            && self.jwt_issuer.is_none()
     }
 }
 
@@ -434,6 +471,36 @@ mod tests {
         assert_eq!(s.port, 8000);
         assert!(s.database_url.ends_with("echo.db"));
         assert!(s.dev_mode());
+    }
+
+    #[test]
+    fn development_mode_only_without_any_authentication_and_only_on_loopback() {
+        let s = Settings::from_map(&env(&[("JWT_JWKS_FILE", "/etc/jwks.json")])).unwrap();
+        assert!(!s.dev_mode(), "a JWKS-only deployment is production");
+        let s =
+            Settings::from_map(&env(&[("JWT_JWKS_URL", "https://id.example/jwks.json")])).unwrap();
+        assert!(!s.dev_mode());
+        let s = Settings::from_map(&env(&[("SUPABASE_JWT_SECRET", "s")])).unwrap();
+        assert!(!s.dev_mode());
+        let err = Settings::from_map(&env(&[("JWT_ISSUER", "https://id.example")])).unwrap_err();
+        assert_eq!(err.var, "JWT_ISSUER", "an issuer with no key is refused");
+        let err = Settings::from_map(&env(&[("HOST", "0.0.0.0")])).unwrap_err();
+        assert_eq!(
+            err.var, "HOST",
+            "no auth on a public address is refused: {err}"
+        );
+        assert!(err.to_string().contains("DEV_MODE_ALLOW_REMOTE"));
+        let s = Settings::from_map(&env(&[
+            ("HOST", "0.0.0.0"),
+            ("DEV_MODE_ALLOW_REMOTE", "true"),
+        ]))
+        .unwrap();
+        assert!(s.dev_mode(), "only when explicitly allowed");
+        let s =
+            Settings::from_map(&env(&[("HOST", "0.0.0.0"), ("SUPABASE_JWT_SECRET", "s")])).unwrap();
+        assert!(!s.dev_mode());
+        let s = Settings::from_map(&env(&[("HOST", "::1")])).unwrap();
+        assert!(s.dev_mode(), "IPv6 loopback is loopback");
     }
 
     #[test]

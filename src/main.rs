@@ -98,9 +98,10 @@ fn token(
     email: Option<String>,
     ttl_secs: i64,
 ) -> anyhow::Result<()> {
-    if settings.jwt_secret.is_some() {
+    if !settings.dev_mode() {
         anyhow::bail!(
-            "SUPABASE_JWT_SECRET is set: tokens come from your identity provider, not from echo-server"
+            "authentication is configured (SUPABASE_JWT_SECRET, JWT_JWKS_URL, JWT_JWKS_FILE or \
+             JWT_ISSUER): tokens come from your identity provider, not from echo-server"
         );
     }
     let secret = echo::auth::dev_secret::load_or_create(&settings.data_dir)?;

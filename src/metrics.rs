@@ -38,6 +38,9 @@ pub struct Metrics {
     pub ws_disconnects: IntCounterVec,
     /// Bytes waiting in all sessions' outbound queues.
     pub ws_queue_bytes: IntGauge,
+    /// Requests and sockets refused at the edge, by limit (`rest`, `ws_connect`,
+    /// `ws_sessions_per_user`, `body_timeout`).
+    pub edge_refusals: IntCounterVec,
     /// AI replies being generated now.
     pub ai_generations: IntGauge,
     /// AI replies ended, by outcome (`stop`, `length`, `cancelled`, `error`, `failed`).
@@ -93,6 +96,13 @@ impl Metrics {
             "ws_outbound_queue_bytes",
             "Bytes waiting in outbound queues",
         )?;
+        let edge_refusals = IntCounterVec::new(
+            Opts::new(
+                "edge_refusals_total",
+                "Requests and sockets refused by a per-client limit",
+            ),
+            &["limit"],
+        )?;
         let ai_generations = IntGauge::new("ai_generations", "AI replies being generated")?;
         let ai_generations_total = IntCounterVec::new(
             Opts::new("ai_generations_total", "AI replies ended by outcome"),
@@ -122,6 +132,7 @@ impl Metrics {
         registry.register(Box::new(ws_bytes_out.clone()))?;
         registry.register(Box::new(ws_disconnects.clone()))?;
         registry.register(Box::new(ws_queue_bytes.clone()))?;
+        registry.register(Box::new(edge_refusals.clone()))?;
         Ok(Metrics {
             registry,
             http_requests,
@@ -134,11 +145,17 @@ impl Metrics {
             ws_bytes_out,
             ws_disconnects,
             ws_queue_bytes,
+            edge_refusals,
             ai_generations,
             ai_generations_total,
             ai_tokens,
             ai_first_token,
         })
+    }
+
+    /// Counts one refusal by the edge limit `limit`.
+    pub fn rate_limited(&self, limit: &str) {
+        self.edge_refusals.with_label_values(&[limit]).inc();
     }
 
     /// Copies the pool's occupancy into the gauges (called at scrape time).

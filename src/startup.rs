@@ -102,12 +102,14 @@ pub async fn shutdown(state: &AppState, handle: &ServerHandle) {
 
 async fn build_state(settings: Settings) -> anyhow::Result<AppState> {
     let settings = Arc::new(settings);
-    let dev_secret = if settings.jwt_secret.is_none() {
+    let dev_secret = if settings.dev_mode() {
         let secret = dev_secret::load_or_create(&settings.data_dir)?;
         tracing::warn!(
             file = %dev_secret::path(&settings.data_dir).display(),
-            "SUPABASE_JWT_SECRET is not set: using a generated DEVELOPMENT secret. \
-             Mint a token with `echo-server token --user <uuid>`. Never run like this in production."
+            host = %settings.host,
+            "no authentication is configured (SUPABASE_JWT_SECRET, JWT_JWKS_URL, JWT_JWKS_FILE): \
+             DEVELOPMENT MODE with a generated secret and POST /dev/token. Mint a token with \
+             `echo-server token --user <uuid>`. Never run like this in production."
         );
         Some(Arc::<str>::from(secret))
     } else {
@@ -205,6 +207,7 @@ async fn build_state(settings: Settings) -> anyhow::Result<AppState> {
         broker.clone(),
         ai.clone(),
     )?;
+    let limits = Arc::new(crate::limits::EdgeLimits::new(settings.limits.clone()));
     Ok(AppState {
         settings,
         db,
@@ -218,6 +221,7 @@ async fn build_state(settings: Settings) -> anyhow::Result<AppState> {
         ai,
         generations,
         videos,
+        limits,
     })
 }
 
@@ -225,6 +229,7 @@ fn http_server(state: AppState, listener: TcpListener) -> anyhow::Result<Server>
     let workers = state.settings.workers;
     let nodelay = state.settings.tcp_nodelay;
     let shutdown_timeout = state.settings.shutdown_timeout.as_secs();
+    let header_timeout = state.settings.limits.header_timeout;
     let data = web::Data::new(state);
     let server = HttpServer::new(move || {
         let settings = data.settings.clone();
@@ -260,6 +265,7 @@ fn http_server(state: AppState, listener: TcpListener) -> anyhow::Result<Server>
                     .add(("x-frame-options", "DENY"))
                     .add(("referrer-policy", "no-referrer")),
             )
+            .wrap(from_fn(crate::limits::guard))
             .wrap(from_fn(crate::metrics::track))
             .configure(crate::routes::configure)
             .default_service(web::to(|| async {
@@ -270,6 +276,8 @@ fn http_server(state: AppState, listener: TcpListener) -> anyhow::Result<Server>
     // Small frames (tokens, acks) must not wait for the peer's delayed ACK (Nagle).
     .tcp_nodelay(nodelay)
     .shutdown_timeout(shutdown_timeout)
+    // A client must send a request's head within this time (408 after it).
+    .client_request_timeout(header_timeout)
     .disable_signals()
     .listen(listener)?
     .run();

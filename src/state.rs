@@ -45,6 +45,8 @@ pub struct AppState {
     pub generations: Arc<dyn crate::ai::registry::GenerationRegistry>,
     /// Video uploads, jobs and their artifacts (its object store is `videos.storage()`).
     pub videos: crate::video::VideoService,
+    /// Per-client limits: request rates by address, sockets per user.
+    pub limits: Arc<crate::limits::EdgeLimits>,
 }
 
 impl AppState {

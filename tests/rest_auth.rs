@@ -252,6 +252,71 @@ async fn a_token_expired_within_the_leeway_is_still_accepted(backend: Backend) {
     assert_eq!(me(&app, &token).await.status(), 200);
 }
 
+/// RFC 7519 §4.1.5: a token is not accepted before `nbf` (give or take the leeway).
+async fn a_token_not_yet_valid_is_refused(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let sub = Uuid::new_v4().to_string();
+    let mut later = claims(&sub);
+    later["nbf"] = json!(now() + 3600);
+    later["exp"] = json!(now() + 7200);
+    assert_unauthorized(me(&app, &hs(&later)).await, "nbf in an hour").await;
+    let mut skewed = claims(&sub);
+    skewed["nbf"] = json!(now() + 5);
+    assert_eq!(
+        me(&app, &hs(&skewed)).await.status(),
+        200,
+        "nbf within the leeway"
+    );
+}
+
+/// A deployment that configures only a JWKS is in production mode: no generated secret, no
+/// `POST /dev/token`, and a token signed with a leftover development secret is refused.
+async fn a_jwks_only_deployment_has_no_development_mode(backend: Backend) {
+    let jwks = fixture("jwks.json");
+    let app = spawn_app_with(
+        backend,
+        &[
+            ("SUPABASE_JWT_SECRET", ""),
+            ("JWT_JWKS_FILE", jwks.as_str()),
+        ],
+    )
+    .await;
+    assert!(app.state.dev_secret.is_none(), "no development secret");
+    let victim = TestUser::new();
+    let token = sign(
+        Algorithm::RS256,
+        Some("rsa-1"),
+        &claims(&victim.id.to_string()),
+        &rsa_key(),
+    );
+    assert_eq!(me(&app, &token).await.status(), 200, "JWKS tokens work");
+    let res = app
+        .send_json(
+            reqwest::Method::POST,
+            "/dev/token",
+            None,
+            &json!({"user_id": victim.id}),
+        )
+        .await;
+    assert_eq!(res.status(), 404, "POST /dev/token does not exist");
+    let config: Value = app
+        .get("/app/config.json", None)
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(config["dev_sign_in"], false);
+    // A secret left in the data dir by an earlier development run signs nothing.
+    let secret = echo::auth::dev_secret::load_or_create(&app.state.settings.data_dir).unwrap();
+    let forged = sign(
+        Algorithm::HS256,
+        None,
+        &claims(&victim.id.to_string()),
+        &EncodingKey::from_secret(secret.as_bytes()),
+    );
+    assert_unauthorized(me(&app, &forged).await, "HS256 with a development secret").await;
+}
+
 async fn a_token_without_an_expiry_is_refused(backend: Backend) {
     let app = spawn_app(backend).await;
     let token = hs(&json!({"sub": Uuid::new_v4().to_string(), "aud": "authenticated"}));
@@ -582,16 +647,21 @@ async fn a_user_can_look_up_someone_who_shares_a_chat(backend: Backend) {
         .get(&format!("/users/{}", bob.id), Some(&alice.token))
         .await;
     assert_eq!(res.status(), 200, "owner looks up member");
-    assert_eq!(res.json::<Value>().await.unwrap(), bob_profile);
+    let seen: Value = res.json().await.unwrap();
+    assert!(bob_profile["email"].is_string(), "Bob sees his own email");
+    assert_eq!(seen["email"], Value::Null, "Alice does not see Bob's email");
+    let mut expected = bob_profile.clone();
+    expected["email"] = Value::Null;
+    assert_eq!(seen, expected, "everything else is the same profile");
 
     let res = app
         .get(&format!("/users/{}", alice.id), Some(&bob.token))
         .await;
     assert_eq!(res.status(), 200, "member looks up owner");
-    assert_eq!(
-        res.json::<Value>().await.unwrap()["id"],
-        alice.id.to_string()
-    );
+    let seen: Value = res.json().await.unwrap();
+    assert_eq!(seen["id"], alice.id.to_string());
+    assert_eq!(seen["email"], Value::Null, "Bob does not see Alice's email");
+    assert!(seen["username"].is_string());
 }
 
 async fn a_stranger_is_not_found(backend: Backend) {
@@ -636,6 +706,8 @@ on_both_backends!(
     an_expired_token_is_refused,
     a_token_expired_within_the_leeway_is_still_accepted,
     a_token_without_an_expiry_is_refused,
+    a_token_not_yet_valid_is_refused,
+    a_jwks_only_deployment_has_no_development_mode,
     a_token_for_another_audience_is_refused,
     a_token_without_a_subject_is_refused,
     a_token_whose_subject_is_not_a_uuid_is_refused,

@@ -471,7 +471,8 @@ async fn shutdown_closes_every_session_with_1001_and_keeps_acked_messages(backen
 async fn a_thousand_sessions_in_one_room_all_receive_a_burst_in_order(backend: Backend) {
     let app = spawn_app(backend).await;
     let owner = TestUser::new();
-    let users: Vec<TestUser> = (0..20).map(|_| TestUser::new()).collect();
+    // 50 users with 20 sockets each: the default per-user cap.
+    let users: Vec<TestUser> = (0..50).map(|_| TestUser::new()).collect();
     let refs: Vec<&TestUser> = users.iter().collect();
     let chat = chat_with(&app, &owner, &refs).await;
     let mut tasks = Vec::new();

@@ -91,6 +91,8 @@ impl Authenticator {
         let mut v = Validation::new(alg);
         v.set_audience(&[self.audience.as_str()]);
         v.leeway = self.leeway;
+        // RFC 7519 §4.1.5: a token must not be accepted before its `nbf` (within the leeway).
+        v.validate_nbf = true;
         v.required_spec_claims =
             HashSet::from(["exp".to_string(), "sub".to_string(), "aud".to_string()]);
         if let Some(iss) = &self.issuer {

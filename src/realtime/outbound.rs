@@ -20,6 +20,9 @@ const CLOSE_GRACE: Duration = Duration::from_secs(2);
 /// client that stalled for a while and then reads on still learns why it was closed. What is
 /// held meanwhile is bounded (the transport's small buffer), the session's own queue is freed.
 const KILL_GRACE: Duration = Duration::from_secs(30);
+/// Bytes a control frame (ping, pong) counts against the bound besides its payload: its
+/// header and its place in the queue.
+const CONTROL_FRAME_COST: usize = 64;
 /// How long `send_wait` waits for room in the queue before declaring the client too slow.
 const SEND_WAIT_LIMIT: Duration = Duration::from_secs(10);
 
@@ -45,6 +48,15 @@ struct Inner {
     /// Wakes `send_wait` callers when the writer made room.
     drained: Notify,
     metrics: Arc<Metrics>,
+}
+
+impl Inner {
+    /// The socket took `len` accounted bytes: frees them and wakes `send_wait` callers.
+    fn release(&self, len: usize) {
+        self.queued.fetch_sub(len, Ordering::AcqRel);
+        self.metrics.ws_queue_bytes.sub(len as i64);
+        self.drained.notify_waiters();
+    }
 }
 
 /// Handle to one session's outbound queue. Cheap to clone; rooms and feeds hold clones.
@@ -74,26 +86,13 @@ impl Outbound {
     /// Queues a frame without waiting. Returns false if the session is dead or was just killed
     /// for exceeding its bound.
     pub fn send(&self, frame: ByteString) -> bool {
-        let inner = &self.inner;
-        if inner.dead.load(Ordering::Relaxed) {
-            return false;
-        }
         let len = frame.len();
-        let before = inner.queued.fetch_add(len, Ordering::AcqRel);
         // A single frame larger than the bound still goes through when the queue is empty.
-        if before > 0 && before + len > inner.limit {
-            inner.queued.fetch_sub(len, Ordering::AcqRel);
-            inner
-                .metrics
-                .ws_disconnects
-                .with_label_values(&["slow_consumer"])
-                .inc();
-            self.kill(CLOSE_SLOW_CONSUMER);
+        if !self.reserve(len) {
             return false;
         }
-        inner.metrics.ws_queue_bytes.add(len as i64);
-        inner.metrics.ws_bytes_out.inc_by(len as u64);
-        inner.tx.send(Out::Frame(frame)).is_ok()
+        self.inner.metrics.ws_bytes_out.inc_by(len as u64);
+        self.inner.tx.send(Out::Frame(frame)).is_ok()
     }
 
     /// Queues a frame, first waiting for the writer to make room (for replays, which may be
@@ -116,14 +115,40 @@ impl Outbound {
         }
     }
 
-    /// Queues a WebSocket ping control frame.
+    /// Queues a WebSocket ping control frame (counted against the bound like any frame).
     pub fn ping(&self) {
-        let _ = self.inner.tx.send(Out::Ping);
+        if self.reserve(CONTROL_FRAME_COST) {
+            let _ = self.inner.tx.send(Out::Ping);
+        }
     }
 
-    /// Queues a pong answering the client's ping.
+    /// Queues a pong answering the client's ping. It counts against the bound: a client that
+    /// pings and never reads is closed with 4008 like any other that does not read.
     pub fn pong(&self, payload: bytes::Bytes) {
-        let _ = self.inner.tx.send(Out::Pong(payload));
+        if self.reserve(CONTROL_FRAME_COST + payload.len()) {
+            let _ = self.inner.tx.send(Out::Pong(payload));
+        }
+    }
+
+    /// Accounts `len` bytes to the queue, or kills the session (4008) when they do not fit.
+    fn reserve(&self, len: usize) -> bool {
+        let inner = &self.inner;
+        if inner.dead.load(Ordering::Relaxed) {
+            return false;
+        }
+        let before = inner.queued.fetch_add(len, Ordering::AcqRel);
+        if before > 0 && before + len > inner.limit {
+            inner.queued.fetch_sub(len, Ordering::AcqRel);
+            inner
+                .metrics
+                .ws_disconnects
+                .with_label_values(&["slow_consumer"])
+                .inc();
+            self.kill(CLOSE_SLOW_CONSUMER);
+            return false;
+        }
+        inner.metrics.ws_queue_bytes.add(len as i64);
+        true
     }
 
     /// Closes after everything already queued is sent.
@@ -172,27 +197,45 @@ async fn writer(
             item = rx.recv() => item,
         };
         let Some(item) = item else { break };
-        let ok = match item {
+        // Every write gives way to a kill: a socket that takes nothing holds the writer no
+        // longer than it takes to notice.
+        let (cost, sent) = match item {
+            Out::Close(code, text) => {
+                let _ = tokio::time::timeout(CLOSE_GRACE, session.close(reason(code, text))).await;
+                return finish(&inner, &mut rx);
+            }
             Out::Frame(frame) => {
                 let len = frame.len();
                 let sent = tokio::select! {
                     biased;
-                    _ = inner.kill.notified() => { killed = true; None }
+                    _ = inner.kill.notified() => None,
                     r = session.text(frame) => Some(r.is_ok()),
                 };
-                inner.queued.fetch_sub(len, Ordering::AcqRel);
-                inner.metrics.ws_queue_bytes.sub(len as i64);
-                inner.drained.notify_waiters();
-                match sent {
-                    Some(ok) => ok,
-                    None => break,
-                }
+                (len, sent)
             }
-            Out::Ping => session.ping(b"").await.is_ok(),
-            Out::Pong(p) => session.pong(&p).await.is_ok(),
-            Out::Close(code, text) => {
-                let _ = tokio::time::timeout(CLOSE_GRACE, session.close(reason(code, text))).await;
-                return finish(&inner, &mut rx);
+            Out::Ping => {
+                let sent = tokio::select! {
+                    biased;
+                    _ = inner.kill.notified() => None,
+                    r = session.ping(b"") => Some(r.is_ok()),
+                };
+                (CONTROL_FRAME_COST, sent)
+            }
+            Out::Pong(p) => {
+                let sent = tokio::select! {
+                    biased;
+                    _ = inner.kill.notified() => None,
+                    r = session.pong(&p) => Some(r.is_ok()),
+                };
+                (CONTROL_FRAME_COST + p.len(), sent)
+            }
+        };
+        inner.release(cost);
+        let ok = match sent {
+            Some(ok) => ok,
+            None => {
+                killed = true;
+                break;
             }
         };
         if !ok {
@@ -205,7 +248,9 @@ async fn writer(
             CLOSE_SLOW_CONSUMER => "slow consumer",
             4029 => "rate limit exceeded",
             4001 => "token expired",
-            1009 => "frame too large",
+            1009 => "message too large",
+            1007 => "invalid UTF-8 in a text message",
+            1002 => "protocol error",
             _ => "closed by server",
         };
         finish(&inner, &mut rx);

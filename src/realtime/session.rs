@@ -19,6 +19,7 @@ use crate::api_types::MessageResponse;
 use crate::chat::service::PostMessage;
 use crate::db::{chats, messages};
 use crate::error::ApiError;
+use crate::limits::SocketSlot;
 use crate::routes::messages::validate_content;
 use crate::state::AppState;
 
@@ -26,8 +27,14 @@ use crate::state::AppState;
 pub const CLOSE_TOKEN_EXPIRED: u16 = 4001;
 /// Close code when a client keeps flooding past its rate limit.
 pub const CLOSE_RATE_LIMITED: u16 = 4029;
-/// Close code for a frame over the size limit.
+/// Close code for a frame or message over the size limit (RFC 6455 §7.4.1).
 pub const CLOSE_TOO_LARGE: u16 = 1009;
+/// Close code for a text message that is not valid UTF-8 (RFC 6455 §7.4.1).
+pub const CLOSE_INVALID_PAYLOAD: u16 = 1007;
+/// Close code for any other protocol violation (RFC 6455 §7.4.1).
+pub const CLOSE_PROTOCOL_ERROR: u16 = 1002;
+/// Close code when the user already holds `WS_MAX_SESSIONS_PER_USER` sockets on this node.
+pub const CLOSE_TOO_MANY_SESSIONS: u16 = 4030;
 /// Window over which rate-limit violations are counted towards a 4029 close.
 const FLOOD_WINDOW: Duration = Duration::from_secs(5);
 /// Typing events a session may send per chat, at most one per this interval.
@@ -91,11 +98,13 @@ pub struct UserSession {
     limit: RateLimit,
     expiry: Option<SpawnHandle>,
     typing_sent: HashMap<Uuid, Instant>,
+    /// This socket's place under the per-user cap, given back when the session ends.
+    _slot: SocketSlot,
 }
 
 impl UserSession {
     /// A session for an authenticated user whose socket writes go through `out`.
-    pub fn new(state: AppState, user_id: Uuid, exp: i64, out: Outbound) -> Self {
+    pub fn new(state: AppState, user_id: Uuid, exp: i64, out: Outbound, slot: SocketSlot) -> Self {
         let limit = RateLimit::new(state.settings.rate_per_sec, state.settings.rate_burst);
         UserSession {
             id: Uuid::new_v4(),
@@ -108,6 +117,7 @@ impl UserSession {
             limit,
             expiry: None,
             typing_sent: HashMap::new(),
+            _slot: slot,
         }
     }
 
@@ -145,24 +155,34 @@ impl UserSession {
         self.error(id, e.protocol_code(), &e.public_message());
     }
 
+    /// Takes one frame from the rate limit. `Err(())` when the frame must be dropped: it was
+    /// answered with `rate_limited` (`text` frames only; `text` gives the request id), or the
+    /// session is closing with 4029 because the client kept flooding.
+    fn admit(&mut self, text: Option<&str>, ctx: &mut Context<Self>) -> Result<(), ()> {
+        let Err(close) = self.limit.take() else {
+            return Ok(());
+        };
+        if close {
+            self.state
+                .metrics
+                .ws_disconnects
+                .with_label_values(&["rate_limited"])
+                .inc();
+            // What was already answered (the rate_limited errors) goes out first.
+            self.out.close(CLOSE_RATE_LIMITED, "rate limit exceeded");
+            ctx.stop();
+        } else if let Some(text) = text {
+            let id = serde_json::from_str::<serde_json::Value>(text)
+                .ok()
+                .and_then(|v| v.get("id").and_then(|i| i.as_str()).map(str::to_string))
+                .filter(|i| i.chars().count() <= protocol::MAX_ID_LEN);
+            self.error(&id, "rate_limited", "too many frames; slow down");
+        }
+        Err(())
+    }
+
     fn handle_text(&mut self, text: &str, ctx: &mut Context<Self>) {
-        if let Err(close) = self.limit.take() {
-            if close {
-                self.state
-                    .metrics
-                    .ws_disconnects
-                    .with_label_values(&["rate_limited"])
-                    .inc();
-                // What was already answered (the rate_limited errors) goes out first.
-                self.out.close(CLOSE_RATE_LIMITED, "rate limit exceeded");
-                ctx.stop();
-            } else {
-                let id = serde_json::from_str::<serde_json::Value>(text)
-                    .ok()
-                    .and_then(|v| v.get("id").and_then(|i| i.as_str()).map(str::to_string))
-                    .filter(|i| i.chars().count() <= protocol::MAX_ID_LEN);
-                self.error(&id, "rate_limited", "too many frames; slow down");
-            }
+        if self.admit(Some(text), ctx).is_err() {
             return;
         }
         let (id, req) = match protocol::parse(text) {
@@ -568,18 +588,42 @@ impl Handler<RoomNotice> for UserSession {
     }
 }
 
+/// The RFC 6455 close code for a transport error: 1007 for a text message that is not UTF-8,
+/// 1009 for a fragmented message over the size limit, 1002 for anything else.
+fn close_code_for(e: &ProtocolError) -> u16 {
+    match e {
+        ProtocolError::Overflow => CLOSE_TOO_LARGE,
+        ProtocolError::Io(io) if io.kind() == std::io::ErrorKind::InvalidData => {
+            CLOSE_INVALID_PAYLOAD
+        }
+        // actix-ws reports an aggregated message over `max_continuation_size` this way.
+        ProtocolError::Io(io) if io.to_string().contains("maximum continuation size") => {
+            CLOSE_TOO_LARGE
+        }
+        _ => CLOSE_PROTOCOL_ERROR,
+    }
+}
+
 impl StreamHandler<Result<AggregatedMessage, ProtocolError>> for UserSession {
     fn handle(&mut self, item: Result<AggregatedMessage, ProtocolError>, ctx: &mut Context<Self>) {
         self.last_heard = Instant::now();
         match item {
             Ok(AggregatedMessage::Text(text)) => self.handle_text(&text, ctx),
             Ok(AggregatedMessage::Binary(_)) => {
-                if self.limit.take().is_ok() {
+                if self.admit(None, ctx).is_ok() {
                     self.error(&None, "bad_request", "binary frames are not supported");
                 }
             }
-            Ok(AggregatedMessage::Ping(p)) => self.out.pong(p),
-            Ok(AggregatedMessage::Pong(_)) => {}
+            // Control frames count like any other: a ping flood is rate limited, and the pongs
+            // it earns count against the outbound bound.
+            Ok(AggregatedMessage::Ping(p)) => {
+                if self.admit(None, ctx).is_ok() {
+                    self.out.pong(p);
+                }
+            }
+            Ok(AggregatedMessage::Pong(_)) => {
+                let _ = self.admit(None, ctx);
+            }
             Ok(AggregatedMessage::Close(_)) => {
                 self.out.close(1000, "bye");
                 ctx.stop();
@@ -594,8 +638,19 @@ impl StreamHandler<Result<AggregatedMessage, ProtocolError>> for UserSession {
                 ctx.stop();
             }
             Err(e) => {
-                tracing::debug!(error = %e, "websocket protocol error");
-                self.out.kill(1002);
+                let code = close_code_for(&e);
+                tracing::debug!(error = %e, code, "websocket protocol error");
+                let reason = match code {
+                    CLOSE_INVALID_PAYLOAD => "invalid_utf8",
+                    CLOSE_TOO_LARGE => "too_large",
+                    _ => "protocol_error",
+                };
+                self.state
+                    .metrics
+                    .ws_disconnects
+                    .with_label_values(&[reason])
+                    .inc();
+                self.out.kill(code);
                 ctx.stop();
             }
         }

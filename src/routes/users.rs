@@ -25,7 +25,8 @@ pub async fn me(state: web::Data<AppState>, user: AuthUser) -> ApiResult<HttpRes
     Ok(HttpResponse::Ok().json(UserResponse::from(row)))
 }
 
-/// A user the caller may see: themself, or someone who shares a chat with them.
+/// A user the caller may see: themself, or someone who shares a chat with them. Another
+/// user's profile has `email: null`: an address is shown to its owner only.
 #[utoipa::path(get, path = "/users/{user_id}", tag = "users", security(("bearer" = [])),
     params(("user_id" = uuid::Uuid, Path, description = "User id")),
     responses((status = 200, body = UserResponse), (status = 404, description = "User not found")))]
@@ -42,5 +43,10 @@ pub async fn get_user(
     let row = users::find(&mut conn, id)
         .await?
         .ok_or_else(|| ApiError::not_found("User not found"))?;
-    Ok(HttpResponse::Ok().json(UserResponse::from(row)))
+    let body = if id == user.id {
+        UserResponse::from(row)
+    } else {
+        UserResponse::public(row)
+    };
+    Ok(HttpResponse::Ok().json(body))
 }

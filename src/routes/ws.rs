@@ -8,8 +8,9 @@ use actix_web::{web, HttpRequest, HttpResponse};
 use crate::auth::extract::bearer_token;
 use crate::error::{ApiError, ApiResult};
 use crate::extract::query_pairs;
+use crate::limits::too_many_requests;
 use crate::realtime::outbound::Outbound;
-use crate::realtime::session::UserSession;
+use crate::realtime::session::{UserSession, CLOSE_TOO_MANY_SESSIONS};
 use crate::state::AppState;
 
 /// The subprotocol accepted when offered.
@@ -57,11 +58,31 @@ pub async fn upgrade(
             .find(|(k, _)| k == "token")
             .map(|(_, v)| v)
     });
+    let ip = state.limits.client_of(req.peer_addr(), req.headers());
+    if let Err(wait) = state.limits.check_ws_connect(ip) {
+        state.metrics.rate_limited("ws_connect");
+        return Ok(too_many_requests(wait));
+    }
     let token = token.ok_or(ApiError::Unauthorized)?;
     let user = state.authenticate(&token).await?;
     let (response, session, stream) =
         actix_ws::handle_with_protocols(&req, body, &[SUBPROTOCOL])
             .map_err(|e| ApiError::BadRequest(format!("not a WebSocket upgrade: {e}").into()))?;
+    let Some(slot) = state.limits.acquire_socket(user.id) else {
+        // Upgraded, so that a browser learns why (it cannot read an HTTP status): closed at
+        // once with a code of its own.
+        state.metrics.rate_limited("ws_sessions_per_user");
+        actix_rt::spawn(async move {
+            let _ = session
+                .clone()
+                .close(Some(actix_ws::CloseReason {
+                    code: actix_ws::CloseCode::from(CLOSE_TOO_MANY_SESSIONS),
+                    description: Some("too many sessions for this user".into()),
+                }))
+                .await;
+        });
+        return Ok(response);
+    };
     let settings = &state.settings;
     let stream = stream
         .max_frame_size(settings.max_frame_bytes)
@@ -75,7 +96,7 @@ pub async fn upgrade(
     let app_state = state.get_ref().clone();
     UserSession::create(move |ctx| {
         ctx.add_stream(stream);
-        UserSession::new(app_state, user.id, user.exp, out)
+        UserSession::new(app_state, user.id, user.exp, out, slot)
     });
     Ok(response)
 }

@@ -1,0 +1,611 @@
+//! Per-client limits at the HTTP edge: who the client is (its address, or the one a trusted
+//! proxy forwarded), how fast one address may call the REST API and open WebSockets (429 with
+//! `Retry-After`), how many sockets one user may hold, and how long a request body may take to
+//! arrive (408). Every table here is bounded, so a flood of addresses cannot grow memory.
+
+use std::future::Future;
+use std::net::{IpAddr, SocketAddr};
+use std::pin::Pin;
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
+
+use actix_web::body::{BoxBody, MessageBody};
+use actix_web::dev::{Payload, ServiceRequest, ServiceResponse};
+use actix_web::error::PayloadError;
+use actix_web::http::header::{self, HeaderMap, HeaderValue};
+use actix_web::middleware::Next;
+use actix_web::{web, HttpResponse};
+use bytes::Bytes;
+use dashmap::DashMap;
+use futures_util::Stream;
+use uuid::Uuid;
+
+use crate::config::ConfigError;
+
+/// Addresses tracked by one rate limiter before idle ones are swept.
+const MAX_TRACKED_ADDRESSES: usize = 100_000;
+
+/// An address range (`10.0.0.0/8`, `::1`, `192.0.2.7`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct Cidr {
+    net: IpAddr,
+    prefix: u8,
+}
+
+impl Cidr {
+    /// True when `ip` lies in the range (IPv4-mapped IPv6 addresses count as IPv4).
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        match (self.net, canonical(ip)) {
+            (IpAddr::V4(n), IpAddr::V4(a)) => {
+                let mask = u32::MAX
+                    .checked_shl(32 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u32::from(n) & mask == u32::from(a) & mask
+            }
+            (IpAddr::V6(n), IpAddr::V6(a)) => {
+                let mask = u128::MAX
+                    .checked_shl(128 - u32::from(self.prefix))
+                    .unwrap_or(0);
+                u128::from(n) & mask == u128::from(a) & mask
+            }
+            _ => false,
+        }
+    }
+}
+
+impl std::str::FromStr for Cidr {
+    type Err = String;
+
+    fn from_str(s: &str) -> Result<Self, Self::Err> {
+        let (addr, prefix) = match s.split_once('/') {
+            Some((a, p)) => (a, Some(p)),
+            None => (s, None),
+        };
+        let net: IpAddr = addr
+            .trim()
+            .parse()
+            .map_err(|_| format!("{s:?} is not an address or CIDR range"))?;
+        let net = canonical(net);
+        let max = if net.is_ipv4() { 32 } else { 128 };
+        let prefix = match prefix {
+            None => max,
+            Some(p) => p
+                .trim()
+                .parse::<u8>()
+                .ok()
+                .filter(|p| *p <= max)
+                .ok_or_else(|| format!("{s:?} has a bad prefix length"))?,
+        };
+        Ok(Cidr { net, prefix })
+    }
+}
+
+fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6.to_ipv4_mapped().map_or(ip, IpAddr::V4),
+        v4 => v4,
+    }
+}
+
+/// Parses a comma-separated list of addresses/ranges; `none` is the empty list.
+pub fn parse_cidrs(var: &'static str, raw: &str) -> Result<Vec<Cidr>, ConfigError> {
+    if raw.trim().eq_ignore_ascii_case("none") {
+        return Ok(Vec::new());
+    }
+    raw.split(',')
+        .map(str::trim)
+        .filter(|s| !s.is_empty())
+        .map(|s| s.parse().map_err(|reason| ConfigError { var, reason }))
+        .collect()
+}
+
+/// Settings of the edge limits (see the README's Security section).
+#[derive(Debug, Clone)]
+pub struct LimitSettings {
+    /// `TRUSTED_PROXIES`: peers whose `X-Forwarded-For` names the client.
+    pub trusted_proxies: Vec<Cidr>,
+    /// `RATE_LIMIT_EXEMPT`: addresses the per-address limits do not apply to.
+    pub exempt: Vec<Cidr>,
+    /// `IP_REST_RATE_PER_SEC` / `IP_REST_BURST`: REST requests per address (0: off).
+    pub rest_rate: (u32, u32),
+    /// `IP_WS_CONNECT_RATE_PER_SEC` / `IP_WS_CONNECT_BURST`: WebSocket upgrades per address.
+    pub ws_connect_rate: (u32, u32),
+    /// `WS_MAX_SESSIONS_PER_USER`: sockets one user may hold on this node (0: no cap).
+    pub sessions_per_user: usize,
+    /// `HTTP_HEADER_TIMEOUT_MS`: time to receive a request's head (408 after it).
+    pub header_timeout: Duration,
+    /// `HTTP_BODY_TIMEOUT_MS`: time to receive a whole (non-upload) request body.
+    pub body_timeout: Duration,
+    /// `HTTP_UPLOAD_TIMEOUT_SECS`: time to receive a whole upload (multipart or `PUT /files/…`).
+    pub upload_timeout: Duration,
+    /// `HTTP_BODY_IDLE_TIMEOUT_MS`: longest pause between two pieces of any body.
+    pub body_idle_timeout: Duration,
+}
+
+impl LimitSettings {
+    /// Reads the variables above.
+    pub fn from_map(env: &std::collections::HashMap<String, String>) -> Result<Self, ConfigError> {
+        use crate::config::parse;
+        let list = |var: &'static str, default: &str| {
+            let raw = env
+                .get(var)
+                .map(|v| v.trim())
+                .filter(|v| !v.is_empty())
+                .unwrap_or(default);
+            parse_cidrs(var, raw)
+        };
+        Ok(LimitSettings {
+            trusted_proxies: list("TRUSTED_PROXIES", "none")?,
+            exempt: list("RATE_LIMIT_EXEMPT", "127.0.0.0/8,::1")?,
+            rest_rate: (
+                parse(env, "IP_REST_RATE_PER_SEC", 50)?,
+                parse(env, "IP_REST_BURST", 200)?,
+            ),
+            ws_connect_rate: (
+                parse(env, "IP_WS_CONNECT_RATE_PER_SEC", 10)?,
+                parse(env, "IP_WS_CONNECT_BURST", 50)?,
+            ),
+            sessions_per_user: parse(env, "WS_MAX_SESSIONS_PER_USER", 20)?,
+            header_timeout: Duration::from_millis(parse(env, "HTTP_HEADER_TIMEOUT_MS", 5_000)?),
+            body_timeout: Duration::from_millis(parse(env, "HTTP_BODY_TIMEOUT_MS", 30_000)?),
+            upload_timeout: Duration::from_secs(parse(env, "HTTP_UPLOAD_TIMEOUT_SECS", 3_600)?),
+            body_idle_timeout: Duration::from_millis(parse(
+                env,
+                "HTTP_BODY_IDLE_TIMEOUT_MS",
+                30_000,
+            )?),
+        })
+    }
+}
+
+/// The client's address: the peer's, or — when the peer is a trusted proxy — the nearest
+/// address in `X-Forwarded-For` that is not itself a trusted proxy.
+pub fn client_ip(
+    peer: Option<SocketAddr>,
+    headers: &HeaderMap,
+    trusted: &[Cidr],
+) -> Option<IpAddr> {
+    let peer = canonical(peer?.ip());
+    let is_trusted = |ip: IpAddr| trusted.iter().any(|c| c.contains(ip));
+    if !is_trusted(peer) {
+        return Some(peer);
+    }
+    let mut client = peer;
+    // The rightmost entries were appended by the proxies nearest to us; walk leftwards past
+    // the trusted ones. Anything unparsable stops the walk: left of it the client could write
+    // whatever it liked.
+    let hops = headers
+        .get_all("x-forwarded-for")
+        .filter_map(|v| v.to_str().ok())
+        .flat_map(|v| v.split(','))
+        .map(str::trim)
+        .collect::<Vec<_>>();
+    for hop in hops.iter().rev() {
+        match hop.parse::<IpAddr>() {
+            Ok(ip) => {
+                client = canonical(ip);
+                if !is_trusted(client) {
+                    break;
+                }
+            }
+            Err(_) => break,
+        }
+    }
+    Some(client)
+}
+
+#[derive(Debug, Clone, Copy)]
+struct Bucket {
+    tokens: f64,
+    last: Instant,
+}
+
+/// A token bucket per client address.
+pub struct KeyedLimiter {
+    rate: f64,
+    burst: f64,
+    buckets: DashMap<IpAddr, Bucket>,
+}
+
+impl KeyedLimiter {
+    /// `rate` per second, `burst` at once; `None` when `rate` is 0 (no limit).
+    pub fn new(rate: u32, burst: u32) -> Option<KeyedLimiter> {
+        (rate > 0).then(|| KeyedLimiter {
+            rate: f64::from(rate),
+            burst: f64::from(burst.max(1)),
+            buckets: DashMap::new(),
+        })
+    }
+
+    /// `Ok` when `ip` may go on; else how long until it may.
+    pub fn check(&self, ip: IpAddr) -> Result<(), Duration> {
+        if self.buckets.len() >= MAX_TRACKED_ADDRESSES {
+            self.sweep();
+        }
+        let now = Instant::now();
+        let mut b = self.buckets.entry(ip).or_insert(Bucket {
+            tokens: self.burst,
+            last: now,
+        });
+        b.tokens =
+            (b.tokens + now.duration_since(b.last).as_secs_f64() * self.rate).min(self.burst);
+        b.last = now;
+        if b.tokens >= 1.0 {
+            b.tokens -= 1.0;
+            Ok(())
+        } else {
+            Err(Duration::from_secs_f64((1.0 - b.tokens) / self.rate))
+        }
+    }
+
+    /// Forgets addresses whose bucket has refilled (they are as if never seen); if the table is
+    /// still full, forgets everyone (fails open rather than growing).
+    fn sweep(&self) {
+        let refill = Duration::from_secs_f64(self.burst / self.rate);
+        self.buckets.retain(|_, b| b.last.elapsed() < refill);
+        if self.buckets.len() >= MAX_TRACKED_ADDRESSES {
+            self.buckets.clear();
+        }
+    }
+
+    /// Addresses tracked now.
+    pub fn tracked(&self) -> usize {
+        self.buckets.len()
+    }
+}
+
+/// The limits of one node, shared by the middleware and the WebSocket upgrade.
+pub struct EdgeLimits {
+    settings: LimitSettings,
+    rest: Option<KeyedLimiter>,
+    ws_connect: Option<KeyedLimiter>,
+    user_sockets: Arc<DashMap<Uuid, usize>>,
+}
+
+/// A user's place among their capped sockets; given back when dropped.
+pub struct SocketSlot {
+    user_id: Uuid,
+    table: Option<Arc<DashMap<Uuid, usize>>>,
+}
+
+impl Drop for SocketSlot {
+    fn drop(&mut self) {
+        if let Some(table) = &self.table {
+            table.remove_if_mut(&self.user_id, |_, n| {
+                *n = n.saturating_sub(1);
+                *n == 0
+            });
+        }
+    }
+}
+
+impl EdgeLimits {
+    /// Limits from settings.
+    pub fn new(settings: LimitSettings) -> EdgeLimits {
+        EdgeLimits {
+            rest: KeyedLimiter::new(settings.rest_rate.0, settings.rest_rate.1),
+            ws_connect: KeyedLimiter::new(settings.ws_connect_rate.0, settings.ws_connect_rate.1),
+            user_sockets: Arc::new(DashMap::new()),
+            settings,
+        }
+    }
+
+    /// The settings in force.
+    pub fn settings(&self) -> &LimitSettings {
+        &self.settings
+    }
+
+    fn exempt(&self, ip: IpAddr) -> bool {
+        self.settings.exempt.iter().any(|c| c.contains(ip))
+    }
+
+    /// The client address of a request (see [`client_ip`]).
+    pub fn client_of(&self, peer: Option<SocketAddr>, headers: &HeaderMap) -> Option<IpAddr> {
+        client_ip(peer, headers, &self.settings.trusted_proxies)
+    }
+
+    /// Takes a WebSocket upgrade from `ip` against its rate.
+    pub fn check_ws_connect(&self, ip: Option<IpAddr>) -> Result<(), Duration> {
+        match (ip, &self.ws_connect) {
+            (Some(ip), Some(limiter)) if !self.exempt(ip) => limiter.check(ip),
+            _ => Ok(()),
+        }
+    }
+
+    fn check_rest(&self, ip: Option<IpAddr>) -> Result<(), Duration> {
+        match (ip, &self.rest) {
+            (Some(ip), Some(limiter)) if !self.exempt(ip) => limiter.check(ip),
+            _ => Ok(()),
+        }
+    }
+
+    /// A socket slot for `user_id`, or `None` when they already hold the most allowed.
+    pub fn acquire_socket(&self, user_id: Uuid) -> Option<SocketSlot> {
+        let cap = self.settings.sessions_per_user;
+        if cap == 0 {
+            return Some(SocketSlot {
+                user_id,
+                table: None,
+            });
+        }
+        let mut held = self.user_sockets.entry(user_id).or_insert(0);
+        if *held >= cap {
+            return None;
+        }
+        *held += 1;
+        Some(SocketSlot {
+            user_id,
+            table: Some(self.user_sockets.clone()),
+        })
+    }
+
+    /// Sockets `user_id` holds on this node.
+    pub fn sockets_of(&self, user_id: Uuid) -> usize {
+        self.user_sockets.get(&user_id).map_or(0, |n| *n)
+    }
+}
+
+/// A 429 with `Retry-After` (whole seconds, at least 1) and FastAPI's `detail`.
+pub fn too_many_requests(retry_after: Duration) -> HttpResponse {
+    let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
+    HttpResponse::TooManyRequests()
+        .insert_header((header::RETRY_AFTER, secs.to_string()))
+        .json(serde_json::json!({"detail": "Too many requests"}))
+}
+
+/// The middleware: per-address REST rate (WebSocket upgrades are counted by their own route)
+/// and the request body's receive deadline.
+pub async fn guard(
+    req: ServiceRequest,
+    next: Next<impl MessageBody + 'static>,
+) -> Result<ServiceResponse<BoxBody>, actix_web::Error> {
+    let Some(state) = req.app_data::<web::Data<crate::state::AppState>>().cloned() else {
+        return next
+            .call(req)
+            .await
+            .map(ServiceResponse::map_into_boxed_body);
+    };
+    let limits = &state.limits;
+    let is_ws = req.path() == "/ws";
+    if !is_ws {
+        let ip = limits.client_of(req.peer_addr(), req.headers());
+        if let Err(wait) = limits.check_rest(ip) {
+            state.metrics.rate_limited("rest");
+            let (http, _) = req.into_parts();
+            return Ok(ServiceResponse::new(http, too_many_requests(wait)));
+        }
+    }
+    if is_ws || !has_body(req.headers()) {
+        return next
+            .call(req)
+            .await
+            .map(ServiceResponse::map_into_boxed_body);
+    }
+    let upload = is_upload(&req);
+    let total = if upload {
+        limits.settings.upload_timeout
+    } else {
+        limits.settings.body_timeout
+    };
+    let expired = Arc::new(AtomicBool::new(false));
+    let (http, payload) = req.into_parts();
+    let timed = DeadlinePayload {
+        inner: payload,
+        deadline: Box::pin(tokio::time::sleep(total)),
+        idle_limit: limits.settings.body_idle_timeout,
+        idle: Box::pin(tokio::time::sleep(limits.settings.body_idle_timeout)),
+        expired: expired.clone(),
+        done: false,
+    };
+    let req = ServiceRequest::from_parts(
+        http,
+        Payload::Stream {
+            payload: Box::pin(timed),
+        },
+    );
+    let res = next.call(req).await;
+    if expired.load(Ordering::Acquire) {
+        state.metrics.rate_limited("body_timeout");
+        let http = match res {
+            Ok(r) => r.into_parts().0,
+            Err(e) => return Err(e),
+        };
+        let mut timeout = HttpResponse::RequestTimeout().json(serde_json::json!({
+            "detail": "The request body was not received in time"
+        }));
+        timeout
+            .headers_mut()
+            .insert(header::CONNECTION, HeaderValue::from_static("close"));
+        return Ok(ServiceResponse::new(http, timeout));
+    }
+    res.map(ServiceResponse::map_into_boxed_body)
+}
+
+fn has_body(headers: &HeaderMap) -> bool {
+    headers.contains_key(header::TRANSFER_ENCODING)
+        || headers
+            .get(header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+            .is_some_and(|n| n > 0)
+}
+
+fn is_upload(req: &ServiceRequest) -> bool {
+    req.path().starts_with("/files/")
+        || req
+            .headers()
+            .get(header::CONTENT_TYPE)
+            .and_then(|v| v.to_str().ok())
+            .is_some_and(|v| {
+                v.trim_start()
+                    .to_ascii_lowercase()
+                    .starts_with("multipart/")
+            })
+}
+
+/// A request body that errors once its whole-body deadline passes, or when no piece arrived
+/// for `idle_limit`.
+struct DeadlinePayload {
+    inner: Payload,
+    deadline: Pin<Box<tokio::time::Sleep>>,
+    idle_limit: Duration,
+    idle: Pin<Box<tokio::time::Sleep>>,
+    expired: Arc<AtomicBool>,
+    done: bool,
+}
+
+impl Stream for DeadlinePayload {
+    type Item = Result<Bytes, PayloadError>;
+
+    fn poll_next(mut self: Pin<&mut Self>, cx: &mut Context<'_>) -> Poll<Option<Self::Item>> {
+        let this = &mut *self;
+        if this.done {
+            return Poll::Ready(None);
+        }
+        match Pin::new(&mut this.inner).poll_next(cx) {
+            Poll::Ready(Some(Ok(chunk))) => {
+                let next_idle = tokio::time::Instant::now() + this.idle_limit;
+                this.idle.as_mut().reset(next_idle);
+                // Even a steady trickle must finish by the deadline.
+                if this.deadline.as_mut().poll(cx).is_ready() {
+                    return this.expire();
+                }
+                Poll::Ready(Some(Ok(chunk)))
+            }
+            Poll::Ready(None) => {
+                this.done = true;
+                Poll::Ready(None)
+            }
+            Poll::Ready(Some(Err(e))) => Poll::Ready(Some(Err(e))),
+            Poll::Pending => {
+                if this.deadline.as_mut().poll(cx).is_ready()
+                    || this.idle.as_mut().poll(cx).is_ready()
+                {
+                    return this.expire();
+                }
+                Poll::Pending
+            }
+        }
+    }
+}
+
+impl DeadlinePayload {
+    fn expire(&mut self) -> Poll<Option<Result<Bytes, PayloadError>>> {
+        self.done = true;
+        self.expired.store(true, Ordering::Release);
+        Poll::Ready(Some(Err(PayloadError::Io(std::io::Error::new(
+            std::io::ErrorKind::TimedOut,
+            "request body not received in time",
+        )))))
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn cidrs(s: &str) -> Vec<Cidr> {
+        parse_cidrs("TEST", s).unwrap()
+    }
+
+    #[test]
+    fn cidr_ranges_match_their_addresses_only() {
+        let r = cidrs("10.0.0.0/8, 192.0.2.7, fd00::/8");
+        let ip = |s: &str| s.parse::<IpAddr>().unwrap();
+        assert!(r[0].contains(ip("10.200.1.1")));
+        assert!(!r[0].contains(ip("11.0.0.1")));
+        assert!(r[1].contains(ip("192.0.2.7")));
+        assert!(!r[1].contains(ip("192.0.2.8")));
+        assert!(r[2].contains(ip("fd12::1")));
+        assert!(r[0].contains(ip("::ffff:10.1.2.3")), "IPv4-mapped");
+        assert!(parse_cidrs("X", "10.0.0.0/33").is_err());
+        assert!(parse_cidrs("X", "nonsense").is_err());
+        assert!(cidrs("none").is_empty());
+    }
+
+    fn xff(values: &[&str]) -> HeaderMap {
+        let mut h = HeaderMap::new();
+        for v in values {
+            h.append(
+                header::HeaderName::from_static("x-forwarded-for"),
+                HeaderValue::from_str(v).unwrap(),
+            );
+        }
+        h
+    }
+
+    #[test]
+    fn forwarded_addresses_count_only_behind_a_trusted_proxy() {
+        let peer: SocketAddr = "10.0.0.5:4000".parse().unwrap();
+        let client: IpAddr = "203.0.113.9".parse().unwrap();
+        let h = xff(&["198.51.100.1, 203.0.113.9"]);
+        assert_eq!(
+            client_ip(Some(peer), &h, &[]),
+            Some(peer.ip()),
+            "untrusted peer"
+        );
+        let trusted = cidrs("10.0.0.0/8");
+        assert_eq!(
+            client_ip(Some(peer), &h, &trusted),
+            Some(client),
+            "rightmost"
+        );
+        let chained = xff(&["203.0.113.9", "10.0.0.9"]);
+        assert_eq!(
+            client_ip(Some(peer), &chained, &trusted),
+            Some(client),
+            "past a 2nd proxy"
+        );
+        let garbage = xff(&["1.2.3.4, junk, 10.0.0.7"]);
+        assert_eq!(
+            client_ip(Some(peer), &garbage, &trusted),
+            Some("10.0.0.7".parse().unwrap()),
+            "an unparsable hop stops the walk"
+        );
+        assert_eq!(
+            client_ip(Some(peer), &HeaderMap::new(), &trusted),
+            Some(peer.ip())
+        );
+    }
+
+    #[test]
+    fn a_bucket_refuses_past_its_burst_and_says_when_to_retry() {
+        let l = KeyedLimiter::new(1, 3).unwrap();
+        let a: IpAddr = "192.0.2.1".parse().unwrap();
+        let b: IpAddr = "192.0.2.2".parse().unwrap();
+        for _ in 0..3 {
+            assert!(l.check(a).is_ok());
+        }
+        let wait = l.check(a).unwrap_err();
+        assert!(wait > Duration::from_millis(500) && wait <= Duration::from_secs(1));
+        assert!(l.check(b).is_ok(), "other addresses are not affected");
+        assert!(KeyedLimiter::new(0, 10).is_none(), "rate 0 disables");
+    }
+
+    #[test]
+    fn the_address_table_is_bounded() {
+        let l = KeyedLimiter::new(1_000_000, 1).unwrap();
+        for i in 0..(MAX_TRACKED_ADDRESSES as u32 + 10) {
+            let ip = IpAddr::V4(std::net::Ipv4Addr::from(0x0a00_0000 + i));
+            let _ = l.check(ip);
+        }
+        assert!(l.tracked() <= MAX_TRACKED_ADDRESSES);
+    }
+
+    #[test]
+    fn socket_slots_are_capped_per_user_and_given_back() {
+        let mut s = LimitSettings::from_map(&Default::default()).unwrap();
+        s.sessions_per_user = 2;
+        let limits = EdgeLimits::new(s);
+        let user = Uuid::new_v4();
+        let a = limits.acquire_socket(user).unwrap();
+        let _b = limits.acquire_socket(user).unwrap();
+        assert!(limits.acquire_socket(user).is_none());
+        assert!(limits.acquire_socket(Uuid::new_v4()).is_some(), "per user");
+        drop(a);
+        assert_eq!(limits.sockets_of(user), 1);
+        assert!(limits.acquire_socket(user).is_some());
+    }
+}

@@ -1,0 +1,427 @@
+//! A hostile client at the edge: floods of pings that never read, more sockets than a user may
+//! hold, request floods from one address (and lies in `X-Forwarded-For`), bodies and heads
+//! that never finish, and WebSocket messages that break RFC 6455. None of it touches the
+//! database's behaviour, so these run on SQLite only.
+
+mod common;
+
+use std::time::{Duration, Instant};
+
+use common::ws::WsClient;
+use common::{spawn_app_with, Backend, TestApp, TestUser};
+use futures_util::{SinkExt, StreamExt};
+use serde_json::{json, Value};
+use tokio::io::{AsyncReadExt, AsyncWriteExt};
+use tokio::net::{TcpSocket, TcpStream};
+use tokio_tungstenite::tungstenite::protocol::frame::coding::{Data, OpCode};
+use tokio_tungstenite::tungstenite::protocol::frame::Frame;
+use tokio_tungstenite::tungstenite::Message;
+use tokio_tungstenite::{MaybeTlsStream, WebSocketStream};
+
+type Raw = WebSocketStream<MaybeTlsStream<TcpStream>>;
+
+/// A WebSocket whose receive buffer is tiny, so that a client that does not read soon leaves
+/// the server with nowhere to put its frames.
+async fn raw_socket(app: &TestApp, token: &str, recv_buffer: Option<u32>) -> Raw {
+    use tokio_tungstenite::tungstenite::client::IntoClientRequest;
+    let socket = TcpSocket::new_v4().unwrap();
+    if let Some(n) = recv_buffer {
+        socket.set_recv_buffer_size(n).unwrap();
+    }
+    let stream = socket
+        .connect(format!("127.0.0.1:{}", app.port).parse().unwrap())
+        .await
+        .unwrap();
+    let req = format!("ws://127.0.0.1:{}/ws?token={token}", app.port)
+        .into_client_request()
+        .unwrap();
+    let (ws, _) = tokio_tungstenite::client_async(req, MaybeTlsStream::Plain(stream))
+        .await
+        .expect("upgrade");
+    ws
+}
+
+/// Reads until the close frame (or the end), returning its code; fails after `within`.
+async fn close_code_of(ws: &mut Raw, within: Duration) -> Option<u16> {
+    let deadline = tokio::time::Instant::now() + within;
+    loop {
+        match tokio::time::timeout_at(deadline, ws.next()).await {
+            Err(_) => panic!("the server did not close the socket within {within:?}"),
+            Ok(Some(Ok(Message::Close(frame)))) => return frame.map(|f| u16::from(f.code)),
+            Ok(Some(Ok(_))) => continue,
+            Ok(Some(Err(_)) | None) => return None,
+        }
+    }
+}
+
+/// Pings skip nothing: a ping flood is rate limited like text frames, then closed 4029.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_ping_flood_is_rate_limited_and_closed_4029() {
+    let app = spawn_app_with(
+        Backend::Sqlite,
+        &[("WS_RATE_PER_SEC", "5"), ("WS_RATE_BURST", "5")],
+    )
+    .await;
+    let alice = TestUser::new();
+    let mut ws = raw_socket(&app, &alice.token, None).await;
+    for _ in 0..200 {
+        if ws.send(Message::Ping(vec![7u8; 16].into())).await.is_err() {
+            break;
+        }
+    }
+    assert_eq!(
+        close_code_of(&mut ws, Duration::from_secs(10)).await,
+        Some(4029)
+    );
+}
+
+/// A client that pings fast (within its rate) and never reads: the pongs it earns count
+/// against its outbound bound, so it is closed with 4008 and the server holds at most the
+/// bound for it (before, the pongs queued without limit: RSS 51 → 385 MiB).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_client_that_pings_and_never_reads_is_closed_4008_within_its_bound() {
+    let bound = 16 * 1024;
+    let app = spawn_app_with(
+        Backend::Sqlite,
+        &[
+            ("WS_RATE_PER_SEC", "1000000"),
+            ("WS_RATE_BURST", "1000000"),
+            ("WS_OUTBOUND_QUEUE_BYTES", &bound.to_string()),
+        ],
+    )
+    .await;
+    let alice = TestUser::new();
+    let ws = raw_socket(&app, &alice.token, Some(4096)).await;
+    let (mut tx, mut rx) = ws.split();
+    let payload = vec![1u8; 125];
+    let started = Instant::now();
+    let mut peak = 0i64;
+    // Send until the server gives up on us (it then stops reading, and our sends fail or
+    // block), watching how much it holds for us meanwhile.
+    let flood = async {
+        for i in 0..400_000u32 {
+            if tx
+                .send(Message::Ping(payload.clone().into()))
+                .await
+                .is_err()
+            {
+                return;
+            }
+            if i % 256 == 0 {
+                peak = peak.max(app.state.metrics.ws_queue_bytes.get());
+            }
+        }
+    };
+    let _ = tokio::time::timeout(Duration::from_secs(30), flood).await;
+    assert!(
+        peak <= bound as i64 + 4096,
+        "the server held {peak} bytes for a client bounded at {bound}"
+    );
+    let read_until = tokio::time::Instant::now() + Duration::from_secs(40);
+    let code = loop {
+        match tokio::time::timeout_at(read_until, rx.next()).await {
+            Err(_) => panic!("not closed within 40 s (after {:?})", started.elapsed()),
+            Ok(Some(Ok(Message::Close(frame)))) => break frame.map(|f| u16::from(f.code)),
+            Ok(Some(Ok(_))) => continue,
+            Ok(Some(Err(_)) | None) => break None,
+        }
+    };
+    assert_eq!(code, Some(4008), "closed as a slow consumer");
+    assert_eq!(
+        app.state.metrics.ws_queue_bytes.get(),
+        0,
+        "nothing left queued"
+    );
+}
+
+/// The cap on sockets per user: the next one is upgraded and closed at once with 4030; a slot
+/// comes back when a socket closes.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sockets_per_user_are_capped_with_close_4030() {
+    let app = spawn_app_with(Backend::Sqlite, &[("WS_MAX_SESSIONS_PER_USER", "3")]).await;
+    let alice = TestUser::new();
+    let bob = TestUser::new();
+    let mut open = Vec::new();
+    for _ in 0..3 {
+        open.push(WsClient::connect(&app, &alice.token).await);
+    }
+    let mut fourth = raw_socket(&app, &alice.token, None).await;
+    assert_eq!(
+        close_code_of(&mut fourth, Duration::from_secs(10)).await,
+        Some(4030)
+    );
+    // Another user is not affected.
+    let _bob = WsClient::connect(&app, &bob.token).await;
+    // Closing one gives its slot back.
+    open.pop().unwrap().close().await;
+    let deadline = Instant::now() + Duration::from_secs(10);
+    while app.state.limits.sockets_of(alice.id) > 2 {
+        assert!(Instant::now() < deadline, "the slot was never given back");
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let mut again = WsClient::connect(&app, &alice.token).await;
+    let pong = again.request(json!({"type": "ping"}), "p").await;
+    assert_eq!(pong["type"], "pong");
+}
+
+/// RFC 6455 §7.4.1: a text message that is not UTF-8 closes with 1007.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn invalid_utf8_in_a_text_message_closes_with_1007() {
+    let app = spawn_app_with(Backend::Sqlite, &[]).await;
+    let alice = TestUser::new();
+    let mut ws = raw_socket(&app, &alice.token, None).await;
+    let bad = vec![b'{', 0xC3, 0x28, b'}'];
+    ws.send(Message::Frame(Frame::message(
+        bad,
+        OpCode::Data(Data::Text),
+        true,
+    )))
+    .await
+    .unwrap();
+    assert_eq!(
+        close_code_of(&mut ws, Duration::from_secs(10)).await,
+        Some(1007)
+    );
+}
+
+/// A message sent in fragments, each under the frame limit but together over it, closes with
+/// 1009 (message too big), like a single oversized frame.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_fragmented_message_over_the_limit_closes_with_1009() {
+    let app = spawn_app_with(Backend::Sqlite, &[("WS_MAX_FRAME_BYTES", "1024")]).await;
+    let alice = TestUser::new();
+    let mut ws = raw_socket(&app, &alice.token, None).await;
+    let piece = vec![b' '; 600];
+    ws.send(Message::Frame(Frame::message(
+        piece.clone(),
+        OpCode::Data(Data::Text),
+        false,
+    )))
+    .await
+    .unwrap();
+    for _ in 0..3 {
+        let _ = ws
+            .send(Message::Frame(Frame::message(
+                piece.clone(),
+                OpCode::Data(Data::Continue),
+                false,
+            )))
+            .await;
+    }
+    assert_eq!(
+        close_code_of(&mut ws, Duration::from_secs(10)).await,
+        Some(1009)
+    );
+}
+
+/// Per-address REST limit: 429 with `Retry-After` and FastAPI's `detail`; loopback is exempt
+/// by default, so the test makes nobody exempt.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn rest_requests_from_one_address_are_limited_with_429_and_retry_after() {
+    let app = spawn_app_with(
+        Backend::Sqlite,
+        &[
+            ("RATE_LIMIT_EXEMPT", "none"),
+            ("IP_REST_RATE_PER_SEC", "1"),
+            ("IP_REST_BURST", "5"),
+        ],
+    )
+    .await;
+    for i in 0..5 {
+        assert_eq!(app.get("/", None).await.status(), 200, "request {i}");
+    }
+    let res = app.get("/", None).await;
+    assert_eq!(res.status(), 429);
+    let retry: u64 = res.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!((1..=2).contains(&retry), "Retry-After {retry}");
+    assert_eq!(
+        res.json::<Value>().await.unwrap(),
+        json!({"detail": "Too many requests"})
+    );
+    // Lying about the address does not help when no proxy is trusted.
+    let res = app
+        .client
+        .get(app.url("/"))
+        .header("x-forwarded-for", "198.51.100.77")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(res.status(), 429, "X-Forwarded-For from an untrusted peer");
+    tokio::time::sleep(Duration::from_millis(1100)).await;
+    assert_eq!(app.get("/", None).await.status(), 200, "the bucket refills");
+}
+
+/// Behind a trusted proxy, each forwarded client has its own budget.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn behind_a_trusted_proxy_the_forwarded_address_is_limited() {
+    let app = spawn_app_with(
+        Backend::Sqlite,
+        &[
+            ("RATE_LIMIT_EXEMPT", "none"),
+            ("TRUSTED_PROXIES", "127.0.0.1"),
+            ("IP_REST_RATE_PER_SEC", "1"),
+            ("IP_REST_BURST", "3"),
+        ],
+    )
+    .await;
+    let from = |ip: &'static str| {
+        app.client
+            .get(app.url("/"))
+            .header("x-forwarded-for", ip)
+            .send()
+    };
+    for _ in 0..3 {
+        assert_eq!(from("203.0.113.1").await.unwrap().status(), 200);
+    }
+    assert_eq!(from("203.0.113.1").await.unwrap().status(), 429);
+    assert_eq!(
+        from("203.0.113.2").await.unwrap().status(),
+        200,
+        "another client behind the same proxy"
+    );
+}
+
+/// Per-address WebSocket upgrade limit.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn websocket_upgrades_from_one_address_are_limited() {
+    let app = spawn_app_with(
+        Backend::Sqlite,
+        &[
+            ("RATE_LIMIT_EXEMPT", "none"),
+            ("IP_WS_CONNECT_RATE_PER_SEC", "1"),
+            ("IP_WS_CONNECT_BURST", "2"),
+        ],
+    )
+    .await;
+    let alice = TestUser::new();
+    let _a = WsClient::connect(&app, &alice.token).await;
+    let _b = WsClient::connect(&app, &alice.token).await;
+    match WsClient::try_connect(&app, &alice.token, None).await {
+        common::ws::Connect::Refused(status) => assert_eq!(status, 429),
+        common::ws::Connect::Open(_) => panic!("a third upgrade within the second was accepted"),
+    }
+}
+
+/// Sends `head` (and `body`) on a raw connection and returns what the server answers, or
+/// fails after `within`.
+async fn raw_exchange(
+    app: &TestApp,
+    head: &str,
+    body: &[u8],
+    trickle: bool,
+    within: Duration,
+) -> String {
+    let mut s = TcpStream::connect(("127.0.0.1", app.port)).await.unwrap();
+    s.write_all(head.as_bytes()).await.unwrap();
+    s.write_all(body).await.unwrap();
+    let started = Instant::now();
+    let mut buf = vec![0u8; 4096];
+    let mut got = Vec::new();
+    loop {
+        let read = tokio::time::timeout(Duration::from_millis(200), s.read(&mut buf)).await;
+        match read {
+            Ok(Ok(0)) | Ok(Err(_)) => break,
+            Ok(Ok(n)) => {
+                got.extend_from_slice(&buf[..n]);
+                if got.windows(4).any(|w| w == b"\r\n\r\n") {
+                    break;
+                }
+            }
+            Err(_) => {
+                assert!(
+                    started.elapsed() < within,
+                    "no answer within {within:?}: the server is still waiting"
+                );
+                if trickle {
+                    // One more byte of a chunked body that never ends.
+                    let _ = s.write_all(b"1\r\nx\r\n").await;
+                }
+            }
+        }
+    }
+    String::from_utf8_lossy(&got).into_owned()
+}
+
+/// A `Content-Length` body that never completes gets 408 at the deadline.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_body_that_never_completes_gets_408() {
+    let app = spawn_app_with(Backend::Sqlite, &[("HTTP_BODY_TIMEOUT_MS", "1000")]).await;
+    let alice = TestUser::new();
+    let head = format!(
+        "POST /chats/ HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/json\r\nContent-Length: 100\r\n\r\n",
+        alice.token
+    );
+    let answer = raw_exchange(&app, &head, b"{\"title\":", false, Duration::from_secs(8)).await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "answer: {answer}");
+}
+
+/// A chunked body that trickles on for ever gets 408 at the deadline, not minutes later.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_chunked_body_that_never_ends_gets_408() {
+    let app = spawn_app_with(Backend::Sqlite, &[("HTTP_BODY_TIMEOUT_MS", "1000")]).await;
+    let alice = TestUser::new();
+    let head = format!(
+        "POST /chats/ HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: application/json\r\nTransfer-Encoding: chunked\r\n\r\n",
+        alice.token
+    );
+    let answer = raw_exchange(&app, &head, b"1\r\n{\r\n", true, Duration::from_secs(8)).await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "answer: {answer}");
+    // A body that arrives in time is untouched.
+    let ok = app.create_chat(&alice.token, "in time").await;
+    assert_eq!(ok["title"], "in time");
+}
+
+/// An upload may take long, but not stall: no byte for the idle limit gets 408.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_upload_gets_408_after_the_idle_limit() {
+    let app = spawn_app_with(
+        Backend::Sqlite,
+        &[
+            ("HTTP_BODY_TIMEOUT_MS", "1000"),
+            ("HTTP_BODY_IDLE_TIMEOUT_MS", "1500"),
+        ],
+    )
+    .await;
+    let alice = TestUser::new();
+    app.touch(&alice.token).await;
+    let head = format!(
+        "POST /api/v1/videos/upload HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer {}\r\n\
+         Content-Type: multipart/form-data; boundary=XyZ\r\nContent-Length: 100000\r\n\r\n",
+        alice.token
+    );
+    let started = Instant::now();
+    let answer = raw_exchange(
+        &app,
+        &head,
+        b"--XyZ\r\nContent-Disposition: form-data; name=\"file\"; filename=\"a.mp4\"\r\n\r\n",
+        false,
+        Duration::from_secs(8),
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "answer: {answer}");
+    assert!(
+        started.elapsed() >= Duration::from_millis(1400),
+        "uploads are held to the idle limit, not the JSON body deadline"
+    );
+}
+
+/// A request head that never completes gets 408 (slowloris).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_request_head_that_never_completes_gets_408() {
+    let app = spawn_app_with(Backend::Sqlite, &[("HTTP_HEADER_TIMEOUT_MS", "1000")]).await;
+    let answer = raw_exchange(
+        &app,
+        "GET / HTTP/1.1\r\nHost: x\r\nX-Slow: ",
+        b"",
+        false,
+        Duration::from_secs(8),
+    )
+    .await;
+    assert!(answer.starts_with("HTTP/1.1 408"), "answer: {answer}");
+}
