@@ -418,12 +418,16 @@ fn the_media_worker_can_neither_reach_the_network_nor_read_server_files() {
     std::fs::write(&secret, b"DATABASE_URL=postgres://root:hunter2@db/echo").unwrap();
     let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
     let port = listener.local_addr().unwrap().port();
+    // A local daemon's socket (a database's, a container runtime's).
+    let daemon = secrets.path().join("daemon.sock");
+    let unix_listener = std::os::unix::net::UnixListener::bind(&daemon).unwrap();
 
     let (lines, status) = run_worker(&json!({
         "input": input,
         "extension": "mp4",
         "parent_pid": std::process::id(),
-        "task": {"op": "check", "outside_file": secret, "tcp_port": port},
+        "limits": {"memory_mb": 600, "cpu_secs": 30, "file_bytes": 4096, "open_files": 40},
+        "task": {"op": "check", "outside_file": secret, "tcp_port": port, "unix_socket": daemon},
     }));
     assert!(status.success(), "{status}: {lines:?}");
     let ready = lines
@@ -440,13 +444,40 @@ fn the_media_worker_can_neither_reach_the_network_nor_read_server_files() {
 
     // Its own input stays readable.
     assert_eq!(check["input_readable"], true, "{check}");
+    // Its resource limits are those asked for, and the memory limit holds.
+    assert_eq!(sandbox["rlimits"], true, "{sandbox}");
+    assert_eq!(
+        check["limits_in_force"],
+        json!({"memory_mb": 600, "cpu_secs": 30, "file_bytes": 4096, "open_files": 40}),
+        "{check}"
+    );
+    assert_eq!(check["core_limit"], 0, "{check}");
+    assert_eq!(
+        check["allocation_over_memory_limit_denied"], true,
+        "{check}"
+    );
+    assert_eq!(sandbox["capabilities_dropped"], true, "{sandbox}");
     // seccomp: no socket but AF_UNIX.
     assert_eq!(sandbox["seccomp"], true, "{sandbox}");
     assert_eq!(check["tcp_socket_denied"], true, "{check}");
     assert_eq!(check["unix_socket_allowed"], true, "{check}");
+    assert_eq!(check["unix_connect_denied"], true, "{check}");
+    assert!(unix_listener.set_nonblocking(true).is_ok());
+    assert!(
+        unix_listener.accept().is_err(),
+        "the worker reached a local daemon"
+    );
     // No network at all when the kernel lets it have its own (empty) network namespace.
     if sandbox["network_namespace"] == true {
         assert_eq!(check["tcp_connect_denied"], true, "{check}");
+        let ours = std::fs::read_link("/proc/self/ns/net").unwrap();
+        let theirs = check["network_namespace"].as_str().expect("its namespace");
+        assert!(theirs.starts_with("net:["), "{check}");
+        assert_ne!(
+            theirs,
+            ours.to_string_lossy(),
+            "the worker shares our network"
+        );
     } else {
         eprintln!("!!! NO NETWORK NAMESPACE for the media worker here: {sandbox}");
     }

@@ -89,7 +89,7 @@ impl VideoSettings {
         let worker_memory_mb = at_least(
             "VIDEO_WORKER_MEMORY_MB",
             parse(env, "VIDEO_WORKER_MEMORY_MB", 2048)?,
-            256,
+            512,
         )?;
         let worker_cpu_secs = at_least(
             "VIDEO_WORKER_CPU_SECS",

@@ -376,3 +376,61 @@ pub fn seconds(ts: i64, time_base: ffmpeg::Rational, start: i64) -> f64 {
     };
     (ts.saturating_sub(start)) as f64 * f64::from(time_base)
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn source_of(content: &[u8], ext: &str) -> (std::path::PathBuf, Source) {
+        let path = std::env::temp_dir().join(format!(
+            "echo-media-{}.{ext}",
+            uuid::Uuid::new_v4().simple()
+        ));
+        std::fs::write(&path, content).unwrap();
+        let source = Source::open(&path, ext).unwrap();
+        (path, source)
+    }
+
+    #[test]
+    fn playlists_and_file_lists_are_refused_and_named() {
+        let target = concat!(env!("CARGO_MANIFEST_DIR"), "/Cargo.toml");
+        let cases = [
+            (
+                format!(
+                    "#EXTM3U\n#EXT-X-TARGETDURATION:7\n#EXTINF:7.0,\n{target}\n#EXT-X-ENDLIST\n"
+                ),
+                "(hls)",
+            ),
+            (
+                format!("ffconcat version 1.0\nfile '{target}'\n"),
+                "(concat)",
+            ),
+        ];
+        for (content, name) in cases {
+            let (path, source) = source_of(content.as_bytes(), "mp4");
+            let err = open_input(&source, &Cancel::new()).err();
+            let _ = std::fs::remove_file(&path);
+            match err {
+                Some(MediaError::Unreadable(m)) => {
+                    assert!(
+                        m.contains(name) && m.contains("refers to other files"),
+                        "{m}"
+                    )
+                }
+                other => panic!("{name} was not refused: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
+    fn only_video_containers_are_allowed() {
+        assert!(is_allowed_demuxer("mov,mp4,m4a,3gp,3g2,mj2"));
+        assert!(is_allowed_demuxer("matroska,webm"));
+        assert!(is_allowed_demuxer("mpegts"));
+        for refused in [
+            "hls", "concat", "dash", "image2", "png_pipe", "mp3", "tty", "sdp",
+        ] {
+            assert!(!is_allowed_demuxer(refused), "{refused}");
+        }
+    }
+}

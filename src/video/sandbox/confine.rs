@@ -8,9 +8,12 @@
 //! 3. `PR_SET_NO_NEW_PRIVS` and every Linux capability dropped;
 //! 4. Landlock: no file system access at all but to its output folder (the upload was opened
 //!    before), no TCP bind or connect, no signal to a process outside the sandbox;
-//! 5. seccomp: `socket()` only for AF_UNIX, no exec, no new process (threads only), no
-//!    ptrace, no namespace or mount change, no io_uring (which would bypass the socket rule),
-//!    no signal to another process, no x32 system call.
+//! 5. seccomp: `socket()` only for AF_UNIX, and no `connect`, `bind`, `listen`, `accept` or
+//!    `send*` at all (a pathname UNIX socket — a database's, a container runtime's — is
+//!    reachable from any network namespace, and Landlock only guards those from ABI 9 on), no
+//!    exec, no new process (threads only), no ptrace, no namespace or mount change, no
+//!    io_uring (which would bypass the socket rules), no signal to another process, no x32
+//!    system call.
 //!
 //! Everything here applies to the calling thread and the threads it creates later; the
 //! worker calls [`confine`] while it has a single thread.
@@ -315,6 +318,14 @@ fn errno(e: i32) -> u32 {
 #[cfg(any(target_arch = "x86_64", target_arch = "aarch64"))]
 fn denied_syscalls() -> Vec<libc::c_long> {
     let mut v = vec![
+        libc::SYS_connect,
+        libc::SYS_bind,
+        libc::SYS_listen,
+        libc::SYS_accept,
+        libc::SYS_accept4,
+        libc::SYS_sendto,
+        libc::SYS_sendmsg,
+        libc::SYS_sendmmsg,
         libc::SYS_execve,
         libc::SYS_execveat,
         libc::SYS_ptrace,
@@ -475,10 +486,16 @@ mod tests {
     }
 
     #[test]
-    fn the_seccomp_filter_refuses_every_socket_but_af_unix() {
-        let outcome = on_confined_thread(|| {
+    fn the_seccomp_filter_refuses_sockets_but_af_unix_and_any_connection() {
+        let dir = tempfile_dir("unix");
+        let path = dir.join("daemon.sock");
+        let _listener = std::os::unix::net::UnixListener::bind(&path).unwrap();
+        let sock = path.clone();
+        let outcome = on_confined_thread(move || {
             seccomp()?;
+            let unix_connect = std::os::unix::net::UnixStream::connect(&sock).map(|_| ());
             Ok::<_, String>((
+                unix_connect,
                 socket(libc::AF_INET),
                 socket(libc::AF_INET6),
                 socket(libc::AF_NETLINK),
@@ -488,8 +505,14 @@ mod tests {
                 std::thread::spawn(|| 7).join().ok(),
             ))
         });
-        let (inet, inet6, netlink, unix, connect, exec, thread) =
+        let (unix_connect, inet, inet6, netlink, unix, connect, exec, thread) =
             outcome.unwrap_or_else(|e| panic!("seccomp could not be installed: {e}"));
+        let _ = std::fs::remove_dir_all(&dir);
+        assert_eq!(
+            unix_connect.map_err(|e| e.raw_os_error()),
+            Err(Some(libc::EPERM)),
+            "a local daemon's socket was reached"
+        );
         assert_eq!(inet, Err(libc::EACCES));
         assert_eq!(inet6, Err(libc::EACCES));
         assert_eq!(netlink, Err(libc::EACCES));

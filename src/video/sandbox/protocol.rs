@@ -91,12 +91,16 @@ pub enum Task {
     },
     /// No media work: confines itself as for real work, then tries what the sandbox must
     /// refuse (reading `outside_file`, opening a TCP socket and connecting to
-    /// `127.0.0.1:tcp_port`) and reports what happened. For deployment checks and tests.
+    /// `127.0.0.1:tcp_port`, allocating past its memory limit) and reports what happened, with
+    /// the rlimits in force. For deployment checks and tests.
     Check {
         /// A file the worker was not given.
         outside_file: std::path::PathBuf,
         /// A port to connect to on the loopback address.
         tcp_port: u16,
+        /// A pathname UNIX socket to connect to (a local daemon's).
+        #[serde(default)]
+        unix_socket: Option<std::path::PathBuf>,
     },
 }
 
@@ -225,4 +229,16 @@ pub struct CheckResult {
     pub tcp_connect: String,
     /// `socket(AF_UNIX, SOCK_STREAM)` worked.
     pub unix_socket_allowed: bool,
+    /// Connecting to the request's `unix_socket` failed (true when none was given).
+    pub unix_connect_denied: bool,
+    /// What connecting to it gave.
+    pub unix_connect: String,
+    /// Reserving 64 MiB more than `limits.memory_mb` failed.
+    pub allocation_over_memory_limit_denied: bool,
+    /// The rlimits in force (soft values), as `getrlimit` reads them.
+    pub limits_in_force: Limits,
+    /// `RLIMIT_CORE` in force.
+    pub core_limit: u64,
+    /// The worker's network namespace (`/proc/self/ns/net`, e.g. `net:[4026532281]`).
+    pub network_namespace: Option<String>,
 }

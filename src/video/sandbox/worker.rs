@@ -13,8 +13,8 @@ use base64::Engine;
 
 use super::confine::{self, Plan};
 use super::protocol::{
-    AudioResult, CheckResult, ChunkFile, Event, FailureKind, Request, Task, ThumbnailResult,
-    MAX_REQUEST_BYTES, PROTOCOL_VERSION,
+    AudioResult, CheckResult, ChunkFile, Event, FailureKind, Limits, Request, Task,
+    ThumbnailResult, MAX_REQUEST_BYTES, PROTOCOL_VERSION,
 };
 use crate::video::media::{self, audio, probe, thumbnail, Cancel, MediaError, Progress, Source};
 
@@ -93,7 +93,8 @@ pub fn main() -> ExitCode {
     });
     let task = request.task.clone();
     let ext = request.extension.clone();
-    let outcome = std::panic::catch_unwind(move || run(&source, &ext, &task));
+    let limits = request.limits;
+    let outcome = std::panic::catch_unwind(move || run(&source, &ext, &task, &limits));
     match outcome {
         Ok(Ok(result)) => {
             emit(&Event::Done { result });
@@ -128,7 +129,12 @@ fn arm_parent_death(parent: Option<u32>) -> bool {
 }
 
 /// Runs `task` on `source`.
-fn run(source: &Source, extension: &str, task: &Task) -> Result<serde_json::Value, MediaError> {
+fn run(
+    source: &Source,
+    extension: &str,
+    task: &Task,
+    limits: &Limits,
+) -> Result<serde_json::Value, MediaError> {
     let cancel = Cancel::new();
     let json = |v: Result<serde_json::Value, serde_json::Error>| {
         v.map_err(|e| MediaError::internal("encoding the result", e))
@@ -183,7 +189,14 @@ fn run(source: &Source, extension: &str, task: &Task) -> Result<serde_json::Valu
         Task::Check {
             outside_file,
             tcp_port,
-        } => json(serde_json::to_value(check(source, outside_file, *tcp_port))),
+            unix_socket,
+        } => json(serde_json::to_value(check(
+            source,
+            outside_file,
+            *tcp_port,
+            unix_socket.as_deref(),
+            limits,
+        ))),
     }
 }
 
@@ -223,7 +236,20 @@ impl ProgressReporter {
 }
 
 /// What the sandbox lets through (see [`Task::Check`]).
-fn check(source: &Source, outside_file: &Path, tcp_port: u16) -> CheckResult {
+fn check(
+    source: &Source,
+    outside_file: &Path,
+    tcp_port: u16,
+    unix_socket: Option<&Path>,
+    limits: &Limits,
+) -> CheckResult {
+    let (unix_connect_denied, unix_connect) = match unix_socket {
+        None => (true, "not tried".to_string()),
+        Some(path) => match std::os::unix::net::UnixStream::connect(path) {
+            Ok(_) => (false, format!("connected to {}", path.display())),
+            Err(e) => (true, format!("denied: {e}")),
+        },
+    };
     let input_readable = source.size() == 0 || source.read_start(1).is_ok_and(|b| b.len() == 1);
     let (outside_file_denied, outside_file) = match std::fs::read(outside_file) {
         Ok(bytes) => (false, format!("read {} bytes", bytes.len())),
@@ -248,7 +274,29 @@ fn check(source: &Source, outside_file: &Path, tcp_port: u16) -> CheckResult {
         tcp_connect_denied,
         tcp_connect,
         unix_socket_allowed: raw_socket(libc::AF_UNIX).is_ok(),
+        unix_connect_denied,
+        unix_connect,
+        allocation_over_memory_limit_denied: {
+            let mut v: Vec<u8> = Vec::new();
+            let bytes = (limits.memory_mb + 64).saturating_mul(1024 * 1024);
+            usize::try_from(bytes).map_or(true, |n| v.try_reserve_exact(n).is_err())
+        },
+        limits_in_force: Limits {
+            memory_mb: soft_limit(rlimit::Resource::AS) / (1024 * 1024),
+            cpu_secs: soft_limit(rlimit::Resource::CPU),
+            file_bytes: soft_limit(rlimit::Resource::FSIZE),
+            open_files: soft_limit(rlimit::Resource::NOFILE),
+        },
+        core_limit: soft_limit(rlimit::Resource::CORE),
+        network_namespace: std::fs::read_link("/proc/self/ns/net")
+            .ok()
+            .map(|p| p.to_string_lossy().into_owned()),
     }
+}
+
+/// The soft limit of `resource` (`u64::MAX` when unlimited or unreadable).
+fn soft_limit(resource: rlimit::Resource) -> u64 {
+    rlimit::getrlimit(resource).map_or(u64::MAX, |(soft, _)| soft)
 }
 
 /// Makes (and closes) a stream socket of `domain`.
