@@ -1,6 +1,7 @@
 //! Helpers for the video tests: sample media made at test time with the `ffmpeg` CLI (test
-//! setup only; the server itself runs FFmpeg in-process), uploads, waiting for jobs, decoding
-//! thumbnails, parsing subtitles, and a real GCS JSON-API server (fake-gcs-server).
+//! setup only; the server itself runs FFmpeg as a library, in its sandboxed media workers),
+//! uploads, waiting for jobs, decoding thumbnails, parsing subtitles, stand-in media workers,
+//! the test process's children, and a real GCS JSON-API server (fake-gcs-server).
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
