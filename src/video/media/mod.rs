@@ -423,6 +423,58 @@ mod tests {
     }
 
     #[test]
+    fn the_allow_list_and_the_protocol_ban_each_refuse_a_playlist() {
+        // A real video for the playlist to name (made with the ffmpeg CLI, as in the
+        // integration tests).
+        let video =
+            std::env::temp_dir().join(format!("echo-media-{}.mp4", uuid::Uuid::new_v4().simple()));
+        let made = std::process::Command::new("ffmpeg")
+            .args([
+                "-hide_banner",
+                "-loglevel",
+                "error",
+                "-y",
+                "-f",
+                "lavfi",
+                "-i",
+            ])
+            .arg("testsrc=size=64x48:rate=5:duration=1")
+            .args(["-c:v", "mpeg4"])
+            .arg(&video)
+            .stdin(std::process::Stdio::null())
+            .status()
+            .expect("the ffmpeg CLI is needed to make test media (apt-get install ffmpeg)");
+        assert!(made.success());
+        let playlist = format!(
+            "#EXTM3U\n#EXT-X-TARGETDURATION:7\n#EXTINF:7.0,\n{}\n#EXT-X-ENDLIST\n",
+            video.display()
+        );
+        let (path, source) = source_of(playlist.as_bytes(), "mp4");
+        // Even with the `file` protocol allowed, the allow-list refuses the playlist…
+        let refused = open_restricted(&source, &ALLOWED_DEMUXERS.join(","), "file", &Cancel::new());
+        // …which FFmpeg would otherwise open, reading the file it names.
+        let with_hls = format!("hls,{}", ALLOWED_DEMUXERS.join(","));
+        let opened = open_restricted(&source, &with_hls, "file", &Cancel::new());
+        // And without any protocol, even an allowed playlist demuxer opens nothing.
+        let no_protocol = open_restricted(&source, &with_hls, NO_PROTOCOLS, &Cancel::new());
+        let _ = std::fs::remove_file(&path);
+        let _ = std::fs::remove_file(&video);
+        match refused {
+            Err(MediaError::Unreadable(m)) => assert!(m.contains("(hls)"), "{m}"),
+            other => panic!("the playlist was not refused: {:?}", other.map(|_| ())),
+        }
+        assert!(
+            opened.is_ok(),
+            "the control case did not open: {:?}",
+            opened.err()
+        );
+        assert!(
+            no_protocol.is_err(),
+            "a playlist opened the file it names without a protocol"
+        );
+    }
+
+    #[test]
     fn only_video_containers_are_allowed() {
         assert!(is_allowed_demuxer("mov,mp4,m4a,3gp,3g2,mj2"));
         assert!(is_allowed_demuxer("matroska,webm"));
