@@ -1,4 +1,5 @@
-//! `echo-server`: `serve` (default), `migrate`, and `token` for development mode.
+//! `echo-server`: `serve` (default), `migrate`, `token` for development mode, and the hidden
+//! `media-worker` the server runs for each piece of FFmpeg work (see `echo::video::sandbox`).
 
 use clap::{Parser, Subcommand};
 use echo::config::Settings;
@@ -30,11 +31,22 @@ enum Command {
         #[arg(long, default_value_t = 86_400)]
         ttl_secs: i64,
     },
+    /// Run one piece of media work (a request on stdin, JSON lines on stdout), sandboxed. The
+    /// server starts these itself; nothing else should.
+    #[command(name = "media-worker", hide = true)]
+    MediaWorker,
 }
 
-#[actix_web::main]
-async fn main() -> std::process::ExitCode {
+fn main() -> std::process::ExitCode {
     let cli = Cli::parse();
+    if matches!(cli.command, Some(Command::MediaWorker)) {
+        // No configuration, no runtime, no log set-up: the worker reads only its request.
+        return echo::video::sandbox::worker::main();
+    }
+    actix_web::rt::System::new().block_on(run_command(cli))
+}
+
+async fn run_command(cli: Cli) -> std::process::ExitCode {
     let settings = match Settings::from_env() {
         Ok(s) => s,
         Err(e) => {
@@ -53,6 +65,7 @@ async fn main() -> std::process::ExitCode {
             email,
             ttl_secs,
         } => token(&settings, user, email, ttl_secs),
+        Command::MediaWorker => Ok(()),
     };
     match result {
         Ok(()) => std::process::ExitCode::SUCCESS,

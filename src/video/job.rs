@@ -14,7 +14,7 @@ use std::time::{Duration, Instant};
 use actix::prelude::*;
 
 use super::media::{Cancel, Progress};
-use super::messages::{Cancel as CancelMsg, JobEnded, Release};
+use super::messages::{Cancel as CancelMsg, Enqueue, JobEnded, Release};
 use super::model::{ProcessingStages, Stage, StageResults, StageStatus};
 use super::pipeline::{self, StageError, StageInput, StageOutput, Workspace};
 use super::responses::VideoJobResponse;
@@ -51,6 +51,9 @@ pub struct VideoJob {
     finished: bool,
     /// The supervisor was told this actor ended.
     reported: bool,
+    /// This attempt was given up (its media worker crashed or hung) and the job waits for the
+    /// next: the supervisor queues it again when this actor stops.
+    retry: bool,
     last_persist: Instant,
     /// Progress (overall) in the last published event.
     published: i32,
@@ -90,6 +93,7 @@ impl VideoJob {
             workspace: None,
             finished: false,
             reported: false,
+            retry: false,
             last_persist: Instant::now(),
         }
     }
@@ -267,7 +271,72 @@ impl VideoJob {
                 ctx.stop();
             }
             Err(StageError::Failed(why)) => self.fail(ctx, why),
+            Err(StageError::Attempt(why)) => self.attempt_failed(ctx, why),
         }
+    }
+
+    /// The media worker of this attempt crashed, hung or hit a limit: the job is tried again
+    /// (resuming at this stage) while it has attempts left, else failed with `why`.
+    fn attempt_failed(&mut self, ctx: &mut Context<Self>, why: String) {
+        let attempt = self.row.attempts;
+        let max = self.env.settings.max_attempts;
+        if attempt >= max {
+            let s = if attempt == 1 { "" } else { "s" };
+            self.fail(ctx, format!("{why} Gave up after {attempt} attempt{s}."));
+            return;
+        }
+        tracing::warn!(
+            job = self.row.id,
+            stage = ?self.current,
+            attempt,
+            max,
+            error = %why,
+            "video job attempt failed; it will be tried again"
+        );
+        if let Some(stage) = self.current {
+            self.stages
+                .finish(stage, StageStatus::Failed, crate::db::now(), Some(why));
+        }
+        // Still PROCESSING and held by this node, with a lease that has already run out: the
+        // next claim (the supervisor's, when this actor stops) counts the next attempt.
+        self.finished = true;
+        let env = self.env.clone();
+        let id = self.row.id;
+        let stages = self.stages.to_json();
+        let results = self.results.to_json();
+        let stage = self.current.map(|s| s.name().to_string());
+        let progress = self.row.progress;
+        let fut = async move {
+            let mut conn = env.db.conn().await?;
+            let write = videos::JobWrite {
+                status: STATUS_PROCESSING,
+                progress,
+                stage: stage.as_deref(),
+                processing_stages: &stages,
+                stage_results: &results,
+                error_message: None,
+                lease_until: crate::db::now(),
+            };
+            Ok::<_, crate::db::DbError>(
+                videos::write_job(&mut conn, id, &env.node_id, &write).await?,
+            )
+        };
+        ctx.wait(fut.into_actor(self).map(|res, act, ctx| {
+            match res {
+                Ok(Some(row)) => {
+                    act.row = row;
+                    act.publish();
+                    act.retry = true;
+                }
+                // Cancelled meanwhile, or taken over: nothing to retry here.
+                Ok(None) => {}
+                Err(e) => {
+                    // The lease runs out by itself; a later sweep resumes the job.
+                    tracing::warn!(job = act.row.id, error = %e, "could not write a video job");
+                }
+            }
+            ctx.stop();
+        }));
     }
 
     fn fail(&mut self, ctx: &mut Context<Self>, why: String) {
@@ -370,12 +439,18 @@ impl Actor for VideoJob {
             job_id: self.row.id,
             failure: None,
         });
+        if self.retry {
+            // After `JobEnded` (same mailbox, in order): the slot is free when it is claimed.
+            self.supervisor.do_send(Enqueue {
+                job_id: self.row.id,
+            });
+        }
     }
 }
 
 impl Drop for VideoJob {
     fn drop(&mut self) {
-        // Stops the media thread whatever happened to the actor.
+        // Stops the media worker whatever happened to the actor.
         self.cancel.cancel();
         if !self.reported {
             let why = if std::thread::panicking() {

@@ -1,5 +1,6 @@
 //! Video upload and processing: one `VideoJob` actor per running job under the
-//! `JobSupervisor`, FFmpeg in-process (probe, thumbnail, speech track), speech-to-text and
+//! `JobSupervisor`, FFmpeg in sandboxed worker processes (probe, thumbnail, speech track; see
+//! [`sandbox`]), speech-to-text and
 //! text generation through the AI provider, artifacts in object storage, and live progress
 //! published to the owner's WebSocket sessions as `job` events.
 
@@ -10,6 +11,7 @@ pub mod messages;
 pub mod model;
 pub mod pipeline;
 pub mod responses;
+pub mod sandbox;
 pub mod service;
 pub mod settings;
 pub mod subtitles;
@@ -61,7 +63,13 @@ pub fn start(
     broker: Arc<dyn Broker>,
     ai: Arc<dyn AiProvider>,
 ) -> anyhow::Result<VideoService> {
-    media::init().map_err(|e| anyhow::anyhow!("{e}"))?;
+    // FFmpeg runs only in media workers; say so now if none can be started.
+    if !settings.video.worker_bin.is_file() {
+        tracing::warn!(
+            bin = %settings.video.worker_bin.display(),
+            "VIDEO_WORKER_BIN is not a file: video jobs will fail until it is"
+        );
+    }
     let work_dir = settings.data_dir.join("tmp").join("video-jobs");
     std::fs::create_dir_all(&work_dir)
         .map_err(|e| anyhow::anyhow!("creating {}: {e}", work_dir.display()))?;

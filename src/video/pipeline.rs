@@ -1,18 +1,24 @@
 //! What each stage of a job does. The `VideoJob` actor runs them one at a time; each reads what
 //! earlier stages left in [`StageResults`] (or in storage and `video_metadata`), does its work —
-//! FFmpeg on a thread of its own, the AI provider, storage — and reports what later stages
-//! need. Artifacts are stored under `artifacts/{user_id}/{video_id}/{job_id}/`.
+//! FFmpeg in a sandboxed worker process ([`super::sandbox`]), the AI provider, storage — and
+//! reports what later stages need. Artifacts are stored under
+//! `artifacts/{user_id}/{video_id}/{job_id}/`.
+//!
+//! What a worker returns is untrusted (FFmpeg parsed a hostile file in it): results are checked
+//! before use, and its audio files are taken only by their expected names, as regular files.
 
-use std::panic::AssertUnwindSafe;
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 use std::time::Duration;
 
+use base64::Engine;
 use bytes::Bytes;
 use tokio::sync::Mutex;
 
-use super::media::{audio, probe, thumbnail, Cancel, MediaError, Progress};
+use super::media::{audio, probe::Probe, Cancel, MediaError, Progress};
 use super::model::{Stage, StageResults, StoredChunk};
+use super::sandbox::protocol::{AudioResult, Limits, Request, Task, ThumbnailResult};
+use super::sandbox::{self, WorkerError};
 use super::subtitles::{self, Cue, TranscriptFile};
 use super::{describe, JobEnv};
 use crate::db::videos::{self, ProbeFacts, Video};
@@ -26,6 +32,27 @@ pub enum StageError {
     /// The stage failed; the message is stored as the job's `error_message`.
     #[error("{0}")]
     Failed(String),
+    /// The media worker crashed, hung past its time limit, hit a resource limit or
+    /// misbehaved: this attempt of the job is lost, and the job is tried again while it has
+    /// attempts left (`VIDEO_MAX_ATTEMPTS`).
+    #[error("{0}")]
+    Attempt(String),
+}
+
+impl From<WorkerError> for StageError {
+    fn from(e: WorkerError) -> Self {
+        match e {
+            WorkerError::Cancelled => StageError::Cancelled,
+            WorkerError::Unreadable(m) | WorkerError::Internal(m) => StageError::Failed(m),
+            WorkerError::Attempt(m) => StageError::Attempt(m),
+        }
+    }
+}
+
+/// The attempt-failure of a worker whose result does not hold up.
+fn misbehaved(what: &str) -> StageError {
+    tracing::warn!(what, "a media worker returned an invalid result");
+    StageError::Attempt("Media processing failed: its worker process misbehaved.".into())
 }
 
 impl From<MediaError> for StageError {
@@ -172,30 +199,51 @@ async fn cancelled(cancel: &Cancel) {
     }
 }
 
-/// Runs blocking FFmpeg work on a thread of its own; a panic there fails the stage instead of
-/// taking anything else down.
-async fn on_media_thread<T: Send + 'static>(
-    f: impl FnOnce() -> Result<T, MediaError> + Send + 'static,
-) -> Result<T, MediaError> {
-    let (tx, rx) = tokio::sync::oneshot::channel();
-    std::thread::Builder::new()
-        .name("echo-video-media".into())
-        .spawn(move || {
-            let result = std::panic::catch_unwind(AssertUnwindSafe(f)).unwrap_or_else(|p| {
-                let why = p
-                    .downcast_ref::<&str>()
-                    .map(|s| s.to_string())
-                    .or_else(|| p.downcast_ref::<String>().cloned())
-                    .unwrap_or_else(|| "unknown panic".into());
-                Err(MediaError::Internal(format!(
-                    "media thread panicked: {why}"
-                )))
-            });
-            let _ = tx.send(result);
-        })
-        .map_err(|e| MediaError::internal("starting a media thread", e))?;
-    rx.await
-        .map_err(|_| MediaError::Internal("media thread vanished".into()))?
+/// Runs the FFmpeg part of a stage, `task` on the upload at `path`, in a media worker;
+/// `on_progress` gets the fractions it reports.
+async fn in_worker(
+    input: &StageInput,
+    path: PathBuf,
+    task: Task,
+    on_progress: impl Fn(f64),
+) -> Result<serde_json::Value, StageError> {
+    let settings = &input.env.settings;
+    let file_bytes = match task {
+        Task::Audio { .. } => 2 * audio::MAX_CHUNK_BYTES,
+        _ => 0,
+    };
+    let request = Request {
+        input: path,
+        extension: input.extension(),
+        parent_pid: Some(std::process::id()),
+        limits: Limits {
+            memory_mb: settings.worker_memory_mb,
+            cpu_secs: settings.worker_cpu_secs,
+            file_bytes,
+            open_files: 64,
+        },
+        task,
+    };
+    Ok(sandbox::run(settings, &request, &input.cancel, on_progress).await?)
+}
+
+fn parse<T: serde::de::DeserializeOwned>(value: serde_json::Value) -> Result<T, StageError> {
+    serde_json::from_value(value).map_err(|_| misbehaved(std::any::type_name::<T>()))
+}
+
+/// A short, printable name (container, codec) from a worker.
+fn sane_name(s: &str) -> String {
+    s.chars()
+        .filter(|c| c.is_ascii_graphic())
+        .take(64)
+        .collect()
+}
+
+/// `audio-NNN.flac`: the only names of speech chunks taken from a worker's folder.
+fn is_chunk_name(name: &str) -> bool {
+    name.strip_prefix("audio-")
+        .and_then(|rest| rest.strip_suffix(".flac"))
+        .is_some_and(|n| n.len() == 3 && n.bytes().all(|b| b.is_ascii_digit()))
 }
 
 /// Runs `stage`.
@@ -221,15 +269,23 @@ async fn db_conn(input: &StageInput) -> Result<crate::db::DbConn, StageError> {
 
 async fn probe_stage(input: StageInput) -> Result<StageOutput, StageError> {
     let path = input.source().await?;
-    let ext = input.extension();
-    let cancel = input.cancel.clone();
-    let ws = input.workspace.clone();
-    let found = on_media_thread(move || {
-        let _hold = ws;
-        probe::probe(&path, &ext, &cancel)
-    })
-    .await?;
+    let found: Probe = parse(in_worker(&input, path, Task::Probe, |_| {}).await?)?;
     input.progress.set(1.0);
+    if !(found.duration.is_finite() && found.duration > 0.0) {
+        return Err(StageError::Failed(
+            "The video's duration could not be determined.".into(),
+        ));
+    }
+    if found.width == 0 || found.height == 0 {
+        return Err(misbehaved("probe size"));
+    }
+    let found = Probe {
+        format: sane_name(&found.format),
+        video_codec: sane_name(&found.video_codec),
+        audio_codec: found.audio_codec.as_deref().map(sane_name),
+        bit_rate: found.bit_rate.filter(|b| *b > 0),
+        ..found
+    };
     let limits = &input.env.settings;
     if found.duration > limits.max_duration_secs {
         return Err(StageError::Failed(format!(
@@ -274,18 +330,19 @@ fn duration_of(input: &StageInput) -> Result<f64, StageError> {
 async fn thumbnail_stage(input: StageInput) -> Result<StageOutput, StageError> {
     let duration = duration_of(&input)?;
     let path = input.source().await?;
-    let cancel = input.cancel.clone();
-    let ws = input.workspace.clone();
-    let thumb = on_media_thread(move || {
-        let _hold = ws;
-        thumbnail::thumbnail(&path, duration, &cancel)
-    })
-    .await?;
+    let thumb: ThumbnailResult =
+        parse(in_worker(&input, path, Task::Thumbnail { duration }, |_| {}).await?)?;
+    let jpeg = base64::engine::general_purpose::STANDARD
+        .decode(thumb.jpeg_base64.as_bytes())
+        .map_err(|_| misbehaved("thumbnail encoding"))?;
+    if !jpeg.starts_with(&[0xFF, 0xD8]) {
+        return Err(misbehaved("thumbnail content"));
+    }
     let key = input.artifact("thumbnail.jpg");
     input
         .env
         .storage
-        .put_bytes(&key, "image/jpeg", Bytes::from(thumb.jpeg))
+        .put_bytes(&key, "image/jpeg", Bytes::from(jpeg))
         .await
         .map_err(|e| failed("storing the thumbnail", e))?;
     let mut conn = db_conn(&input).await?;
@@ -301,46 +358,29 @@ async fn thumbnail_stage(input: StageInput) -> Result<StageOutput, StageError> {
 async fn audio_stage(input: StageInput) -> Result<StageOutput, StageError> {
     let duration = duration_of(&input)?;
     let path = input.source().await?;
-    let (cancel, progress, ws) = (
-        input.cancel.clone(),
-        input.progress.clone(),
-        input.workspace.clone(),
-    );
+    // A fresh, empty folder: the only one the worker may write in.
+    let out_dir = input
+        .workspace
+        .dir()
+        .join(format!("audio-{}", uuid::Uuid::new_v4().simple()));
+    tokio::fs::create_dir(&out_dir)
+        .await
+        .map_err(|e| failed("preparing the speech audio", e))?;
     let max_seconds = input.env.settings.max_duration_secs;
-    let chunks = on_media_thread(move || {
-        let dir = ws.dir().to_path_buf();
-        let chunks = audio::extract_speech(
-            &path,
-            &dir,
-            duration,
-            audio::Limits {
-                chunk_seconds: audio::CHUNK_SECONDS,
-                max_seconds: max_seconds.max(duration + 1.0),
-            },
-            &cancel,
-            &progress,
-        );
-        drop(ws);
-        chunks
-    })
-    .await?;
-    let mut stored = Vec::with_capacity(chunks.len());
-    for (i, chunk) in chunks.iter().enumerate() {
-        input.cancel.check()?;
-        let key = input.artifact(&format!("audio/{i:03}.flac"));
-        input
-            .env
-            .storage
-            .put_file(&key, "audio/flac", &chunk.path)
-            .await
-            .map_err(|e| failed("storing the speech audio", e))?;
-        let _ = tokio::fs::remove_file(&chunk.path).await;
-        stored.push(StoredChunk {
-            key,
-            start: chunk.start,
-            duration: chunk.duration,
-        });
-    }
+    let task = Task::Audio {
+        duration,
+        out_dir: out_dir.clone(),
+        chunk_seconds: audio::CHUNK_SECONDS,
+        max_seconds: max_seconds.max(duration + 1.0),
+    };
+    let progress = input.progress.clone();
+    let result = in_worker(&input, path, task, move |f| progress.set(f)).await;
+    let stored = match result {
+        Ok(value) => store_chunks(&input, &out_dir, parse(value)?).await,
+        Err(e) => Err(e),
+    };
+    let _ = tokio::fs::remove_dir_all(&out_dir).await;
+    let stored = stored?;
     let no_audio = stored.is_empty();
     let mut results = input.results;
     results.audio_chunks = Some(stored);
@@ -353,6 +393,51 @@ async fn audio_stage(input: StageInput) -> Result<StageOutput, StageError> {
         },
         skipped: no_audio,
     })
+}
+
+/// Checks the chunks a worker wrote into `out_dir` and stores them, in order.
+async fn store_chunks(
+    input: &StageInput,
+    out_dir: &Path,
+    found: AudioResult,
+) -> Result<Vec<StoredChunk>, StageError> {
+    use std::os::unix::fs::MetadataExt;
+    let chunks = found.chunks;
+    let mut stored = Vec::with_capacity(chunks.len());
+    for (i, chunk) in chunks.iter().enumerate() {
+        input.cancel.check()?;
+        let valid = is_chunk_name(&chunk.file)
+            && chunk.start.is_finite()
+            && chunk.start >= 0.0
+            && chunk.duration.is_finite()
+            && chunk.duration >= 0.0;
+        if !valid {
+            return Err(misbehaved("audio chunk"));
+        }
+        let path = out_dir.join(&chunk.file);
+        // A regular file of its own: not a link to something else on this disk.
+        let meta = tokio::fs::symlink_metadata(&path)
+            .await
+            .map_err(|_| misbehaved("audio chunk file"))?;
+        if !meta.file_type().is_file() || meta.nlink() != 1 || meta.len() >= audio::MAX_CHUNK_BYTES
+        {
+            return Err(misbehaved("audio chunk file"));
+        }
+        let key = input.artifact(&format!("audio/{i:03}.flac"));
+        input
+            .env
+            .storage
+            .put_file(&key, "audio/flac", &path)
+            .await
+            .map_err(|e| failed("storing the speech audio", e))?;
+        let _ = tokio::fs::remove_file(&path).await;
+        stored.push(StoredChunk {
+            key,
+            start: chunk.start,
+            duration: chunk.duration,
+        });
+    }
+    Ok(stored)
 }
 
 async fn transcription_stage(input: StageInput) -> Result<StageOutput, StageError> {

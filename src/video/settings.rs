@@ -1,6 +1,7 @@
 //! Video job settings, read with the rest of the configuration (`config::Settings::video`).
 
 use std::collections::HashMap;
+use std::path::PathBuf;
 use std::time::Duration;
 
 use crate::config::{parse, ConfigError};
@@ -29,6 +30,19 @@ pub struct VideoSettings {
     pub max_duration_secs: f64,
     /// `VIDEO_MAX_PIXELS`: largest picture (width × height) processed (default 40 000 000).
     pub max_pixels: u64,
+    /// `VIDEO_WORKER_BIN`: the program run as `PROGRAM media-worker` for each FFmpeg stage
+    /// (default: this executable). Tests, whose executable is a test harness, point it at the
+    /// `echo-server` binary.
+    pub worker_bin: PathBuf,
+    /// `VIDEO_WORKER_TIMEOUT_SECS`: wall-clock limit of one media worker, i.e. of the FFmpeg
+    /// part of one stage (default 1800); past it the worker is killed and the attempt fails.
+    pub worker_timeout: Duration,
+    /// `VIDEO_WORKER_MEMORY_MB`: a media worker's address-space limit (`RLIMIT_AS`, default
+    /// 2048).
+    pub worker_memory_mb: u64,
+    /// `VIDEO_WORKER_CPU_SECS`: a media worker's CPU-time limit (`RLIMIT_CPU`, default 3600:
+    /// decoding may use two threads for the whole wall-clock limit).
+    pub worker_cpu_secs: u64,
 }
 
 impl VideoSettings {
@@ -50,6 +64,38 @@ impl VideoSettings {
             });
         }
         let sweep_ms = (parse::<f64>(env, "VIDEO_SWEEP_SECS", 5.0)? * 1000.0).max(100.0);
+        let worker_bin = match env.get("VIDEO_WORKER_BIN").filter(|v| !v.trim().is_empty()) {
+            Some(p) => PathBuf::from(p.trim()),
+            None => std::env::current_exe().map_err(|e| ConfigError {
+                var: "VIDEO_WORKER_BIN",
+                reason: format!("unset, and this executable's path is unknown ({e})"),
+            })?,
+        };
+        let at_least = |var: &'static str, value: u64, min: u64| {
+            if value < min {
+                Err(ConfigError {
+                    var,
+                    reason: format!("must be at least {min}"),
+                })
+            } else {
+                Ok(value)
+            }
+        };
+        let worker_timeout = at_least(
+            "VIDEO_WORKER_TIMEOUT_SECS",
+            parse(env, "VIDEO_WORKER_TIMEOUT_SECS", 1800)?,
+            1,
+        )?;
+        let worker_memory_mb = at_least(
+            "VIDEO_WORKER_MEMORY_MB",
+            parse(env, "VIDEO_WORKER_MEMORY_MB", 2048)?,
+            512,
+        )?;
+        let worker_cpu_secs = at_least(
+            "VIDEO_WORKER_CPU_SECS",
+            parse(env, "VIDEO_WORKER_CPU_SECS", 3600)?,
+            1,
+        )?;
         Ok(VideoSettings {
             workers,
             lease: Duration::from_secs(lease),
@@ -59,6 +105,10 @@ impl VideoSettings {
             pending_uploads_per_user: parse(env, "VIDEO_PENDING_UPLOADS_PER_USER", 10)?,
             max_duration_secs: parse(env, "VIDEO_MAX_DURATION_SECS", 14_400.0)?,
             max_pixels: parse(env, "VIDEO_MAX_PIXELS", 40_000_000)?,
+            worker_bin,
+            worker_timeout: Duration::from_secs(worker_timeout),
+            worker_memory_mb,
+            worker_cpu_secs,
         })
     }
 }

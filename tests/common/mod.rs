@@ -182,6 +182,9 @@ fn settings_for(database_url: &str, extra: &HashMap<String, String>) -> Settings
         ("DATABASE_POOL_SIZE", "8"),
         ("ECHO_NODE_ID", "test-node"),
         ("MAX_JSON_BYTES", "65536"),
+        // Media work runs in `echo-server media-worker` child processes; a test binary cannot
+        // be its own worker, so the apps spawn the server binary Cargo built for the tests.
+        ("VIDEO_WORKER_BIN", env!("CARGO_BIN_EXE_echo-server")),
     ]
     .into_iter()
     .map(|(k, v)| (k.to_string(), v.to_string()))

@@ -1,6 +1,7 @@
 //! Helpers for the video tests: sample media made at test time with the `ffmpeg` CLI (test
-//! setup only; the server itself runs FFmpeg in-process), uploads, waiting for jobs, decoding
-//! thumbnails, parsing subtitles, and a real GCS JSON-API server (fake-gcs-server).
+//! setup only; the server itself runs FFmpeg as a library, in its sandboxed media workers),
+//! uploads, waiting for jobs, decoding thumbnails, parsing subtitles, stand-in media workers,
+//! the test process's children, and a real GCS JSON-API server (fake-gcs-server).
 #![allow(dead_code)]
 
 use std::path::{Path, PathBuf};
@@ -462,4 +463,102 @@ pub fn service_account_file(dir: &Path) -> PathBuf {
     let path = dir.join("service-account.json");
     std::fs::write(&path, key.to_string()).expect("write key");
     path
+}
+
+/// The `echo-server` binary Cargo built for this test run: the media worker the test apps
+/// spawn (`VIDEO_WORKER_BIN`; a test binary cannot be its own worker).
+pub fn worker_bin() -> &'static str {
+    env!("CARGO_BIN_EXE_echo-server")
+}
+
+/// A stand-in worker for the tests: a shell script that reads the request and then behaves
+/// like `behaviour` for the stages whose `op` is `op` (a crash, a runaway loop, …), and hands
+/// every other request to the real worker (`exec`, so the process the server spawned is the
+/// worker itself). `behaviour` is shell code; `$MARK` names a file the script may use to
+/// misbehave only once.
+pub fn fake_worker(dir: &Path, name: &str, op: &str, behaviour: &str) -> PathBuf {
+    use std::os::unix::fs::PermissionsExt;
+    let path = dir.join(format!("{name}.sh"));
+    let mark = dir.join(format!("{name}.mark"));
+    let script = format!(
+        "#!/bin/sh\n\
+         MARK='{mark}'\n\
+         IFS= read -r request\n\
+         case \"$request\" in\n\
+         *'\"op\":\"{op}\"'*)\n\
+         {behaviour}\n\
+         ;;\n\
+         esac\n\
+         exec '{real}' media-worker <<EOF\n\
+         $request\n\
+         EOF\n",
+        mark = mark.display(),
+        real = worker_bin(),
+    );
+    std::fs::write(&path, script).expect("write the fake worker");
+    std::fs::set_permissions(&path, std::fs::Permissions::from_mode(0o755)).expect("chmod");
+    path
+}
+
+/// Processes whose parent is this test process and whose command line contains `needle`
+/// (the media workers the in-process test server spawned).
+pub fn child_processes(needle: &str) -> Vec<u32> {
+    let me = std::process::id();
+    let mut found = Vec::new();
+    let Ok(entries) = std::fs::read_dir("/proc") else {
+        return found;
+    };
+    for e in entries.flatten() {
+        let Some(pid) = e.file_name().to_str().and_then(|s| s.parse::<u32>().ok()) else {
+            continue;
+        };
+        let Ok(stat) = std::fs::read_to_string(format!("/proc/{pid}/stat")) else {
+            continue;
+        };
+        // `pid (comm) state ppid …`; comm may contain spaces, so split after the last ')'.
+        let Some((_, rest)) = stat.rsplit_once(')') else {
+            continue;
+        };
+        let mut fields = rest.split_whitespace();
+        let state = fields.next().unwrap_or("");
+        let ppid: u32 = fields.next().and_then(|p| p.parse().ok()).unwrap_or(0);
+        if ppid != me || state == "Z" {
+            continue;
+        }
+        let cmdline = std::fs::read(format!("/proc/{pid}/cmdline")).unwrap_or_default();
+        if String::from_utf8_lossy(&cmdline).contains(needle) {
+            found.push(pid);
+        }
+    }
+    found
+}
+
+/// True while process `pid` exists and is not a zombie.
+pub fn process_alive(pid: u32) -> bool {
+    match std::fs::read_to_string(format!("/proc/{pid}/stat")) {
+        Ok(stat) => stat
+            .rsplit_once(')')
+            .is_some_and(|(_, rest)| !rest.trim_start().starts_with('Z')),
+        Err(_) => false,
+    }
+}
+
+/// Every file under `dir`, recursively.
+pub fn files_under(dir: &Path) -> Vec<PathBuf> {
+    let mut out = Vec::new();
+    let mut stack = vec![dir.to_path_buf()];
+    while let Some(d) = stack.pop() {
+        let Ok(rd) = std::fs::read_dir(&d) else {
+            continue;
+        };
+        for e in rd.flatten() {
+            let p = e.path();
+            if p.is_dir() {
+                stack.push(p);
+            } else {
+                out.push(p);
+            }
+        }
+    }
+    out
 }

@@ -7,7 +7,7 @@ use std::path::{Path, PathBuf};
 
 use ffmpeg_next as ffmpeg;
 
-use super::{open_input, seconds, Cancel, MediaError, Progress};
+use super::{open_input, seconds, Cancel, MediaError, PacketReader, Progress, Source};
 
 /// Sample rate speech-to-text models are trained on.
 pub const SPEECH_RATE: u32 = 16_000;
@@ -309,7 +309,20 @@ pub fn extract_speech(
     cancel: &Cancel,
     progress: &Progress,
 ) -> Result<Vec<AudioChunk>, MediaError> {
-    let mut ictx = open_input(path, cancel)?;
+    let source = Source::open(path, &super::extension_of(path))?;
+    extract_speech_from(&source, dir, duration, limits, cancel, progress)
+}
+
+/// [`extract_speech`] of an open upload.
+pub fn extract_speech_from(
+    source: &Source,
+    dir: &Path,
+    duration: f64,
+    limits: Limits,
+    cancel: &Cancel,
+    progress: &Progress,
+) -> Result<Vec<AudioChunk>, MediaError> {
+    let mut ictx = open_input(source, cancel)?;
     let Some((index, time_base, start)) = ictx
         .streams()
         .best(ffmpeg::media::Type::Audio)
@@ -351,9 +364,9 @@ pub fn extract_speech(
             .map(|ts| seconds(ts, time_base, start).max(0.0))
             .unwrap_or(0.0)
     };
-    for (stream, packet) in ictx.packets() {
-        cancel.check()?;
-        if stream.index() != index {
+    let mut reader = PacketReader::new();
+    while let Some(packet) = reader.next(&mut ictx, cancel)? {
+        if packet.stream() != index {
             continue;
         }
         if let Some(ts) = packet.pts().or(packet.dts()) {

@@ -6,10 +6,10 @@ use std::path::Path;
 
 use ffmpeg_next as ffmpeg;
 
-use super::{open_input, Cancel, MediaError};
+use super::{open_input, Cancel, MediaError, Source};
 
 /// What a probe found.
-#[derive(Debug, Clone, PartialEq)]
+#[derive(Debug, Clone, PartialEq, serde::Serialize, serde::Deserialize)]
 pub struct Probe {
     /// Seconds.
     pub duration: f64,
@@ -30,7 +30,16 @@ pub struct Probe {
 /// Probes the file at `path`. `extension` (without the dot) picks the container's name among
 /// FFmpeg's aliases (`mov,mp4,m4a,…` is `mp4` for an `.mp4` upload).
 pub fn probe(path: &Path, extension: &str, cancel: &Cancel) -> Result<Probe, MediaError> {
-    let ictx = open_input(path, cancel)?;
+    probe_source(&Source::open(path, extension)?, extension, cancel)
+}
+
+/// [`probe`] of an open upload.
+pub fn probe_source(
+    source: &Source,
+    extension: &str,
+    cancel: &Cancel,
+) -> Result<Probe, MediaError> {
+    let ictx = open_input(source, cancel)?;
     cancel.check()?;
     let video = ictx
         .streams()
@@ -60,7 +69,7 @@ pub fn probe(path: &Path, extension: &str, cancel: &Cancel) -> Result<Probe, Med
         .streams()
         .best(ffmpeg::media::Type::Audio)
         .map(|a| a.parameters().id().name().to_string());
-    let size = std::fs::metadata(path).map(|m| m.len()).unwrap_or(0);
+    let size = source.size();
     let bit_rate = match ictx.bit_rate() {
         b if b > 0 => Some(b),
         _ if duration > 0.0 && size > 0 => Some((size as f64 * 8.0 / duration) as i64),

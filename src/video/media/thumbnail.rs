@@ -5,7 +5,7 @@ use std::path::Path;
 
 use ffmpeg_next as ffmpeg;
 
-use super::{open_input, seconds, Cancel, MediaError};
+use super::{open_input, seconds, Cancel, MediaError, PacketReader, Source};
 
 /// Widest thumbnail, in pixels.
 pub const MAX_WIDTH: u32 = 1280;
@@ -53,7 +53,20 @@ pub fn thumbnail_size(width: u32, height: u32) -> (u32, u32) {
 
 /// Decodes the frame at [`target_seconds`] of the video at `path` and encodes it as JPEG.
 pub fn thumbnail(path: &Path, duration: f64, cancel: &Cancel) -> Result<Thumbnail, MediaError> {
-    let mut ictx = open_input(path, cancel)?;
+    thumbnail_of(
+        &Source::open(path, &super::extension_of(path))?,
+        duration,
+        cancel,
+    )
+}
+
+/// [`thumbnail`] of an open upload.
+pub fn thumbnail_of(
+    source: &Source,
+    duration: f64,
+    cancel: &Cancel,
+) -> Result<Thumbnail, MediaError> {
+    let mut ictx = open_input(source, cancel)?;
     let (index, time_base, start) = {
         let stream = ictx
             .streams()
@@ -107,9 +120,9 @@ pub fn thumbnail(path: &Path, duration: f64, cancel: &Cancel) -> Result<Thumbnai
             false
         };
     let mut found = false;
-    for (stream, packet) in ictx.packets() {
-        cancel.check()?;
-        if stream.index() != index {
+    let mut reader = PacketReader::new();
+    while let Some(packet) = reader.next(&mut ictx, cancel)? {
+        if packet.stream() != index {
             continue;
         }
         // Frames well before the target that nothing else refers to are never shown and
