@@ -67,17 +67,22 @@ pub fn parse_json_body<T: DeserializeOwned + Validate>(bytes: &[u8]) -> Result<T
 }
 
 /// Deserialises JSON, mapping serde's errors to pydantic-style issues under `root`.
+/// Anything after the value other than JSON whitespace (`{"a":1}{"a":2}`, `{} garbage`) is
+/// `json_invalid`, as FastAPI answers.
 pub fn parse_json_value<T: DeserializeOwned>(bytes: &[u8], root: &str) -> Result<T, ApiError> {
-    let de = &mut serde_json::Deserializer::from_slice(bytes);
-    serde_path_to_error::deserialize(de).map_err(|err| {
+    let json_invalid = |inner: &serde_json::Error| {
+        ApiError::invalid(
+            vec![json!(root), json!(inner.column())],
+            "json_invalid",
+            format!("JSON decode error: {inner}"),
+        )
+    };
+    let mut de = serde_json::Deserializer::from_slice(bytes);
+    let value = serde_path_to_error::deserialize(&mut de).map_err(|err| {
         let path = err.path().clone();
         let inner = err.into_inner();
         if inner.is_syntax() || inner.is_eof() {
-            return ApiError::invalid(
-                vec![json!(root), json!(inner.column())],
-                "json_invalid",
-                format!("JSON decode error: {inner}"),
-            );
+            return json_invalid(&inner);
         }
         let mut loc = vec![json!(root)];
         for seg in path.iter() {
@@ -89,7 +94,9 @@ pub fn parse_json_value<T: DeserializeOwned>(bytes: &[u8], root: &str) -> Result
             }
         }
         ApiError::Validation(vec![issue_from_serde(loc, &inner.to_string())])
-    })
+    })?;
+    de.end().map_err(|inner| json_invalid(&inner))?;
+    Ok(value)
 }
 
 /// Turns a serde message into pydantic's kind and wording.
@@ -251,30 +258,81 @@ impl Page {
     }
 }
 
-/// Checks a string's length in characters, as pydantic's `max_length`.
-pub fn check_max_len(
-    issues: &mut Vec<ValidationIssue>,
-    loc: &[&str],
-    value: Option<&str>,
-    max: usize,
-) {
-    if let Some(v) = value {
-        if v.chars().count() > max {
-            issues.push(ValidationIssue::new(
-                loc.iter().map(|s| json!(s)).collect(),
-                "string_too_long",
-                format!("String should have at most {max} characters"),
-            ));
-        }
+/// Which control characters a stored string may hold (docs/INPUT-RULES.md). Control
+/// characters here are C0 (U+0000–U+001F) and DEL (U+007F): Postgres cannot store U+0000 at
+/// all, and the others only confuse terminals, logs and other clients.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Text {
+    /// A single-line value (titles, names, tags, file names, content types): no control
+    /// character at all.
+    Line,
+    /// Free text (message content, descriptions): tab, line feed and carriage return only.
+    Free,
+}
+
+impl Text {
+    /// True when `c` may not appear in this kind of text.
+    pub fn forbids(self, c: char) -> bool {
+        let control = c <= '\u{1f}' || c == '\u{7f}';
+        control && !(self == Text::Free && matches!(c, '\t' | '\n' | '\r'))
     }
 }
 
-/// The issues of a body's string fields over their length limits: `(field, value, max)` each,
-/// reported at `["body", field]`.
-pub fn body_lengths(fields: &[(&str, Option<&str>, usize)]) -> Vec<ValidationIssue> {
+/// The issue `type` of a forbidden control character.
+pub const CONTROL_CHARACTER: &str = "string_control_character";
+
+/// The issue at `loc` when `value` holds a control character that `kind` forbids.
+pub fn control_character_issue(
+    loc: Vec<Value>,
+    value: &str,
+    kind: Text,
+) -> Option<ValidationIssue> {
+    let (pos, c) = value.chars().enumerate().find(|(_, c)| kind.forbids(*c))?;
+    let which = match kind {
+        Text::Line => "control characters",
+        Text::Free => "control characters other than tab, line feed and carriage return",
+    };
+    Some(ValidationIssue::new(
+        loc,
+        CONTROL_CHARACTER,
+        format!(
+            "String should not contain {which}; found U+{:04X} at position {pos}",
+            u32::from(c)
+        ),
+    ))
+}
+
+/// Checks a string against its length limit and the control-character rule of its kind.
+pub fn check_text(
+    issues: &mut Vec<ValidationIssue>,
+    loc: &[Value],
+    value: Option<&str>,
+    max: usize,
+    kind: Text,
+) {
+    let Some(v) = value else { return };
+    if v.chars().count() > max {
+        issues.push(ValidationIssue::new(
+            loc.to_vec(),
+            "string_too_long",
+            format!("String should have at most {max} characters"),
+        ));
+    }
+    issues.extend(control_character_issue(loc.to_vec(), v, kind));
+}
+
+/// The issues of a body's string fields: `(field, value, max, kind)` each, reported at
+/// `["body", field]` (too long, or a control character `kind` forbids).
+pub fn body_text(fields: &[(&str, Option<&str>, usize, Text)]) -> Vec<ValidationIssue> {
     let mut issues = Vec::new();
-    for (field, value, max) in fields {
-        check_max_len(&mut issues, &["body", field], *value, *max);
+    for (field, value, max, kind) in fields {
+        check_text(
+            &mut issues,
+            &[json!("body"), json!(field)],
+            *value,
+            *max,
+            *kind,
+        );
     }
     issues
 }
@@ -327,5 +385,39 @@ mod tests {
     #[test]
     fn broken_json_is_json_invalid() {
         assert_eq!(issues("{\"content\": ")[0].kind, "json_invalid");
+    }
+
+    #[test]
+    fn trailing_data_after_the_value_is_json_invalid() {
+        let ok = r#"{"content":"x","chat_id":"7f9c0b5e-0d7c-4a43-9a8e-4b1f2a3c4d5e"}"#;
+        assert!(parse_json_body::<Body>(format!("{ok} \r\n\t").as_bytes()).is_ok());
+        for tail in [ok, " garbage", "]", "0", "\u{0}"] {
+            let i = issues(&format!("{ok}{tail}"));
+            assert_eq!(i[0].kind, "json_invalid", "{tail:?}");
+            assert_eq!(i[0].loc[0], json!("body"));
+        }
+    }
+
+    #[test]
+    fn control_characters_follow_the_kind_of_text() {
+        for c in [
+            '\u{0}', '\u{1}', '\u{8}', '\u{b}', '\u{c}', '\u{1b}', '\u{1f}', '\u{7f}',
+        ] {
+            assert!(Text::Free.forbids(c) && Text::Line.forbids(c), "{c:?}");
+        }
+        for c in ['\t', '\n', '\r'] {
+            assert!(!Text::Free.forbids(c) && Text::Line.forbids(c), "{c:?}");
+        }
+        for c in [' ', 'a', 'é', '\u{80}', '\u{2028}', '😀'] {
+            assert!(!Text::Free.forbids(c) && !Text::Line.forbids(c), "{c:?}");
+        }
+        let issue =
+            control_character_issue(vec![json!("body"), json!("title")], "ab\u{0}", Text::Line);
+        let issue = issue.expect("an issue");
+        assert_eq!(issue.kind, CONTROL_CHARACTER);
+        assert!(issue.msg.contains("U+0000 at position 2"), "{}", issue.msg);
+        let issues = body_text(&[("title", Some(&"\u{0}".repeat(3)), 2, Text::Line)]);
+        let kinds: Vec<_> = issues.iter().map(|i| i.kind.as_str()).collect();
+        assert_eq!(kinds, ["string_too_long", CONTROL_CHARACTER]);
     }
 }

@@ -1,6 +1,22 @@
 //! The OpenAPI 3.1 document, generated from the handlers' annotations and types.
+//!
+//! Each handler documents its own outcomes (200, 404, 409, …); [`ErrorResponses`] then adds the
+//! statuses every operation of a kind can answer, so that the document lists everything the
+//! server may send (a schema fuzzer checks it in `scripts/test`):
+//!
+//! - every operation: 408 (the request did not arrive in time), 429 (rate limited) and 500;
+//! - an authenticated one: 401 (missing or invalid token) and 503 (the database is
+//!   unavailable: the caller's row is upserted on every request);
+//! - with a request body: 400 (the body could not be read), 413 (over the size limit);
+//! - authenticated with parameters or a body: 422 (FastAPI's validation error list).
+//!
+//! Error answers have FastAPI's shapes: `HTTPError` (`{"detail": "…"}`) and
+//! `HTTPValidationError` (`{"detail": [{"loc", "msg", "type"}]}`).
 
+use utoipa::openapi::path::Operation;
+use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, OneOfBuilder, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
+use utoipa::openapi::{ContentBuilder, Ref, ResponseBuilder};
 use utoipa::{Modify, OpenApi};
 
 use crate::routes;
@@ -23,7 +39,7 @@ use crate::routes;
         routes::videos::list_jobs, routes::videos::cancel_job, routes::videos::my_videos,
         routes::videos::my_jobs, routes::files::get_file, routes::files::put_file,
     ),
-    modifiers(&BearerAuth)
+    modifiers(&BearerAuth, &ErrorResponses)
 )]
 pub struct ApiDoc;
 
@@ -41,5 +57,139 @@ impl Modify for BearerAuth {
                     .build(),
             ),
         );
+    }
+}
+
+/// Adds the statuses common to every operation of a kind, and FastAPI's error bodies to the
+/// error answers (see the module documentation).
+struct ErrorResponses;
+
+/// Schema of `{"detail": "…"}`.
+const HTTP_ERROR: &str = "HTTPError";
+/// Schema of one entry of a 422 `detail` list.
+const VALIDATION_ERROR: &str = "ValidationError";
+/// Schema of a 422 body.
+const HTTP_VALIDATION_ERROR: &str = "HTTPValidationError";
+
+impl ErrorResponses {
+    fn add_schemas(openapi: &mut utoipa::openapi::OpenApi) {
+        let components = openapi.components.get_or_insert_with(Default::default);
+        components.schemas.insert(
+            HTTP_ERROR.to_string(),
+            ObjectBuilder::new()
+                .description(Some("An error, as FastAPI's HTTPException answers it."))
+                .property(
+                    "detail",
+                    ObjectBuilder::new()
+                        .schema_type(Type::String)
+                        .description(Some("What went wrong.")),
+                )
+                .required("detail")
+                .into(),
+        );
+        let loc_item = OneOfBuilder::new()
+            .item(ObjectBuilder::new().schema_type(Type::String))
+            .item(ObjectBuilder::new().schema_type(Type::Integer));
+        components.schemas.insert(
+            VALIDATION_ERROR.to_string(),
+            ObjectBuilder::new()
+                .property(
+                    "loc",
+                    ArrayBuilder::new().items(loc_item).description(Some(
+                        "Where: `[\"body\", \"title\"]`, `[\"query\", \"limit\"]`, `[\"path\", \"chat_id\"]`.",
+                    )),
+                )
+                .required("loc")
+                .property("msg", ObjectBuilder::new().schema_type(Type::String))
+                .required("msg")
+                .property(
+                    "type",
+                    ObjectBuilder::new().schema_type(Type::String).description(Some(
+                        "`missing`, `json_invalid`, `string_too_long`, `string_control_character`, …",
+                    )),
+                )
+                .required("type")
+                .into(),
+        );
+        components.schemas.insert(
+            HTTP_VALIDATION_ERROR.to_string(),
+            ObjectBuilder::new()
+                .description(Some("A validation error, as FastAPI answers 422."))
+                .property(
+                    "detail",
+                    ArrayBuilder::new().items(Ref::from_schema_name(VALIDATION_ERROR)),
+                )
+                .required("detail")
+                .into(),
+        );
+    }
+
+    /// Adds `code` with `description` unless the operation documents it already.
+    fn ensure(op: &mut Operation, code: &str, description: &str) {
+        op.responses
+            .responses
+            .entry(code.to_string())
+            .or_insert_with(|| ResponseBuilder::new().description(description).into());
+    }
+
+    fn document(op: &mut Operation) {
+        let secured = op.security.as_ref().is_some_and(|s| !s.is_empty());
+        let has_params = op.parameters.as_ref().is_some_and(|p| !p.is_empty());
+        let has_body = op.request_body.is_some();
+        Self::ensure(op, "408", "The request did not arrive in time");
+        Self::ensure(op, "429", "Too many requests; retry later");
+        Self::ensure(op, "500", "Internal error");
+        if secured {
+            Self::ensure(op, "401", "Missing or invalid bearer token");
+            Self::ensure(op, "503", "The database is unavailable");
+        }
+        if has_body {
+            Self::ensure(op, "400", "The body could not be read");
+            Self::ensure(op, "413", "The body is over the size limit");
+        }
+        if secured && (has_params || has_body) {
+            Self::ensure(op, "422", "Invalid parameters or body");
+        }
+        // Every error answer of an operation is FastAPI-shaped (the handlers that answer
+        // something else declare its content themselves).
+        for (code, response) in op.responses.responses.iter_mut() {
+            let utoipa::openapi::RefOr::T(response) = response else {
+                continue;
+            };
+            if !response.content.is_empty() || !(code.starts_with('4') || code.starts_with('5')) {
+                continue;
+            }
+            let schema = if code == "422" {
+                HTTP_VALIDATION_ERROR
+            } else {
+                HTTP_ERROR
+            };
+            response.content.insert(
+                "application/json".to_string(),
+                ContentBuilder::new()
+                    .schema(Some(Ref::from_schema_name(schema)))
+                    .build(),
+            );
+        }
+    }
+}
+
+impl Modify for ErrorResponses {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        Self::add_schemas(openapi);
+        for item in openapi.paths.paths.values_mut() {
+            for op in [
+                &mut item.get,
+                &mut item.put,
+                &mut item.post,
+                &mut item.delete,
+                &mut item.patch,
+            ]
+            .into_iter()
+            .flatten()
+            {
+                Self::document(op);
+            }
+        }
     }
 }

@@ -14,7 +14,7 @@ use crate::ai::sdk_stream::{self, Framer, WireProtocol};
 use crate::auth::AuthUser;
 use crate::error::{ApiError, ApiResult, ValidationIssue};
 use crate::extract::{path_uuid, query_pairs, ApiJson, Validate};
-use crate::routes::messages::{validate_content, MAX_CONTENT_CHARS};
+use crate::routes::messages::{validate_content, validate_content_at};
 use crate::state::AppState;
 
 pub(super) fn configure(cfg: &mut web::ServiceConfig) {
@@ -270,27 +270,16 @@ pub async fn chat(
         ));
     }
     let content = last.text();
-    let loc = || {
-        vec![
-            json!("body"),
-            json!("messages"),
-            json!(index),
-            json!("content"),
-        ]
-    };
-    if content.is_empty() {
-        return Err(ApiError::invalid(
-            loc(),
-            "string_too_short",
-            "String should have at least 1 character",
-        ));
-    }
-    if content.chars().count() > MAX_CONTENT_CHARS {
-        return Err(ApiError::invalid(
-            loc(),
-            "string_too_long",
-            format!("String should have at most {MAX_CONTENT_CHARS} characters"),
-        ));
+    let loc = [
+        json!("body"),
+        json!("messages"),
+        json!(index),
+        json!("content"),
+    ];
+    let mut issues = Vec::new();
+    validate_content_at(&mut issues, &loc, &content);
+    if !issues.is_empty() {
+        return Err(ApiError::Validation(issues));
     }
     let prompt = Prompt {
         chat_id,

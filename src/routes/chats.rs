@@ -9,7 +9,7 @@ use uuid::Uuid;
 use crate::api_types::{ChatDetailResponse, ChatResponse, MemberResponse, MessageResponse};
 use crate::auth::AuthUser;
 use crate::error::{ApiResult, ValidationIssue};
-use crate::extract::{body_lengths, path_uuid, query_int, query_pairs, ApiJson, Page, Validate};
+use crate::extract::{body_text, path_uuid, query_int, query_pairs, ApiJson, Page, Text, Validate};
 use crate::state::AppState;
 
 /// Longest chat title accepted.
@@ -50,7 +50,7 @@ pub struct ChatWrite {
 
 impl Validate for ChatWrite {
     fn validate(&self) -> Vec<ValidationIssue> {
-        body_lengths(&[("title", self.title.as_deref(), MAX_TITLE_CHARS)])
+        body_text(&[("title", self.title.as_deref(), MAX_TITLE_CHARS, Text::Line)])
     }
 }
 

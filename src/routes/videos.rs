@@ -9,7 +9,7 @@ use utoipa::ToSchema;
 use crate::auth::AuthUser;
 use crate::db::videos::{Descriptive, ALL_STATUSES};
 use crate::error::{ApiError, ApiResult, ValidationIssue};
-use crate::extract::{body_lengths, path_int, query_pairs, ApiJson, Page, Validate};
+use crate::extract::{body_text, check_text, path_int, query_pairs, ApiJson, Page, Text, Validate};
 use crate::state::AppState;
 use crate::video::responses::{
     SignedUploadResponse, UploadAccepted, VideoDetailResponse, VideoJobWithDetailsResponse,
@@ -67,9 +67,14 @@ pub struct SignedUploadRequest {
 
 impl Validate for SignedUploadRequest {
     fn validate(&self) -> Vec<ValidationIssue> {
-        body_lengths(&[
-            ("filename", Some(&self.filename), MAX_NAME_CHARS),
-            ("content_type", Some(&self.content_type), MAX_NAME_CHARS),
+        body_text(&[
+            ("filename", Some(&self.filename), MAX_NAME_CHARS, Text::Line),
+            (
+                "content_type",
+                Some(&self.content_type),
+                MAX_NAME_CHARS,
+                Text::Line,
+            ),
         ])
     }
 }
@@ -92,13 +97,25 @@ pub struct UploadCompleteRequest {
 
 impl Validate for UploadCompleteRequest {
     fn validate(&self) -> Vec<ValidationIssue> {
-        let mut issues = body_lengths(&[
+        let mut issues = body_text(&[
             (
                 "original_filename",
                 Some(&self.original_filename),
                 MAX_NAME_CHARS,
+                Text::Line,
             ),
-            ("content_type", Some(&self.content_type), MAX_NAME_CHARS),
+            (
+                "content_type",
+                Some(&self.content_type),
+                MAX_NAME_CHARS,
+                Text::Line,
+            ),
+            (
+                "storage_path",
+                self.storage_path.as_deref(),
+                usize::MAX,
+                Text::Line,
+            ),
         ]);
         if self.size_bytes < 0 {
             issues.push(ValidationIssue::new(
@@ -128,12 +145,13 @@ pub struct MetadataUpdate {
 
 impl Validate for MetadataUpdate {
     fn validate(&self) -> Vec<ValidationIssue> {
-        let mut issues = body_lengths(&[
-            ("title", self.title.as_deref(), MAX_TITLE_CHARS),
+        let mut issues = body_text(&[
+            ("title", self.title.as_deref(), MAX_TITLE_CHARS, Text::Line),
             (
                 "description",
                 self.description.as_deref(),
                 MAX_DESCRIPTION_CHARS,
+                Text::Free,
             ),
         ]);
         if let Some(tags) = &self.tags {
@@ -145,13 +163,8 @@ impl Validate for MetadataUpdate {
                 ));
             }
             for (i, tag) in tags.iter().enumerate() {
-                if tag.chars().count() > MAX_TAG_CHARS {
-                    issues.push(ValidationIssue::new(
-                        vec![json!("body"), json!("tags"), json!(i)],
-                        "string_too_long",
-                        format!("String should have at most {MAX_TAG_CHARS} characters"),
-                    ));
-                }
+                let loc = [json!("body"), json!("tags"), json!(i)];
+                check_text(&mut issues, &loc, Some(tag), MAX_TAG_CHARS, Text::Line);
             }
         }
         issues

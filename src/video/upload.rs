@@ -16,6 +16,7 @@ use futures_util::{Stream, StreamExt};
 use serde_json::json;
 
 use crate::error::ApiError;
+use crate::extract::{control_character_issue, Text};
 use crate::storage::{ObjectStore, StorageError};
 
 /// Request bytes read after a refused upload, so the client sees the answer instead of a reset
@@ -176,6 +177,21 @@ where
             .content_type()
             .map(|m| m.essence_str().to_ascii_lowercase())
             .unwrap_or_else(|| "application/octet-stream".into());
+        let issues: Vec<_> = [
+            ("filename", filename.as_deref()),
+            ("content_type", Some(content_type.as_str())),
+        ]
+        .into_iter()
+        .filter_map(|(name, value)| {
+            let loc = vec![json!("body"), json!("file"), json!(name)];
+            control_character_issue(loc, value?, Text::Line)
+        })
+        .collect();
+        if !issues.is_empty() {
+            drop(field);
+            drain(&mut multipart, &read).await;
+            return Err(ApiError::Validation(issues));
+        }
         if accept == Accept::AnyNamedFile && filename.is_none() {
             drop(field);
             drain(&mut multipart, &read).await;
