@@ -48,13 +48,23 @@ where
     }
 }
 
-/// Parses and validates a JSON body held in memory.
+/// Parses and validates a JSON body held in memory. Every body is a JSON object: anything
+/// else that is valid JSON is `model_attributes_type` at `["body"]`, as pydantic answers
+/// (serde alone would build a struct from an array of its fields).
 pub fn parse_json_body<T: DeserializeOwned + Validate>(bytes: &[u8]) -> Result<T, ApiError> {
-    if bytes.iter().all(u8::is_ascii_whitespace) {
+    let Some(first) = bytes.iter().find(|b| !b.is_ascii_whitespace()) else {
         return Err(ApiError::invalid(
             vec![json!("body")],
             "missing",
             "Field required",
+        ));
+    };
+    if *first != b'{' {
+        parse_json_value::<serde::de::IgnoredAny>(bytes, "body")?;
+        return Err(ApiError::invalid(
+            vec![json!("body")],
+            "model_attributes_type",
+            "Input should be a valid dictionary or object to extract fields from",
         ));
     }
     let value: T = parse_json_value(bytes, "body")?;
@@ -97,6 +107,42 @@ pub fn parse_json_value<T: DeserializeOwned>(bytes: &[u8], root: &str) -> Result
     })?;
     de.end().map_err(|inner| json_invalid(&inner))?;
     Ok(value)
+}
+
+/// Deserialises an integer field as pydantic's lax mode does: a JSON integer, or a number with
+/// no fractional part (`3.0`, `1e3`), within the field's range. Use with
+/// `#[serde(deserialize_with = "lax_int")]`.
+pub fn lax_int<'de, D, T>(d: D) -> Result<T, D::Error>
+where
+    D: serde::Deserializer<'de>,
+    T: TryFrom<i64> + TryFrom<u64>,
+{
+    use serde::de::{Error, Unexpected, Visitor};
+    struct Int<T>(std::marker::PhantomData<T>);
+    impl<T: TryFrom<i64> + TryFrom<u64>> Visitor<'_> for Int<T> {
+        type Value = T;
+        fn expecting(&self, f: &mut std::fmt::Formatter) -> std::fmt::Result {
+            f.write_str("an integer")
+        }
+        fn visit_i64<E: Error>(self, v: i64) -> Result<T, E> {
+            T::try_from(v).map_err(|_| E::invalid_value(Unexpected::Signed(v), &self))
+        }
+        fn visit_u64<E: Error>(self, v: u64) -> Result<T, E> {
+            T::try_from(v).map_err(|_| E::invalid_value(Unexpected::Unsigned(v), &self))
+        }
+        fn visit_f64<E: Error>(self, v: f64) -> Result<T, E> {
+            // 2^63 as f64 is exact; anything at or past it is out of every field's range.
+            if v.fract() == 0.0
+                && v >= -9_223_372_036_854_775_808.0
+                && v < 9_223_372_036_854_775_808.0
+            {
+                #[allow(clippy::cast_possible_truncation)]
+                return self.visit_i64(v as i64);
+            }
+            Err(E::invalid_value(Unexpected::Float(v), &self))
+        }
+    }
+    d.deserialize_any(Int(std::marker::PhantomData))
 }
 
 /// Turns a serde message into pydantic's kind and wording.
@@ -278,6 +324,17 @@ impl Text {
     }
 }
 
+/// The JSON Schema `pattern` of [`Text::Line`] strings in the OpenAPI document (annotations
+/// need the literal; a test checks they agree). `(?![\s\S])` is the end of the string in both
+/// ECMA and Python regexes, where `$` would also match before a final line feed.
+pub const LINE_PATTERN: &str = r"^[^\x00-\x1F\x7F]*(?![\s\S])";
+/// The JSON Schema `pattern` of [`Text::Free`] strings.
+pub const FREE_PATTERN: &str = r"^[^\x00-\x08\x0B\x0C\x0E-\x1F\x7F]*(?![\s\S])";
+
+/// The JSON Schema `pattern` of a UUID as the server parses it (simple, hyphenated, braced or
+/// URN), for nullable UUID fields: generators may not apply `format: uuid` to a type list.
+pub const UUID_PATTERN: &str = r"^(?:[0-9A-Fa-f]{32}|[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}|\{[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}\}|[Uu][Rr][Nn]:[Uu][Uu][Ii][Dd]:[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12})(?![\s\S])";
+
 /// The issue `type` of a forbidden control character.
 pub const CONTROL_CHARACTER: &str = "string_control_character";
 
@@ -385,6 +442,19 @@ mod tests {
     #[test]
     fn broken_json_is_json_invalid() {
         assert_eq!(issues("{\"content\": ")[0].kind, "json_invalid");
+    }
+
+    #[test]
+    fn a_body_that_is_not_an_object_is_refused() {
+        // serde would read `Body` from the array of its fields.
+        let i = issues(r#"["x", "7f9c0b5e-0d7c-4a43-9a8e-4b1f2a3c4d5e"]"#);
+        assert_eq!(i[0].kind, "model_attributes_type");
+        assert_eq!(i[0].loc, vec![json!("body")]);
+        for body in ["1", "\"x\"", "null", " [] "] {
+            assert_eq!(issues(body)[0].kind, "model_attributes_type", "{body}");
+        }
+        assert_eq!(issues("[1,")[0].kind, "json_invalid");
+        assert_eq!(issues("[] x")[0].kind, "json_invalid");
     }
 
     #[test]

@@ -13,6 +13,7 @@
 //! Error answers have FastAPI's shapes: `HTTPError` (`{"detail": "…"}`) and
 //! `HTTPValidationError` (`{"detail": [{"loc", "msg", "type"}]}`).
 
+use utoipa::openapi::encoding::EncodingBuilder;
 use utoipa::openapi::path::Operation;
 use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, OneOfBuilder, Type};
 use utoipa::openapi::security::{HttpAuthScheme, HttpBuilder, SecurityScheme};
@@ -39,7 +40,7 @@ use crate::routes;
         routes::videos::list_jobs, routes::videos::cancel_job, routes::videos::my_videos,
         routes::videos::my_jobs, routes::files::get_file, routes::files::put_file,
     ),
-    modifiers(&BearerAuth, &ErrorResponses)
+    modifiers(&BearerAuth, &ErrorResponses, &VideoPart)
 )]
 pub struct ApiDoc;
 
@@ -190,6 +191,27 @@ impl Modify for ErrorResponses {
             {
                 Self::document(op);
             }
+        }
+    }
+}
+
+/// The video upload's `file` part must be a `video/*` one (annotations cannot say so).
+struct VideoPart;
+
+impl Modify for VideoPart {
+    fn modify(&self, openapi: &mut utoipa::openapi::OpenApi) {
+        let content = openapi
+            .paths
+            .paths
+            .get_mut("/api/v1/videos/upload")
+            .and_then(|item| item.post.as_mut())
+            .and_then(|op| op.request_body.as_mut())
+            .and_then(|body| body.content.get_mut("multipart/form-data"));
+        if let Some(content) = content {
+            content.encoding.insert(
+                "file".to_string(),
+                EncodingBuilder::new().content_type(Some("video/*")).build(),
+            );
         }
     }
 }

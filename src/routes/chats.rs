@@ -43,8 +43,9 @@ pub(super) fn configure(cfg: &mut web::ServiceConfig) {
 /// Body of `POST /chats/` and `PUT /chats/{id}`.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct ChatWrite {
-    /// Title, at most 255 characters.
+    /// Title: at most 255 characters, no control characters.
     #[serde(default)]
+    #[schema(max_length = 255, pattern = r"^[^\x00-\x1F\x7F]*(?![\s\S])")]
     pub title: Option<String>,
 }
 
@@ -179,7 +180,7 @@ pub async fn remove_member(
 #[utoipa::path(get, path = "/chats/{chat_id}/messages/", tag = "messages", security(("bearer" = [])),
     params(("chat_id" = Uuid, Path), ("skip" = Option<i64>, Query, minimum = 0),
         ("limit" = Option<i64>, Query, minimum = 1, maximum = 100),
-        ("after_seq" = Option<i64>, Query), ("before_seq" = Option<i64>, Query)),
+        ("after_seq" = Option<i64>, Query, minimum = 0), ("before_seq" = Option<i64>, Query, minimum = 0)),
     responses((status = 200, body = [MessageResponse]), (status = 404, description = "Chat not found")))]
 pub async fn list_messages(
     state: web::Data<AppState>,

@@ -24,7 +24,13 @@ pub(super) fn configure(cfg: &mut web::ServiceConfig) {
 /// Body of `POST /messages/`.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct MessageCreate {
-    /// The text (1..=32000 characters).
+    /// The text: 1..=32000 characters, no control characters but tab, line feed and carriage
+    /// return.
+    #[schema(
+        min_length = 1,
+        max_length = 32000,
+        pattern = r"^[^\x00-\x08\x0B\x0C\x0E-\x1F\x7F]*(?![\s\S])"
+    )]
     pub content: String,
     /// Target chat.
     pub chat_id: Uuid,
@@ -33,6 +39,9 @@ pub struct MessageCreate {
     pub is_from_ai: bool,
     /// Idempotency key: a retry with the same key returns the original message.
     #[serde(default)]
+    #[schema(
+        pattern = r"^(?:[0-9A-Fa-f]{32}|[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}|\{[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}\}|[Uu][Rr][Nn]:[Uu][Uu][Ii][Dd]:[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12})(?![\s\S])"
+    )]
     pub client_msg_id: Option<Uuid>,
 }
 
