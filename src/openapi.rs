@@ -215,3 +215,56 @@ impl Modify for VideoPart {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::extract::{FREE_PATTERN, LINE_PATTERN, UUID_PATTERN};
+    use crate::routes::videos::{PART_NAME_PATTERN, VIDEO_TYPE_PATTERN};
+    use serde_json::Value;
+
+    fn patterns(v: &Value, out: &mut Vec<String>) {
+        match v {
+            Value::Object(map) => {
+                for (k, v) in map {
+                    match (k.as_str(), v) {
+                        ("pattern", Value::String(p)) => out.push(p.clone()),
+                        _ => patterns(v, out),
+                    }
+                }
+            }
+            Value::Array(items) => items.iter().for_each(|v| patterns(v, out)),
+            _ => {}
+        }
+    }
+
+    #[test]
+    fn every_pattern_of_the_document_is_one_the_server_applies() {
+        let doc = serde_json::to_value(ApiDoc::openapi()).unwrap_or_default();
+        let mut found = Vec::new();
+        patterns(&doc, &mut found);
+        let known = [
+            LINE_PATTERN,
+            FREE_PATTERN,
+            UUID_PATTERN,
+            VIDEO_TYPE_PATTERN,
+            PART_NAME_PATTERN,
+        ];
+        assert!(found.len() >= 10, "{found:?}");
+        for p in &found {
+            assert!(known.contains(&p.as_str()), "unknown pattern {p}");
+        }
+        let schemas = &doc["components"]["schemas"];
+        let pattern =
+            |schema: &str, field: &str| schemas[schema]["properties"][field]["pattern"].clone();
+        assert_eq!(pattern("ChatWrite", "title"), LINE_PATTERN);
+        assert_eq!(pattern("MessageCreate", "content"), FREE_PATTERN);
+        assert_eq!(pattern("MessageCreate", "client_msg_id"), UUID_PATTERN);
+        assert_eq!(pattern("MetadataUpdate", "description"), FREE_PATTERN);
+        assert_eq!(pattern("MetadataUpdate", "title"), LINE_PATTERN);
+        assert_eq!(
+            pattern("SignedUploadRequest", "content_type"),
+            VIDEO_TYPE_PATTERN
+        );
+    }
+}

@@ -429,6 +429,162 @@ async fn json_with_trailing_data_is_json_invalid(backend: Backend) {
     assert_eq!(messages, json!([]), "no message was stored");
 }
 
+async fn a_body_that_is_not_an_object_is_a_validation_error(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let alice = TestUser::new();
+    let chat = app.create_chat(&alice.token, "c").await;
+    let chat_id = chat["id"].as_str().expect("id").to_string();
+    // serde alone reads a struct from the array of its fields: `["x"]` was a chat titled x.
+    for raw in ["[]", r#"["x"]"#, "null", "7", r#""title""#] {
+        let res = post_raw(
+            &app,
+            Method::PUT,
+            &format!("/chats/{chat_id}"),
+            &alice.token,
+            raw,
+        )
+        .await;
+        assert_validation(res, json!(["body"]), "model_attributes_type", raw).await;
+    }
+    let res = post_raw(
+        &app,
+        Method::POST,
+        "/messages/",
+        &alice.token,
+        &format!(r#"["hi", "{chat_id}"]"#),
+    )
+    .await;
+    assert_validation(
+        res,
+        json!(["body"]),
+        "model_attributes_type",
+        "message as an array",
+    )
+    .await;
+    // Integers may be written as floats without a fraction, as pydantic allows; `1.5` may not.
+    for (size, status) in [("3.0", 404), ("1e3", 404), ("1.5", 422)] {
+        let raw = format!(
+            r#"{{"video_id": 999999.0, "original_filename": "a.mp4", "content_type": "video/mp4", "size_bytes": {size}}}"#
+        );
+        let res = post_raw(
+            &app,
+            Method::POST,
+            "/api/v1/videos/upload-complete",
+            &alice.token,
+            &raw,
+        )
+        .await;
+        assert_eq!(res.status(), status, "size_bytes {size}");
+    }
+}
+
+async fn every_rest_path_answers_405_to_another_method(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let alice = TestUser::new();
+    let cases = [
+        (Method::GET, "/chat", "POST"),
+        (Method::TRACE, "/stream-message", "POST"),
+        (
+            Method::PUT,
+            "/chat/00000000-0000-0000-0000-000000000000/stream",
+            "GET",
+        ),
+        (Method::GET, "/test/upload", "POST"),
+        (Method::GET, "/api/v1/videos/upload", "POST"),
+        (Method::GET, "/api/v1/videos/signed-upload-url", "POST"),
+        (Method::DELETE, "/api/v1/videos/upload-complete", "POST"),
+        (Method::PUT, "/api/v1/videos/jobs/1", "GET"),
+        (Method::POST, "/api/v1/videos/1", "GET"),
+        (Method::GET, "/api/v1/videos/1/metadata", "PUT"),
+        (Method::GET, "/api/v1/jobs/1/cancel", "POST"),
+        (Method::POST, "/api/v1/jobs/", "GET"),
+        (Method::DELETE, "/users/me/videos", "GET"),
+        (Method::POST, "/users/me/jobs", "GET"),
+    ];
+    for (method, path, allow) in cases {
+        let res = app
+            .client
+            .request(method.clone(), app.url(path))
+            .bearer_auth(&alice.token)
+            .send()
+            .await
+            .expect("request");
+        assert_eq!(res.status(), 405, "{method} {path}");
+        let allowed = res
+            .headers()
+            .get("allow")
+            .and_then(|v| v.to_str().ok())
+            .map(str::to_string);
+        assert_eq!(allowed.as_deref(), Some(allow), "{method} {path}");
+        assert_eq!(
+            body(res).await,
+            json!({"detail": "Method Not Allowed"}),
+            "{method} {path}"
+        );
+    }
+    // The routes themselves still answer.
+    let res = app.get("/api/v1/videos/abc", Some(&alice.token)).await;
+    assert_validation(res, json!(["path", "video_id"]), "int_parsing", "video id").await;
+    assert_eq!(
+        app.get("/users/me/jobs", Some(&alice.token)).await.status(),
+        200
+    );
+}
+
+async fn an_upload_with_a_malformed_part_after_the_file_is_refused(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let alice = TestUser::new();
+    let boundary = "XyZboundaryZyX";
+    let mut raw = Vec::new();
+    raw.extend_from_slice(format!("--{boundary}\r\n").as_bytes());
+    raw.extend_from_slice(b"Content-Disposition: form-data; name=\"file\"; filename=\"a.txt\"\r\n");
+    raw.extend_from_slice(b"Content-Type: text/plain\r\n\r\nhello\r\n");
+    raw.extend_from_slice(format!("--{boundary}\r\n").as_bytes());
+    // A control byte in a part header: not HTTP.
+    raw.extend_from_slice(b"Content-Disposition: form-data; name=\"x\x1e\"\r\n\r\nv\r\n");
+    raw.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    let res = app
+        .client
+        .post(app.url("/test/upload"))
+        .bearer_auth(&alice.token)
+        .header(
+            "content-type",
+            format!("multipart/form-data; boundary={boundary}"),
+        )
+        .body(raw)
+        .send()
+        .await
+        .expect("upload");
+    assert_eq!(res.status(), 400, "{:?}", res.text().await);
+    // Well-formed extra parts, before or after the file, are skipped.
+    let mut raw = Vec::new();
+    for (name, filename) in [("note", None), ("file", Some("b.txt")), ("other", None)] {
+        raw.extend_from_slice(format!("--{boundary}\r\n").as_bytes());
+        let disposition = match filename {
+            Some(f) => format!("form-data; name=\"{name}\"; filename=\"{f}\""),
+            None => format!("form-data; name=\"{name}\""),
+        };
+        raw.extend_from_slice(
+            format!("Content-Disposition: {disposition}\r\n\r\nv\r\n").as_bytes(),
+        );
+    }
+    raw.extend_from_slice(format!("--{boundary}--\r\n").as_bytes());
+    let res = app
+        .client
+        .post(app.url("/test/upload"))
+        .bearer_auth(&alice.token)
+        .header(
+            "content-type",
+            format!("multipart/form-data; boundary={boundary}"),
+        )
+        .body(raw)
+        .send()
+        .await
+        .expect("upload");
+    assert_eq!(res.status(), 200);
+    assert_eq!(body(res).await["filename"], "b.txt");
+}
+
 /// The statuses `/openapi.json` lists for `method path`.
 fn documented(doc: &Value, method: &str, path: &str) -> Vec<String> {
     let op = &doc["paths"][path][method];
@@ -515,4 +671,7 @@ on_both_backends!(
     claims_with_control_characters_never_break_requests,
     json_with_trailing_data_is_json_invalid,
     the_openapi_document_lists_the_error_statuses,
+    a_body_that_is_not_an_object_is_a_validation_error,
+    every_rest_path_answers_405_to_another_method,
+    an_upload_with_a_malformed_part_after_the_file_is_refused,
 );

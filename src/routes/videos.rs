@@ -208,7 +208,7 @@ pub struct UploadForm;
 /// What a part name can be: header text (no control character but tab; line breaks and `"`
 /// arrive percent-encoded, as browsers send them) whose backslashes each escape a character
 /// (a final lone `\` would escape the closing quote).
-const PART_NAME_PATTERN: &str =
+pub const PART_NAME_PATTERN: &str =
     r"^(?:[^\x00-\x08\x0B\x0C\x0E-\x1F\x7F\\]|\\[^\x00-\x08\x0B\x0C\x0E-\x1F\x7F])*(?![\s\S])";
 
 impl utoipa::PartialSchema for UploadForm {
@@ -257,6 +257,10 @@ pub enum JobStatusParam {
     /// Cancelled.
     Cancelled,
 }
+
+/// The JSON Schema `pattern` of the signed-upload bodies' `content_type` (annotations need the
+/// literal; a test checks they agree): `video/…` in any case, without control characters.
+pub const VIDEO_TYPE_PATTERN: &str = r"^[Vv][Ii][Dd][Ee][Oo]/[^\x00-\x1F\x7F]*(?![\s\S])";
 
 /// The schema of `MetadataUpdate.tags`: item constraints have no field attribute.
 fn tags_schema() -> utoipa::openapi::schema::Array {
