@@ -7,6 +7,7 @@ use std::pin::Pin;
 use actix_web::dev::Payload;
 use actix_web::{web, FromRequest, HttpRequest};
 use serde::de::DeserializeOwned;
+use serde::Deserialize;
 use serde_json::{json, Value};
 use uuid::Uuid;
 
@@ -93,6 +94,14 @@ pub fn parse_json_value<T: DeserializeOwned>(bytes: &[u8], root: &str) -> Result
         let inner = err.into_inner();
         if inner.is_syntax() || inner.is_eof() {
             return json_invalid(&inner);
+        }
+        // A type error can come before a syntax error later on (trailing data, a broken end);
+        // the JSON is decoded first, as FastAPI does, so the syntax error is the one reported.
+        let mut whole = serde_json::Deserializer::from_slice(bytes);
+        if let Err(syntax) =
+            serde::de::IgnoredAny::deserialize(&mut whole).and_then(|_| whole.end())
+        {
+            return json_invalid(&syntax);
         }
         let mut loc = vec![json!(root)];
         for seg in path.iter() {
@@ -461,6 +470,8 @@ mod tests {
     fn trailing_data_after_the_value_is_json_invalid() {
         let ok = r#"{"content":"x","chat_id":"7f9c0b5e-0d7c-4a43-9a8e-4b1f2a3c4d5e"}"#;
         assert!(parse_json_body::<Body>(format!("{ok} \r\n\t").as_bytes()).is_ok());
+        // Decoded before it is read: a type error earlier in the body does not hide it.
+        assert_eq!(issues(r#"{"content": 5} x"#)[0].kind, "json_invalid");
         for tail in [ok, " garbage", "]", "0", "\u{0}"] {
             let i = issues(&format!("{ok}{tail}"));
             assert_eq!(i[0].kind, "json_invalid", "{tail:?}");
