@@ -140,12 +140,10 @@ where
             T::try_from(v).map_err(|_| E::invalid_value(Unexpected::Unsigned(v), &self))
         }
         fn visit_f64<E: Error>(self, v: f64) -> Result<T, E> {
-            // 2^63 as f64 is exact; anything at or past it is out of every field's range.
-            if v.fract() == 0.0
-                && v >= -9_223_372_036_854_775_808.0
-                && v < 9_223_372_036_854_775_808.0
-            {
-                #[allow(clippy::cast_possible_truncation)]
+            // ±2^63 are exact as f64; anything at or past 2^63 is out of every field's range.
+            const I64_RANGE: std::ops::Range<f64> =
+                -9_223_372_036_854_775_808.0..9_223_372_036_854_775_808.0;
+            if v.fract() == 0.0 && I64_RANGE.contains(&v) {
                 return self.visit_i64(v as i64);
             }
             Err(E::invalid_value(Unexpected::Float(v), &self))

@@ -195,7 +195,7 @@ fn check_every_body(bytes: &[u8]) -> Result<(), TestCaseError> {
     check_body::<MemberAdd>(bytes, |_| Ok(()))?;
     check_body::<MessageCreate>(bytes, |b| {
         let n = b.content.chars().count();
-        prop_assert!(n >= 1 && n <= MAX_CONTENT_CHARS);
+        prop_assert!((1..=MAX_CONTENT_CHARS).contains(&n));
         prop_assert!(no_forbidden(&b.content, Text::Free));
         Ok(())
     })?;
