@@ -478,6 +478,36 @@ mod tests {
     }
 
     #[test]
+    fn integers_may_be_integral_floats_within_range() {
+        #[derive(serde::Deserialize, Debug)]
+        struct Ints {
+            #[serde(deserialize_with = "lax_int")]
+            small: i32,
+        }
+        impl Validate for Ints {}
+        let small =
+            |raw: &str| parse_json_body::<Ints>(format!(r#"{{"small": {raw}}}"#).as_bytes());
+        for (raw, want) in [
+            ("3", 3),
+            ("3.0", 3),
+            ("-0.0", 0),
+            ("1e3", 1000),
+            ("-2147483648.0", i32::MIN),
+        ] {
+            assert_eq!(small(raw).map(|i| i.small).ok(), Some(want), "{raw}");
+        }
+        for raw in ["1.5", "3e9", "2147483648", "1e300", "\"3\"", "true", "null"] {
+            match small(raw) {
+                Err(ApiError::Validation(i)) => {
+                    assert_eq!(i[0].kind, "int_type", "{raw}");
+                    assert_eq!(i[0].loc, vec![json!("body"), json!("small")], "{raw}");
+                }
+                other => panic!("{raw}: {other:?}"),
+            }
+        }
+    }
+
+    #[test]
     fn control_characters_follow_the_kind_of_text() {
         for c in [
             '\u{0}', '\u{1}', '\u{8}', '\u{b}', '\u{c}', '\u{1b}', '\u{1f}', '\u{7f}',

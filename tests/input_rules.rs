@@ -461,6 +461,11 @@ async fn a_body_that_is_not_an_object_is_a_validation_error(backend: Backend) {
         "message as an array",
     )
     .await;
+}
+
+async fn integers_may_be_written_as_integral_floats(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let alice = TestUser::new();
     // Integers may be written as floats without a fraction, as pydantic allows; `1.5` may not.
     for (size, status) in [("3.0", 404), ("1e3", 404), ("1.5", 422)] {
         let raw = format!(
@@ -672,6 +677,7 @@ on_both_backends!(
     json_with_trailing_data_is_json_invalid,
     the_openapi_document_lists_the_error_statuses,
     a_body_that_is_not_an_object_is_a_validation_error,
+    integers_may_be_written_as_integral_floats,
     every_rest_path_answers_405_to_another_method,
     an_upload_with_a_malformed_part_after_the_file_is_refused,
 );
