@@ -118,8 +118,15 @@ fn near_valid_object() -> impl Strategy<Value = Value> {
     })
 }
 
+/// The rule of docs/INPUT-RULES.md, written out independently of `Text::forbids`: no C0 control
+/// character or DEL, but free text may hold tab, line feed and carriage return.
 fn no_forbidden(s: &str, kind: Text) -> bool {
-    !s.chars().any(|c| kind.forbids(c))
+    let allowed = |c: char| match kind {
+        Text::Free => matches!(c, '\t' | '\n' | '\r'),
+        Text::Line => false,
+    };
+    !s.chars()
+        .any(|c| (c <= '\u{1f}' || c == '\u{7f}') && !allowed(c))
 }
 
 /// The WebSocket parser's contract for one frame.
