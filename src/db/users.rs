@@ -22,6 +22,25 @@ pub struct UserClaims {
     pub username: Option<String>,
 }
 
+impl UserClaims {
+    /// The claims with every control character dropped (a claim left empty counts as absent),
+    /// so that what a user wrote into their own metadata can neither fail the upsert (Postgres
+    /// refuses U+0000) nor reach other clients.
+    pub fn sanitized(&self) -> UserClaims {
+        let clean = |v: &Option<String>| {
+            v.as_deref()
+                .map(|s| s.chars().filter(|c| !c.is_control()).collect::<String>())
+                .filter(|s| !s.is_empty())
+        };
+        UserClaims {
+            id: self.id,
+            email: clean(&self.email),
+            full_name: clean(&self.full_name),
+            username: clean(&self.username),
+        }
+    }
+}
+
 /// Loads a user by id.
 pub async fn find(conn: &mut DbConn, id: Uuid) -> QueryResult<Option<User>> {
     run!(conn, |c| users::table
@@ -50,9 +69,11 @@ pub async fn share_a_chat(conn: &mut DbConn, a: Uuid, b: Uuid) -> QueryResult<bo
     })
 }
 
-/// Creates the user's row or refreshes its email and name. The username is taken from the
-/// claims, else the email's local part, else `user`; made unique with a suffix on collision.
+/// Creates the user's row or refreshes its email and name, from the claims without control
+/// characters ([`UserClaims::sanitized`]). The username is taken from the claims, else the
+/// email's local part, else `user`; made unique with a suffix on collision.
 pub async fn upsert_from_claims(conn: &mut DbConn, claims: &UserClaims) -> QueryResult<User> {
+    let claims = &claims.sanitized();
     let base = claims
         .username
         .clone()

@@ -14,13 +14,14 @@ use crate::ai::sdk_stream::{self, Framer, WireProtocol};
 use crate::auth::AuthUser;
 use crate::error::{ApiError, ApiResult, ValidationIssue};
 use crate::extract::{path_uuid, query_pairs, ApiJson, Validate};
-use crate::routes::messages::{validate_content, MAX_CONTENT_CHARS};
+use crate::routes::messages::{validate_content, validate_content_at};
 use crate::state::AppState;
 
 pub(super) fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/chat", web::post().to(chat))
-        .route("/stream-message", web::post().to(stream_message))
-        .route("/chat/{chat_id}/stream", web::get().to(resume));
+    // Resources of their own (not `cfg.route`), so that another method is 405, not 404.
+    cfg.service(web::resource("/chat").route(web::post().to(chat)))
+        .service(web::resource("/stream-message").route(web::post().to(stream_message)))
+        .service(web::resource("/chat/{chat_id}/stream").route(web::get().to(resume)));
 }
 
 /// One message of a `useChat` request (AI SDK 4: `content`; AI SDK 5: `parts`).
@@ -31,13 +32,14 @@ pub struct UiMessage {
     pub id: Option<String>,
     /// `user`, `assistant` or `system`.
     pub role: String,
-    /// The text (AI SDK 4).
+    /// The text (AI SDK 4): a string, or a list of parts as in `parts`; anything else is
+    /// ignored.
     #[serde(default)]
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<Value>)]
     pub content: Option<Value>,
-    /// The parts (`{"type":"text","text":…}` ones are read).
+    /// The parts (`{"type":"text","text":…}` ones are read; others are ignored).
     #[serde(default)]
-    #[schema(value_type = Option<Vec<Object>>)]
+    #[schema(value_type = Option<Vec<Value>>)]
     pub parts: Option<Vec<Value>>,
 }
 
@@ -62,6 +64,17 @@ impl UiMessage {
     }
 }
 
+/// `ChatStreamRequest.trigger` (documentation only).
+#[derive(ToSchema)]
+#[schema(rename_all = "kebab-case")]
+#[allow(dead_code)]
+pub enum Trigger {
+    /// A new user message.
+    SubmitMessage,
+    /// Regenerate the reply to the last user message.
+    RegenerateMessage,
+}
+
 /// Body of `POST /chat`: the request of AI SDK 4's or 5's `useChat`.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct ChatStreamRequest {
@@ -70,15 +83,22 @@ pub struct ChatStreamRequest {
     pub id: Option<String>,
     /// The chat's id.
     #[serde(default)]
+    #[schema(
+        pattern = r"^(?:[0-9A-Fa-f]{32}|[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}|\{[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}\}|[Uu][Rr][Nn]:[Uu][Uu][Ii][Dd]:[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12})(?![\s\S])"
+    )]
     pub chat_id: Option<Uuid>,
-    /// The conversation as the client has it; only the last message (the user's) is new.
+    /// The conversation as the client has it; only the last message (the user's, with 1..=32000
+    /// characters of text and no control characters but tab, line feed and carriage return) is
+    /// new.
+    #[schema(min_items = 1)]
     pub messages: Vec<UiMessage>,
     /// Extra data (AI SDK 4); ignored.
     #[serde(default)]
-    #[schema(value_type = Option<Object>)]
+    #[schema(value_type = Option<Value>)]
     pub data: Option<Value>,
     /// `submit-message` or `regenerate-message` (AI SDK 5).
     #[serde(default)]
+    #[schema(value_type = Option<Trigger>)]
     pub trigger: Option<String>,
     /// The message to regenerate (AI SDK 5).
     #[serde(default, rename = "messageId")]
@@ -146,7 +166,13 @@ impl Validate for ChatStreamRequest {
 /// Body of `POST /stream-message`.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct StreamMessageRequest {
-    /// The user's message (1..=32000 characters).
+    /// The user's message: 1..=32000 characters, no control characters but tab, line feed and
+    /// carriage return.
+    #[schema(
+        min_length = 1,
+        max_length = 32000,
+        pattern = r"^[^\x00-\x08\x0B\x0C\x0E-\x1F\x7F]*(?![\s\S])"
+    )]
     pub content: String,
     /// The chat.
     pub chat_id: Uuid,
@@ -270,27 +296,16 @@ pub async fn chat(
         ));
     }
     let content = last.text();
-    let loc = || {
-        vec![
-            json!("body"),
-            json!("messages"),
-            json!(index),
-            json!("content"),
-        ]
-    };
-    if content.is_empty() {
-        return Err(ApiError::invalid(
-            loc(),
-            "string_too_short",
-            "String should have at least 1 character",
-        ));
-    }
-    if content.chars().count() > MAX_CONTENT_CHARS {
-        return Err(ApiError::invalid(
-            loc(),
-            "string_too_long",
-            format!("String should have at most {MAX_CONTENT_CHARS} characters"),
-        ));
+    let loc = [
+        json!("body"),
+        json!("messages"),
+        json!(index),
+        json!("content"),
+    ];
+    let mut issues = Vec::new();
+    validate_content_at(&mut issues, &loc, &content);
+    if !issues.is_empty() {
+        return Err(ApiError::Validation(issues));
     }
     let prompt = Prompt {
         chat_id,

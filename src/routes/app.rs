@@ -11,7 +11,7 @@ use serde_json::json;
 use uuid::Uuid;
 
 use crate::error::{ApiError, ApiResult, ValidationIssue};
-use crate::extract::{body_lengths, ApiJson, Validate};
+use crate::extract::{body_text, ApiJson, Text, Validate};
 use crate::state::AppState;
 
 /// Lifetime of a development token: a working day, so a page left open keeps working.
@@ -184,7 +184,7 @@ pub struct DevTokenRequest {
 
 impl Validate for DevTokenRequest {
     fn validate(&self) -> Vec<ValidationIssue> {
-        body_lengths(&[("name", self.name.as_deref(), MAX_DEV_NAME_CHARS)])
+        body_text(&[("name", self.name.as_deref(), MAX_DEV_NAME_CHARS, Text::Line)])
     }
 }
 

@@ -9,7 +9,7 @@ use uuid::Uuid;
 use crate::api_types::{ChatDetailResponse, ChatResponse, MemberResponse, MessageResponse};
 use crate::auth::AuthUser;
 use crate::error::{ApiResult, ValidationIssue};
-use crate::extract::{body_lengths, path_uuid, query_int, query_pairs, ApiJson, Page, Validate};
+use crate::extract::{body_text, path_uuid, query_int, query_pairs, ApiJson, Page, Text, Validate};
 use crate::state::AppState;
 
 /// Longest chat title accepted.
@@ -43,14 +43,15 @@ pub(super) fn configure(cfg: &mut web::ServiceConfig) {
 /// Body of `POST /chats/` and `PUT /chats/{id}`.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct ChatWrite {
-    /// Title, at most 255 characters.
+    /// Title: at most 255 characters, no control characters.
     #[serde(default)]
+    #[schema(max_length = 255, pattern = r"^[^\x00-\x1F\x7F]*(?![\s\S])")]
     pub title: Option<String>,
 }
 
 impl Validate for ChatWrite {
     fn validate(&self) -> Vec<ValidationIssue> {
-        body_lengths(&[("title", self.title.as_deref(), MAX_TITLE_CHARS)])
+        body_text(&[("title", self.title.as_deref(), MAX_TITLE_CHARS, Text::Line)])
     }
 }
 
@@ -179,7 +180,7 @@ pub async fn remove_member(
 #[utoipa::path(get, path = "/chats/{chat_id}/messages/", tag = "messages", security(("bearer" = [])),
     params(("chat_id" = Uuid, Path), ("skip" = Option<i64>, Query, minimum = 0),
         ("limit" = Option<i64>, Query, minimum = 1, maximum = 100),
-        ("after_seq" = Option<i64>, Query), ("before_seq" = Option<i64>, Query)),
+        ("after_seq" = Option<i64>, Query, minimum = 0), ("before_seq" = Option<i64>, Query, minimum = 0)),
     responses((status = 200, body = [MessageResponse]), (status = 404, description = "Chat not found")))]
 pub async fn list_messages(
     state: web::Data<AppState>,

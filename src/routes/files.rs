@@ -111,7 +111,7 @@ pub async fn get_file(
     request_body(content_type = "application/octet-stream", description = "The file"),
     responses((status = 200, description = "Stored"), (status = 403, description = "Invalid or expired signature"),
         (status = 404, description = "No upload awaits this file"), (status = 409, description = "Already uploaded"),
-        (status = 413, description = "Over MAX_UPLOAD_BYTES")))]
+        (status = 413, description = "Over MAX_UPLOAD_BYTES"), (status = 503, description = "The database is unavailable")))]
 pub async fn put_file(
     state: web::Data<AppState>,
     req: HttpRequest,

@@ -9,7 +9,7 @@ use crate::api_types::MessageResponse;
 use crate::auth::AuthUser;
 use crate::chat::service::PostMessage;
 use crate::error::{ApiResult, ValidationIssue};
-use crate::extract::{check_max_len, ApiJson, Validate};
+use crate::extract::{check_text, ApiJson, Text, Validate};
 use crate::state::AppState;
 
 /// Longest message accepted, in characters.
@@ -24,7 +24,13 @@ pub(super) fn configure(cfg: &mut web::ServiceConfig) {
 /// Body of `POST /messages/`.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct MessageCreate {
-    /// The text (1..=32000 characters).
+    /// The text: 1..=32000 characters, no control characters but tab, line feed and carriage
+    /// return.
+    #[schema(
+        min_length = 1,
+        max_length = 32000,
+        pattern = r"^[^\x00-\x08\x0B\x0C\x0E-\x1F\x7F]*(?![\s\S])"
+    )]
     pub content: String,
     /// Target chat.
     pub chat_id: Uuid,
@@ -33,6 +39,9 @@ pub struct MessageCreate {
     pub is_from_ai: bool,
     /// Idempotency key: a retry with the same key returns the original message.
     #[serde(default)]
+    #[schema(
+        pattern = r"^(?:[0-9A-Fa-f]{32}|[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}|\{[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12}\}|[Uu][Rr][Nn]:[Uu][Uu][Ii][Dd]:[0-9A-Fa-f]{8}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{4}-[0-9A-Fa-f]{12})(?![\s\S])"
+    )]
     pub client_msg_id: Option<Uuid>,
 }
 
@@ -44,16 +53,28 @@ impl Validate for MessageCreate {
     }
 }
 
-/// Content must be non-empty and at most [`MAX_CONTENT_CHARS`].
+/// Content must be non-empty, at most [`MAX_CONTENT_CHARS`], and free text
+/// ([`Text::Free`]: no control character but tab, line feed and carriage return). REST
+/// bodies, the AI routes and the WebSocket `send` and `prompt` requests all check it here.
 pub fn validate_content(issues: &mut Vec<ValidationIssue>, loc: &[&str], content: &str) {
+    let loc: Vec<serde_json::Value> = loc.iter().map(|s| serde_json::json!(s)).collect();
+    validate_content_at(issues, &loc, content);
+}
+
+/// [`validate_content`] at a location with index segments (`["body", "messages", 0, "content"]`).
+pub fn validate_content_at(
+    issues: &mut Vec<ValidationIssue>,
+    loc: &[serde_json::Value],
+    content: &str,
+) {
     if content.is_empty() {
         issues.push(ValidationIssue::new(
-            loc.iter().map(|s| serde_json::json!(s)).collect(),
+            loc.to_vec(),
             "string_too_short",
             "String should have at least 1 character",
         ));
     }
-    check_max_len(issues, loc, Some(content), MAX_CONTENT_CHARS);
+    check_text(issues, loc, Some(content), MAX_CONTENT_CHARS, Text::Free);
 }
 
 /// Posts a message to a chat the caller is a member of.

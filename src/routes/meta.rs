@@ -15,7 +15,7 @@ pub(super) fn configure(cfg: &mut web::ServiceConfig) {
 }
 
 /// Liveness banner of the legacy service.
-#[utoipa::path(get, path = "/", tag = "meta", responses((status = 200, description = "Running")))]
+#[utoipa::path(get, path = "/", tag = "meta", responses((status = 200, description = "Running", body = serde_json::Value)))]
 pub async fn root() -> HttpResponse {
     HttpResponse::Ok().json(json!({
         "message": "Echo API is running",
@@ -26,7 +26,8 @@ pub async fn root() -> HttpResponse {
 
 /// Dependency health: 200 when every service answers, 503 naming the one that does not.
 #[utoipa::path(get, path = "/health", tag = "meta",
-    responses((status = 200, description = "All services ok"), (status = 503, description = "A service failed")))]
+    responses((status = 200, description = "All services ok", body = serde_json::Value),
+        (status = 503, description = "A service failed (the same report, naming it)", body = serde_json::Value)))]
 pub async fn health(state: web::Data<AppState>) -> HttpResponse {
     let timestamp = chrono::Utc::now().to_rfc3339_opts(chrono::SecondsFormat::Micros, true);
     let database = match state.db.ping(state.settings.database_timeout).await {
@@ -64,7 +65,8 @@ pub async fn health(state: web::Data<AppState>) -> HttpResponse {
 }
 
 /// Prometheus metrics.
-#[utoipa::path(get, path = "/metrics", tag = "meta", responses((status = 200, description = "Prometheus text format")))]
+#[utoipa::path(get, path = "/metrics", tag = "meta",
+    responses((status = 200, description = "Prometheus text format", content_type = "text/plain", body = String)))]
 pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
     state.metrics.observe_pool(state.db.status());
     HttpResponse::Ok()
@@ -73,7 +75,8 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
 }
 
 /// This API's OpenAPI 3.1 document.
-#[utoipa::path(get, path = "/openapi.json", tag = "meta", responses((status = 200, description = "OpenAPI document")))]
+#[utoipa::path(get, path = "/openapi.json", tag = "meta",
+    responses((status = 200, description = "OpenAPI document", body = serde_json::Value)))]
 pub async fn openapi() -> HttpResponse {
     HttpResponse::Ok().json(crate::openapi::ApiDoc::openapi())
 }

@@ -16,7 +16,8 @@ pub(super) fn configure(cfg: &mut web::ServiceConfig) {
 
 /// The caller's profile.
 #[utoipa::path(get, path = "/users/me", tag = "users", security(("bearer" = [])),
-    responses((status = 200, body = UserResponse), (status = 401, description = "Not authenticated")))]
+    responses((status = 200, body = UserResponse), (status = 401, description = "Not authenticated"),
+        (status = 404, description = "User not found (deleted while the request ran)")))]
 pub async fn me(state: web::Data<AppState>, user: AuthUser) -> ApiResult<HttpResponse> {
     let mut conn = state.db.conn().await?;
     let row = users::find(&mut conn, user.id)

@@ -9,14 +9,16 @@ use utoipa::ToSchema;
 use crate::auth::AuthUser;
 use crate::db::videos::{Descriptive, ALL_STATUSES};
 use crate::error::{ApiError, ApiResult, ValidationIssue};
-use crate::extract::{body_lengths, path_int, query_pairs, ApiJson, Page, Validate};
+use crate::extract::{
+    body_text, check_text, lax_int, path_int, query_pairs, ApiJson, Page, Text, Validate,
+};
 use crate::state::AppState;
 use crate::video::responses::{
     SignedUploadResponse, UploadAccepted, VideoDetailResponse, VideoJobWithDetailsResponse,
     VideoMetadataResponse, VideoResponse,
 };
 use crate::video::service::ACTIVE_STATUSES;
-use crate::video::upload::{receive_file, Accept};
+use crate::video::upload::{receive_file, Accept, MAX_OTHER_PARTS};
 use crate::video::VideoService;
 
 /// Longest file name or content type accepted.
@@ -31,27 +33,33 @@ const MAX_TAGS: usize = 50;
 const MAX_TAG_CHARS: usize = 64;
 
 pub(super) fn configure(cfg: &mut web::ServiceConfig) {
-    cfg.route("/test/upload", web::post().to(test_upload))
-        .route("/api/v1/videos/upload", web::post().to(upload_video))
-        .route(
+    // One resource per path, so that another method is 405 (with `Allow`), not 404. The literal
+    // `/api/v1/videos/…` paths come before `/api/v1/videos/{video_id}`, which would match them.
+    let routes = [
+        ("/test/upload", web::post().to(test_upload)),
+        ("/api/v1/videos/upload", web::post().to(upload_video)),
+        (
             "/api/v1/videos/signed-upload-url",
             web::post().to(signed_upload_url),
-        )
-        .route(
+        ),
+        (
             "/api/v1/videos/upload-complete",
             web::post().to(upload_complete),
-        )
-        .route("/api/v1/videos/jobs/{job_id}", web::get().to(get_job))
-        .route("/api/v1/videos/{video_id}", web::get().to(get_video))
-        .route(
+        ),
+        ("/api/v1/videos/jobs/{job_id}", web::get().to(get_job)),
+        ("/api/v1/videos/{video_id}", web::get().to(get_video)),
+        (
             "/api/v1/videos/{video_id}/metadata",
             web::put().to(update_metadata),
-        )
-        .route("/api/v1/jobs/{job_id}/cancel", web::post().to(cancel_job))
-        .route("/users/me/videos", web::get().to(my_videos))
-        .route("/users/me/jobs", web::get().to(my_jobs));
-    for path in ["/api/v1/jobs/", "/api/v1/jobs"] {
-        cfg.route(path, web::get().to(list_jobs));
+        ),
+        ("/api/v1/jobs/{job_id}/cancel", web::post().to(cancel_job)),
+        ("/users/me/videos", web::get().to(my_videos)),
+        ("/users/me/jobs", web::get().to(my_jobs)),
+        ("/api/v1/jobs/", web::get().to(list_jobs)),
+        ("/api/v1/jobs", web::get().to(list_jobs)),
+    ];
+    for (path, route) in routes {
+        cfg.service(web::resource(path).route(route));
     }
     super::files::configure(cfg);
 }
@@ -59,17 +67,27 @@ pub(super) fn configure(cfg: &mut web::ServiceConfig) {
 /// Body of `POST /api/v1/videos/signed-upload-url`.
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct SignedUploadRequest {
-    /// The client's file name (metadata only).
+    /// The client's file name (metadata only); no control characters.
+    #[schema(max_length = 255, pattern = r"^[^\x00-\x1F\x7F]*(?![\s\S])")]
     pub filename: String,
     /// A `video/*` content type; the PUT must send the same.
+    #[schema(
+        max_length = 255,
+        pattern = r"^[Vv][Ii][Dd][Ee][Oo]/[^\x00-\x1F\x7F]*(?![\s\S])"
+    )]
     pub content_type: String,
 }
 
 impl Validate for SignedUploadRequest {
     fn validate(&self) -> Vec<ValidationIssue> {
-        body_lengths(&[
-            ("filename", Some(&self.filename), MAX_NAME_CHARS),
-            ("content_type", Some(&self.content_type), MAX_NAME_CHARS),
+        body_text(&[
+            ("filename", Some(&self.filename), MAX_NAME_CHARS, Text::Line),
+            (
+                "content_type",
+                Some(&self.content_type),
+                MAX_NAME_CHARS,
+                Text::Line,
+            ),
         ])
     }
 }
@@ -78,27 +96,48 @@ impl Validate for SignedUploadRequest {
 #[derive(Debug, Deserialize, ToSchema)]
 pub struct UploadCompleteRequest {
     /// The video `signed-upload-url` created.
+    #[serde(deserialize_with = "lax_int")]
     pub video_id: i32,
-    /// The client's file name.
+    /// The client's file name; no control characters.
+    #[schema(max_length = 255, pattern = r"^[^\x00-\x1F\x7F]*(?![\s\S])")]
     pub original_filename: String,
     /// A `video/*` content type.
+    #[schema(
+        max_length = 255,
+        pattern = r"^[Vv][Ii][Dd][Ee][Oo]/[^\x00-\x1F\x7F]*(?![\s\S])"
+    )]
     pub content_type: String,
     /// The size the client sent (the stored object's own size is what is recorded).
+    #[serde(deserialize_with = "lax_int")]
+    #[schema(minimum = 0)]
     pub size_bytes: i64,
     /// The object key `signed-upload-url` returned; must match when given.
     #[serde(default)]
+    #[schema(pattern = r"^[^\x00-\x1F\x7F]*(?![\s\S])")]
     pub storage_path: Option<String>,
 }
 
 impl Validate for UploadCompleteRequest {
     fn validate(&self) -> Vec<ValidationIssue> {
-        let mut issues = body_lengths(&[
+        let mut issues = body_text(&[
             (
                 "original_filename",
                 Some(&self.original_filename),
                 MAX_NAME_CHARS,
+                Text::Line,
             ),
-            ("content_type", Some(&self.content_type), MAX_NAME_CHARS),
+            (
+                "content_type",
+                Some(&self.content_type),
+                MAX_NAME_CHARS,
+                Text::Line,
+            ),
+            (
+                "storage_path",
+                self.storage_path.as_deref(),
+                usize::MAX,
+                Text::Line,
+            ),
         ]);
         if self.size_bytes < 0 {
             issues.push(ValidationIssue::new(
@@ -115,25 +154,34 @@ impl Validate for UploadCompleteRequest {
 #[derive(Debug, Deserialize, ToSchema)]
 #[serde(deny_unknown_fields)]
 pub struct MetadataUpdate {
-    /// New title.
+    /// New title: at most 255 characters, no control characters.
     #[serde(default)]
+    #[schema(max_length = 255, pattern = r"^[^\x00-\x1F\x7F]*(?![\s\S])")]
     pub title: Option<String>,
-    /// New description.
+    /// New description: at most 5000 characters, no control characters but tab, line feed and
+    /// carriage return.
     #[serde(default)]
+    #[schema(
+        max_length = 5000,
+        pattern = r"^[^\x00-\x08\x0B\x0C\x0E-\x1F\x7F]*(?![\s\S])"
+    )]
     pub description: Option<String>,
-    /// New tags (replacing the old ones).
+    /// New tags (replacing the old ones): at most 50, each at most 64 characters without
+    /// control characters.
     #[serde(default)]
+    #[schema(schema_with = tags_schema)]
     pub tags: Option<Vec<String>>,
 }
 
 impl Validate for MetadataUpdate {
     fn validate(&self) -> Vec<ValidationIssue> {
-        let mut issues = body_lengths(&[
-            ("title", self.title.as_deref(), MAX_TITLE_CHARS),
+        let mut issues = body_text(&[
+            ("title", self.title.as_deref(), MAX_TITLE_CHARS, Text::Line),
             (
                 "description",
                 self.description.as_deref(),
                 MAX_DESCRIPTION_CHARS,
+                Text::Free,
             ),
         ]);
         if let Some(tags) = &self.tags {
@@ -145,22 +193,97 @@ impl Validate for MetadataUpdate {
                 ));
             }
             for (i, tag) in tags.iter().enumerate() {
-                if tag.chars().count() > MAX_TAG_CHARS {
-                    issues.push(ValidationIssue::new(
-                        vec![json!("body"), json!("tags"), json!(i)],
-                        "string_too_long",
-                        format!("String should have at most {MAX_TAG_CHARS} characters"),
-                    ));
-                }
+                let loc = [json!("body"), json!("tags"), json!(i)];
+                check_text(&mut issues, &loc, Some(tag), MAX_TAG_CHARS, Text::Line);
             }
         }
         issues
     }
 }
 
+/// The multipart form of the upload routes (documentation only: the body is streamed): the
+/// `file` part, and at most [`MAX_OTHER_PARTS`] others, which are skipped.
+pub struct UploadForm;
+
+/// What a part name can be: header text (no control character but tab; line breaks and `"`
+/// arrive percent-encoded, as browsers send them) whose backslashes each escape a character
+/// (a final lone `\` would escape the closing quote).
+pub const PART_NAME_PATTERN: &str =
+    r"^(?:[^\x00-\x08\x0B\x0C\x0E-\x1F\x7F\\]|\\[^\x00-\x08\x0B\x0C\x0E-\x1F\x7F])*(?![\s\S])";
+
+impl utoipa::PartialSchema for UploadForm {
+    fn schema() -> utoipa::openapi::RefOr<utoipa::openapi::schema::Schema> {
+        use utoipa::openapi::schema::{
+            AdditionalProperties, KnownFormat, ObjectBuilder, SchemaFormat, Type,
+        };
+        ObjectBuilder::new()
+            .property(
+                "file",
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .format(Some(SchemaFormat::KnownFormat(KnownFormat::Binary)))
+                    .description(Some("The file.")),
+            )
+            .required("file")
+            .additional_properties(Some(AdditionalProperties::FreeForm(true)))
+            .property_names(Some(
+                ObjectBuilder::new()
+                    .schema_type(Type::String)
+                    .pattern(Some(PART_NAME_PATTERN)),
+            ))
+            .max_properties(Some(MAX_OTHER_PARTS + 1))
+            .description(Some(
+                "The `file` part; other parts (at most 16, 64 KiB each) are skipped.",
+            ))
+            .into()
+    }
+}
+
+impl utoipa::ToSchema for UploadForm {}
+
+/// A job status, as the `status` query parameter takes it (documentation only).
+#[derive(ToSchema)]
+#[schema(rename_all = "UPPERCASE")]
+#[allow(dead_code)]
+pub enum JobStatusParam {
+    /// Waiting for a worker.
+    Pending,
+    /// Being processed.
+    Processing,
+    /// Done.
+    Completed,
+    /// Failed.
+    Failed,
+    /// Cancelled.
+    Cancelled,
+}
+
+/// The JSON Schema `pattern` of the signed-upload bodies' `content_type` (annotations need the
+/// literal; a test checks they agree): `video/…` in any case, without control characters.
+pub const VIDEO_TYPE_PATTERN: &str = r"^[Vv][Ii][Dd][Ee][Oo]/[^\x00-\x1F\x7F]*(?![\s\S])";
+
+/// The schema of `MetadataUpdate.tags`: item constraints have no field attribute.
+fn tags_schema() -> utoipa::openapi::schema::Array {
+    use utoipa::openapi::schema::{ArrayBuilder, ObjectBuilder, SchemaType, Type};
+    ArrayBuilder::new()
+        .schema_type(SchemaType::from_iter([Type::Array, Type::Null]))
+        .max_items(Some(MAX_TAGS))
+        .items(
+            ObjectBuilder::new()
+                .schema_type(Type::String)
+                .max_length(Some(MAX_TAG_CHARS))
+                .pattern(Some(crate::extract::LINE_PATTERN)),
+        )
+        .description(Some(
+            "New tags (replacing the old ones): at most 50, each at most 64 characters without \
+             control characters.",
+        ))
+        .build()
+}
+
 /// Stores a file (any type) to check that uploads work; each user keeps only their latest.
 #[utoipa::path(post, path = "/test/upload", tag = "videos", security(("bearer" = [])),
-    request_body(content_type = "multipart/form-data", description = "Field `file`"),
+    request_body(content = inline(UploadForm), content_type = "multipart/form-data", description = "Field `file`"),
     responses((status = 200, description = "Stored"), (status = 400, description = "Missing filename"),
         (status = 413, description = "Over MAX_UPLOAD_BYTES"), (status = 422, description = "No `file` field")))]
 pub async fn test_upload(
@@ -192,7 +315,7 @@ pub async fn test_upload(
 
 /// Uploads a video (multipart field `file`, streamed to storage) and queues its processing.
 #[utoipa::path(post, path = "/api/v1/videos/upload", tag = "videos", security(("bearer" = [])),
-    request_body(content_type = "multipart/form-data", description = "Field `file`, a `video/*` part"),
+    request_body(content = inline(UploadForm), content_type = "multipart/form-data", description = "Field `file`, a `video/*` part"),
     responses((status = 200, body = UploadAccepted), (status = 400, description = "File must be a video"),
         (status = 413, description = "Over MAX_UPLOAD_BYTES or the storage quota"),
         (status = 422, description = "No `file` field"), (status = 429, description = "Too many uploads at once")))]
@@ -342,7 +465,7 @@ fn statuses(pairs: &[(String, String)]) -> Result<Option<Vec<String>>, ApiError>
 
 /// The caller's jobs with the given statuses (default PENDING and PROCESSING), newest first.
 #[utoipa::path(get, path = "/api/v1/jobs/", tag = "videos", security(("bearer" = [])),
-    params(("status" = Option<Vec<String>>, Query, explode = true, description = "Repeatable: PENDING, PROCESSING, COMPLETED, FAILED, CANCELLED"),
+    params(("status" = inline(Option<Vec<JobStatusParam>>), Query, explode = true, description = "Repeatable: PENDING, PROCESSING, COMPLETED, FAILED, CANCELLED"),
         ("skip" = Option<i64>, Query, minimum = 0), ("limit" = Option<i64>, Query, minimum = 1, maximum = 100)),
     responses((status = 200, body = [VideoJobWithDetailsResponse]), (status = 422, description = "Unknown status")))]
 pub async fn list_jobs(
@@ -393,9 +516,10 @@ pub async fn my_videos(
     ))
 }
 
-/// The caller's jobs (every status), newest first.
+/// The caller's jobs (every status, or those given), newest first.
 #[utoipa::path(get, path = "/users/me/jobs", tag = "videos", security(("bearer" = [])),
-    params(("skip" = Option<i64>, Query, minimum = 0), ("limit" = Option<i64>, Query, minimum = 1, maximum = 100)),
+    params(("status" = inline(Option<Vec<JobStatusParam>>), Query, explode = true, description = "Repeatable: PENDING, PROCESSING, COMPLETED, FAILED, CANCELLED"),
+        ("skip" = Option<i64>, Query, minimum = 0), ("limit" = Option<i64>, Query, minimum = 1, maximum = 100)),
     responses((status = 200, body = [VideoJobWithDetailsResponse])))]
 pub async fn my_jobs(
     state: web::Data<AppState>,

@@ -16,6 +16,7 @@ use futures_util::{Stream, StreamExt};
 use serde_json::json;
 
 use crate::error::ApiError;
+use crate::extract::{control_character_issue, Text};
 use crate::storage::{ObjectStore, StorageError};
 
 /// Request bytes read after a refused upload, so the client sees the answer instead of a reset
@@ -24,7 +25,7 @@ const DRAIN_BYTES: u64 = 8 * 1024 * 1024;
 /// Bytes of multipart framing (boundaries, part headers, small fields) allowed beyond the file.
 const MULTIPART_SLACK: u64 = 1024 * 1024;
 /// Parts other than `file` read at most.
-const MAX_OTHER_PARTS: usize = 16;
+pub const MAX_OTHER_PARTS: usize = 16;
 /// Bytes of one part other than `file` read at most.
 const MAX_OTHER_PART_BYTES: u64 = 64 * 1024;
 /// Chunks buffered between the request and the store.
@@ -123,6 +124,21 @@ async fn skip_part(field: &mut actix_multipart::Field) -> Result<(), ApiError> {
     Ok(())
 }
 
+/// Reads the parts after the file: at most [`MAX_OTHER_PARTS`] others in all, each skipped
+/// within bounds; a malformed one is an error.
+async fn skip_rest(multipart: &mut Multipart, mut others: usize) -> Result<(), ApiError> {
+    while let Some(field) = multipart.next().await {
+        let mut field =
+            field.map_err(|e| ApiError::BadRequest(format!("bad multipart body: {e}").into()))?;
+        others += 1;
+        if others > MAX_OTHER_PARTS {
+            return Err(ApiError::BadRequest("too many form fields".into()));
+        }
+        skip_part(&mut field).await?;
+    }
+    Ok(())
+}
+
 fn multipart_error(e: MultipartError) -> ApiError {
     match e {
         MultipartError::ContentTypeMissing
@@ -176,6 +192,21 @@ where
             .content_type()
             .map(|m| m.essence_str().to_ascii_lowercase())
             .unwrap_or_else(|| "application/octet-stream".into());
+        let issues: Vec<_> = [
+            ("filename", filename.as_deref()),
+            ("content_type", Some(content_type.as_str())),
+        ]
+        .into_iter()
+        .filter_map(|(name, value)| {
+            let loc = vec![json!("body"), json!("file"), json!(name)];
+            control_character_issue(loc, value?, Text::Line)
+        })
+        .collect();
+        if !issues.is_empty() {
+            drop(field);
+            drain(&mut multipart, &read).await;
+            return Err(ApiError::Validation(issues));
+        }
         if accept == Accept::AnyNamedFile && filename.is_none() {
             drop(field);
             drain(&mut multipart, &read).await;
@@ -192,17 +223,28 @@ where
         let key = make_key(filename.as_deref(), &content_type);
         let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<Bytes>>(CHANNEL_CHUNKS);
         let store = storage.put_stream(&key, &content_type, rx, limit);
+        let rest = &mut multipart;
         let pump = async move {
             while let Some(chunk) = field.next().await {
                 let item = chunk.map_err(|e| io::Error::other(e.to_string()));
                 let broken = item.is_err();
                 // The store dropped its end: it refused the upload (too large).
                 if tx.send(item).await.is_err() || broken {
-                    break;
+                    return Ok(());
                 }
             }
+            drop(field);
+            // The rest of the form must be well-formed too, as FastAPI parses the whole form
+            // before the handler runs: a bad part fails the upload before the store commits it
+            // (an error item makes it discard what it received).
+            let checked = skip_rest(rest, others).await;
+            if let Err(e) = &checked {
+                let _ = tx.send(Err(io::Error::other(e.to_string()))).await;
+            }
+            checked
         };
-        let (stored, ()) = futures_util::join!(store, pump);
+        let (stored, pumped) = futures_util::join!(store, pump);
+        pumped?;
         let size = match stored {
             Ok(size) => size,
             Err(StorageError::TooLarge { .. }) => {
