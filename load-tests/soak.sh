@@ -49,7 +49,7 @@ rss() { awk '/^VmRSS/ {print $2}' "/proc/$SERVER/status"; }
 fds() { ls "/proc/$SERVER/fd" | wc -l; }
 # Sockets among them: a leaked connection shows here (database files open lazily and do not).
 socks() { find "/proc/$SERVER/fd" -lname 'socket:*' 2>/dev/null | wc -l; }
-sessions() { curl -sf "http://127.0.0.1:$PORT/metrics" | awk '/^ws_sessions / {print $2}'; }
+sessions() { curl -sf "http://127.0.0.1:$PORT/metrics" | awk '/^echo_ws_sessions[{ ]/ {print $2}'; }
 IDLE_FDS=$(fds); IDLE_SOCKS=$(socks)
 IDLE_RSS=$(rss)
 LOAD=("$BIN/echo-load" ws --url "http://127.0.0.1:$PORT" --secret "$SECRET" --no-progress)

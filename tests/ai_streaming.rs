@@ -155,6 +155,27 @@ async fn the_text_protocol_is_the_plain_deltas(backend: Backend) {
     assert_eq!(stored(&app, &chat).await[1].content, TEXT);
 }
 
+/// A provider's text may hold a NUL, which Postgres cannot store: the reply streams as sent
+/// and is stored with U+FFFD in its place, the same on both backends (never a failed reply).
+async fn a_reply_with_a_nul_from_the_provider_is_stored_on_both_backends(backend: Backend) {
+    let mock = MockOpenAi::start(Step::Reply(Reply::of(&["Hello", "\u{0}", " there"])));
+    let app = spawn_ai_app(backend, &mock, &[]).await;
+    let alice = TestUser::new();
+    let chat = new_chat(&app, &alice).await;
+    let res = post_stream(
+        &app,
+        "/chat?protocol=text",
+        &alice.token,
+        &v5_body(&chat, "Say hello"),
+    )
+    .await;
+    assert_eq!(res.status(), 200);
+    assert_eq!(body_text(res).await, "Hello\u{0} there");
+    let reply = wait_for_reply(&app, &chat).await;
+    assert_eq!(reply.content, "Hello\u{FFFD} there");
+    assert_eq!(reply.finish_reason.as_deref(), Some("stop"));
+}
+
 async fn stream_message_posts_and_streams_in_the_asked_protocol(backend: Backend) {
     let mock = MockOpenAi::start(Step::Reply(Reply::of(&TOKENS)));
     let app = spawn_ai_app(backend, &mock, &[]).await;
@@ -620,6 +641,7 @@ on_both_backends!(
     the_data_protocol_is_framed_byte_for_byte,
     the_ui_protocol_is_framed_byte_for_byte,
     the_text_protocol_is_the_plain_deltas,
+    a_reply_with_a_nul_from_the_provider_is_stored_on_both_backends,
     stream_message_posts_and_streams_in_the_asked_protocol,
     bad_requests_get_400_404_and_422_and_store_nothing,
     failures_before_the_first_token_are_retried_with_backoff,

@@ -61,7 +61,13 @@ pub async fn append_with_id(
     id: Uuid,
     new: &NewMessage<'_>,
 ) -> QueryResult<Appended> {
-    append_inner(conn, id, new, None).await
+    // Only AI replies are stored this way: their text comes from a provider, not a client.
+    let content = super::storable(new.content);
+    let new = NewMessage {
+        content: &content,
+        ..*new
+    };
+    append_inner(conn, id, &new, None).await
 }
 
 /// As [`append`], only if `member` is a member of the chat (`NotFound` otherwise). The check

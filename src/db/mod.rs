@@ -26,6 +26,17 @@ use futures_util::FutureExt;
 
 use crate::config::{DatabaseKind, Settings};
 
+/// Machine-written text (AI replies, transcripts, generated metadata) made storable on both
+/// backends: Postgres cannot hold U+0000, so each NUL becomes U+FFFD. Text from clients never
+/// gets here with a NUL: it is refused with a 422 naming the field (docs/INPUT-RULES.md).
+pub fn storable(text: &str) -> std::borrow::Cow<'_, str> {
+    if text.contains('\0') {
+        std::borrow::Cow::Owned(text.replace('\0', "\u{FFFD}"))
+    } else {
+        std::borrow::Cow::Borrowed(text)
+    }
+}
+
 /// A Postgres connection.
 pub type PgConn = AsyncPgConnection;
 /// A SQLite connection, run on tokio's blocking pool.

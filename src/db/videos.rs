@@ -636,6 +636,8 @@ pub async fn set_transcript(
     key: &str,
 ) -> QueryResult<usize> {
     let ts = now();
+    let text = super::storable(text);
+    let text = text.as_ref();
     run!(conn, |c| diesel::update(
         video_metadata::table.filter(video_metadata::job_id.eq(job_id))
     )
@@ -689,26 +691,32 @@ pub async fn fill_generated(
         let Some(current) = find_metadata(conn, job_id).await? else {
             return Ok(());
         };
+        let clean = |s: &String| super::storable(s).into_owned();
         let wanted = Descriptive {
             title: current
                 .title
                 .is_none()
-                .then(|| generated.title.clone())
+                .then(|| generated.title.as_ref().map(clean))
                 .flatten(),
             description: current
                 .description
                 .is_none()
-                .then(|| generated.description.clone())
+                .then(|| generated.description.as_ref().map(clean))
                 .flatten(),
             tags: current
                 .tags
                 .is_none()
-                .then(|| generated.tags.clone())
+                .then(|| {
+                    generated
+                        .tags
+                        .as_ref()
+                        .map(|t| t.iter().map(clean).collect())
+                })
                 .flatten(),
             show_notes: current
                 .show_notes_text
                 .is_none()
-                .then(|| generated.show_notes.clone())
+                .then(|| generated.show_notes.as_ref().map(clean))
                 .flatten(),
         };
         update_descriptive(conn, job_id, &wanted).await?;
