@@ -3,6 +3,7 @@
 //! `Generation` actor that streams one reply to its chat's room, the registry of in-flight
 //! generations, and the AI SDK wire formats REST callers read.
 
+pub mod cluster;
 pub mod dev;
 pub mod generation;
 pub mod messages;
@@ -18,6 +19,9 @@ use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use futures_util::stream::BoxStream;
 use serde::{Deserialize, Serialize};
+
+pub use cluster::{ReplyCluster, RoomWatch};
+pub use replies::Replies;
 
 use crate::config::{AiProviderKind, AiSettings};
 

@@ -5,9 +5,9 @@ use std::sync::Arc;
 use actix::prelude::*;
 use uuid::Uuid;
 
-use super::event::Event;
 use super::outbound::Outbound;
 use super::room::ChatRoom;
+use crate::broker::Event;
 
 /// Session → RoomSupervisor: add this session to a chat's room (buffering until `Activate`).
 /// Answers with the room so the session can talk to it directly.

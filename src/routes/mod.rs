@@ -6,6 +6,8 @@ pub mod chats;
 pub mod files;
 pub mod messages;
 pub mod meta;
+pub mod middleware;
+pub mod openapi;
 pub mod users;
 pub mod videos;
 pub mod ws;
