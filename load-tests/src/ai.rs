@@ -40,25 +40,7 @@ use crate::common::{unix_nanos, Target};
 use crate::plan::Plan;
 use crate::progress::{with_ticker, Progress};
 use crate::stats::{fmt_us, svg_chart, LatencySink, LatencyStats, LocalBatch, Summary};
-use crate::ws::{await_setup, open_with_timeout, wait_start, Ctx, Phase, Spec, WsConfig};
-
-/// Options of the `ai` scenario.
-#[derive(Clone, Debug)]
-pub struct AiOpts {
-    /// Chats, each with one prompter (its owner).
-    pub replies: usize,
-    /// Sessions per chat (distinct users), the prompter included.
-    pub watchers: usize,
-    /// Expected tokens per reply (checked when set).
-    pub tokens: Option<usize>,
-    /// The provider's tokens/s, for timeouts and the default ramp.
-    pub token_rate: f64,
-    /// Spread of the first prompts.
-    pub ramp: Duration,
-    /// Direct calls to the mock for a TTFT baseline.
-    pub direct_samples: usize,
-    pub mock: Option<Target>,
-}
+use crate::ws::{await_setup, open_with_timeout, wait_start, AiOpts, Ctx, Phase, Spec, WsConfig};
 
 #[derive(Default)]
 struct AiCounters {
