@@ -6,6 +6,8 @@
 //! These tests never skip: without Node.js, the npm packages (`npm ci --prefix tests/browser`)
 //! or Chromium (`apt-get install -y chromium`) they fail and say what to install.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::path::{Path, PathBuf};

@@ -1,5 +1,7 @@
 //! The WebSocket protocol (PROTOCOL.md) on one node, against real sockets, on both backends.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::time::Duration;

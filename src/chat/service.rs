@@ -1,3 +1,6 @@
+//! [`ChatService`]: the operations on chats, members and messages, each from its checks to
+//! the event it publishes.
+
 use std::sync::Arc;
 
 use uuid::Uuid;
