@@ -1,7 +1,15 @@
 //! Echo: an actor-based realtime server for chats, AI replies and video jobs.
 //!
-//! `main.rs` only parses the command line; everything else lives here so that the tests and
-//! the load generator build the same application through [`startup::Application`].
+//! `main.rs` only parses the command line; everything else lives here, so that the integration
+//! tests build the very application the binary runs, through [`startup::Application`]. (The
+//! load generator, `load-tests/`, is a separate crate that does not depend on this library: it
+//! only speaks HTTP and WebSocket to a running server.)
+//!
+//! The modules form layers, each importing only its own layer or those below (checked by
+//! `tests/layers.rs`; docs/ARCHITECTURE.md explains them), bottom first: `config`;
+//! `telemetry`, `db`, `storage`, `limits`; `error`, `metrics`, `api_types`; `extract`;
+//! `broker`; `auth`, `chat`; `ai`; `video`; `realtime`; `cluster`; `state`; `routes`;
+//! `startup`.
 
 pub mod ai;
 pub mod api_types;

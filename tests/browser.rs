@@ -513,7 +513,7 @@ async fn an_uploaded_video_shows_upload_and_job_progress_then_its_thumbnail() {
     let _one = BROWSER.lock().await;
     let app = spawn_app_with(Backend::Sqlite, &[]).await;
     let user = TestUser::new();
-    // The page is written against API.md's video contract; the server must have it.
+    // The page is written against docs/API.md's video contract; the server must have it.
     let probe = app
         .client
         .post(app.url("/api/v1/videos/upload"))

@@ -1,4 +1,4 @@
-//! The video REST contract (API.md): upload validation, ownership, listing, metadata edits, the
+//! The video REST contract (docs/API.md): upload validation, ownership, listing, metadata edits, the
 //! test upload and signed uploads on local storage, on both backends.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]

@@ -78,7 +78,7 @@ impl Usage {
     }
 }
 
-/// Why a reply ended, as PROTOCOL.md names it.
+/// Why a reply ended, as docs/PROTOCOL.md names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FinishReason {
     /// The model finished.
