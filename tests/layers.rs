@@ -38,7 +38,7 @@ const LAYERS: &[&[&str]] = &[
     &["cluster"],
     // What HTTP handlers get.
     &["state"],
-    // HTTP: handlers, middleware, extractors, the OpenAPI document.
+    // HTTP: handlers, middleware, extractors, the OpenAPI document, the AI SDK framing.
     &["routes"],
     // Wiring and running a node.
     &["startup"],

@@ -3,6 +3,10 @@
 //! readers, keeps the text so far in its [`LiveGeneration`] for late subscribers, and at the end
 //! stores the reply and announces it. A cancel stops it between two tokens; so does its REST
 //! caller going away while nobody else watches the chat.
+//!
+//! It sees only [`Replies`], a narrow environment (the database, the chat service, the broker,
+//! the provider, the registry, the other nodes' replies behind a trait), as a `VideoJob` sees
+//! only its `JobEnv`: no HTTP state, no sessions.
 
 use std::sync::Arc;
 use std::time::Instant;

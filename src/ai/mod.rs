@@ -1,7 +1,9 @@
 //! AI replies: the provider interface (streaming chat completions and speech-to-text), its two
 //! providers (`openai`, any OpenAI-compatible endpoint; `dev`, a built-in development aid), the
 //! `Generation` actor that streams one reply to its chat's room, the registry of in-flight
-//! generations, and the AI SDK wire formats REST callers read.
+//! generations, and [`Replies`], the service REST and WebSocket start, cancel and resume replies
+//! through. Other nodes' replies are behind [`ReplyCluster`]. (The AI SDK wire formats REST
+//! callers read are HTTP framing: `routes::sdk_stream`.)
 
 pub mod cluster;
 pub mod dev;
@@ -11,7 +13,6 @@ pub mod openai;
 pub mod prompt;
 pub mod registry;
 pub mod replies;
-pub mod sdk_stream;
 
 use std::sync::Arc;
 

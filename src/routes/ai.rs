@@ -8,9 +8,9 @@ use tokio::sync::mpsc;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use super::sdk_stream::{self, Framer, WireProtocol};
 use crate::ai::messages::StreamUpdate;
 use crate::ai::replies::Prompt;
-use crate::ai::sdk_stream::{self, Framer, WireProtocol};
 use crate::auth::AuthUser;
 use crate::chat::{validate_content, validate_content_at};
 use crate::error::{ApiError, ApiResult, ValidationIssue};

@@ -8,6 +8,7 @@ pub mod messages;
 pub mod meta;
 pub mod middleware;
 pub mod openapi;
+pub mod sdk_stream;
 pub mod users;
 pub mod videos;
 pub mod ws;

@@ -12,8 +12,8 @@ use tokio::sync::mpsc;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::messages::StreamUpdate;
-use super::{FinishReason, Usage};
+use crate::ai::messages::StreamUpdate;
+use crate::ai::{FinishReason, Usage};
 
 /// Updates sent in one HTTP chunk at most, when several are waiting.
 const MAX_BATCH: usize = 64;
