@@ -5,11 +5,9 @@
 //! load generator, `load-tests/`, is a separate crate that does not depend on this library: it
 //! only speaks HTTP and WebSocket to a running server.)
 //!
-//! The modules form layers, each importing only its own layer or those below (checked by
-//! `tests/layers.rs`; docs/ARCHITECTURE.md explains them), bottom first: `config`;
-//! `telemetry`, `db`, `storage`, `limits`; `error`, `metrics`, `api_types`; `extract`;
-//! `broker`; `auth`, `chat`; `ai`; `video`; `realtime`; `cluster`; `state`; `routes`;
-//! `startup`.
+//! The modules form layers, each importing only its own layer or those below: `LAYERS` in
+//! `tests/layers.rs` states the order (and the test checks it); docs/ARCHITECTURE.md explains
+//! it.
 
 pub mod ai;
 pub mod api_types;
