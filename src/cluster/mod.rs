@@ -45,7 +45,7 @@ pub struct ClusterConfig {
     pub url: String,
     /// `REDIS_CHANNEL_PREFIX`: isolates deployments sharing one Redis.
     pub prefix: String,
-    /// This node's id (`NODE_ID`).
+    /// This node's id (`ECHO_NODE_ID`).
     pub node_id: String,
     /// `REDIS_SHARDED_PUBSUB`: `SPUBLISH`/`SSUBSCRIBE` instead of `PUBLISH`/`SUBSCRIBE`.
     pub sharded: bool,
