@@ -11,6 +11,8 @@
 //! Needs the `ffmpeg` and `ffprobe` CLIs (apt package `ffmpeg`) for the comparison and to make
 //! the sample; Echo itself never runs them.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use std::path::{Path, PathBuf};
 use std::process::{Command, Stdio};
 use std::time::{Duration, Instant};

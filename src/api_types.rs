@@ -1,4 +1,4 @@
-//! The JSON shapes of API.md, shared by REST responses and WebSocket frames.
+//! The JSON shapes of docs/API.md, shared by REST responses and WebSocket frames.
 
 use chrono::{DateTime, Utc};
 use serde::{Deserialize, Serialize};

@@ -1,19 +1,12 @@
-//! Prometheus metrics and the middleware that records every HTTP request.
+//! Prometheus metrics: the registry and every metric this node exports. The HTTP middleware
+//! that records requests is `routes::middleware::track`.
 
-use std::time::Instant;
-
-use actix_web::body::MessageBody;
-use actix_web::dev::{ServiceRequest, ServiceResponse};
-use actix_web::http::header::{HeaderName, HeaderValue};
-use actix_web::middleware::Next;
-use actix_web::web;
 use prometheus::{
     Encoder, Histogram, HistogramOpts, HistogramVec, IntCounter, IntCounterVec, IntGauge,
     IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 use crate::db::PoolStatus;
-use crate::state::AppState;
 
 /// Every metric this node exports.
 pub struct Metrics {
@@ -180,47 +173,4 @@ impl Metrics {
         }
         String::from_utf8(buf).unwrap_or_default()
     }
-}
-
-static REQUEST_ID: HeaderName = HeaderName::from_static("x-request-id");
-
-/// Records each request's route, status and latency, gives it a request id (the caller's
-/// `x-request-id` if it sent one), and runs it inside a span carrying that id.
-pub async fn track(
-    req: ServiceRequest,
-    next: Next<impl MessageBody>,
-) -> Result<ServiceResponse<impl MessageBody>, actix_web::Error> {
-    let start = Instant::now();
-    let request_id = req
-        .headers()
-        .get(&REQUEST_ID)
-        .and_then(|v| v.to_str().ok())
-        .filter(|v| v.len() <= 128)
-        .map(str::to_string)
-        .unwrap_or_else(|| uuid::Uuid::new_v4().simple().to_string());
-    let span =
-        tracing::info_span!("http", id = %request_id, method = %req.method(), path = %req.path());
-    let metrics = req
-        .app_data::<web::Data<AppState>>()
-        .map(|s| s.metrics.clone());
-    let mut res = tracing::Instrument::instrument(next.call(req), span.clone()).await?;
-    if let Ok(v) = HeaderValue::from_str(&request_id) {
-        res.headers_mut().insert(REQUEST_ID.clone(), v);
-    }
-    if let Some(m) = metrics {
-        let route = res
-            .request()
-            .match_pattern()
-            .unwrap_or_else(|| "unmatched".into());
-        let method = res.request().method().as_str().to_string();
-        let status = res.status();
-        m.http_requests
-            .with_label_values(&[method.as_str(), route.as_str(), status.as_str()])
-            .inc();
-        m.http_latency
-            .with_label_values(&[method.as_str(), route.as_str()])
-            .observe(start.elapsed().as_secs_f64());
-        tracing::debug!(parent: &span, status = status.as_u16(), elapsed_us = start.elapsed().as_micros() as u64, "request done");
-    }
-    Ok(res)
 }

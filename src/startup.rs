@@ -12,18 +12,20 @@ use actix_web::http::StatusCode;
 use actix_web::middleware::{from_fn, DefaultHeaders, ErrorHandlerResponse, ErrorHandlers};
 use actix_web::{web, App, HttpResponse, HttpServer};
 use anyhow::Context;
-use dashmap::DashMap;
 
+use crate::ai::cluster::SingleNode;
+use crate::ai::registry::{GenerationRegistry, LocalGenerations};
+use crate::ai::{Replies, ReplyCluster};
 use crate::auth::jwks::{JwksCache, JwksSource};
-use crate::auth::{dev_secret, Authenticator};
-use crate::broker::presence::ClusterPresence;
-use crate::broker::redis::{RedisBroker, RemoteSink};
+use crate::auth::{dev_secret, Authenticator, UserAuth};
 use crate::broker::{Broker, LocalBroker};
 use crate::chat::ChatService;
+use crate::cluster::{ClusterConfig, Joining};
 use crate::config::Settings;
 use crate::db::{migrate, Db};
+use crate::limits::EdgeLimits;
 use crate::metrics::Metrics;
-use crate::realtime::hub::Hub;
+use crate::realtime::router::Router;
 use crate::state::AppState;
 
 /// How long shutdown waits for in-flight AI replies to be stored (as cancelled).
@@ -96,102 +98,42 @@ impl Application {
 pub async fn shutdown(state: &AppState, handle: &ServerHandle) {
     state.videos.shutdown().await;
     crate::ai::registry::stop_all(state.generations.as_ref(), SHUTDOWN_REPLY_GRACE).await;
-    state.hub.shutdown();
+    state.router.shutdown();
     handle.stop(true).await;
 }
 
 async fn build_state(settings: Settings) -> anyhow::Result<AppState> {
     let settings = Arc::new(settings);
-    let dev_secret = if settings.dev_mode() {
-        let secret = dev_secret::load_or_create(&settings.data_dir)?;
-        tracing::warn!(
-            file = %dev_secret::path(&settings.data_dir).display(),
-            host = %settings.host,
-            "no authentication is configured (SUPABASE_JWT_SECRET, JWT_JWKS_URL, JWT_JWKS_FILE): \
-             DEVELOPMENT MODE with a generated secret and POST /dev/token. Mint a token with \
-             `echo-server token --user <uuid>`. Never run like this in production."
-        );
-        Some(Arc::<str>::from(secret))
-    } else {
-        None
-    };
-    let jwks = match (&settings.jwks_url, &settings.jwks_file) {
-        (Some(url), _) => Some(Arc::new(JwksCache::new(JwksSource::Url(url.clone())))),
-        (None, Some(file)) => Some(Arc::new(JwksCache::new(JwksSource::File(file.clone())))),
-        (None, None) => None,
-    };
-    if let Some(cache) = &jwks {
-        if let Err(e) = cache.refresh().await {
-            tracing::warn!(error = %e, "initial JWKS fetch failed; retrying on demand");
-        }
-        let cache = cache.clone();
-        let every = settings.jwks_refresh;
-        actix_rt::spawn(async move {
-            let mut tick = tokio::time::interval(every);
-            tick.tick().await;
-            loop {
-                tick.tick().await;
-                if let Err(e) = cache.refresh().await {
-                    tracing::warn!(error = %e, "periodic JWKS refresh failed");
-                }
-            }
-        });
-    }
+    let dev_secret = dev_secret(&settings)?;
     let hs_secret = settings
         .jwt_secret
         .clone()
         .or(dev_secret.as_deref().map(str::to_string));
-    let auth = Arc::new(Authenticator::new(&settings, hs_secret.as_deref(), jwks));
+    let jwks = start_jwks(&settings).await;
     let db = Db::connect(&settings)?;
+    let auth = Arc::new(UserAuth::new(
+        Arc::new(Authenticator::new(&settings, hs_secret.as_deref(), jwks)),
+        db.clone(),
+    ));
     let metrics = Arc::new(Metrics::new(&settings.node_id)?);
-    let generations: Arc<dyn crate::ai::registry::GenerationRegistry> =
-        Arc::new(crate::ai::registry::LocalGenerations::new(
-            settings.ai.max_concurrent_per_user,
-            settings.ai.max_concurrent_per_node,
-        ));
-    let (broker, hub): (Arc<dyn Broker>, Arc<Hub>) = match &settings.redis_url {
-        Some(url) => {
-            let (tx, rx) = tokio::sync::mpsc::unbounded_channel();
-            let (out_tx, out_rx) = tokio::sync::mpsc::unbounded_channel();
-            let presence = Arc::new(ClusterPresence::new(
-                redis::Client::open(url.as_str()).context("REDIS_URL")?,
-                &settings.redis_channel_prefix,
-                &settings.node_id,
-                settings.presence_ttl,
-            ));
-            let remote = RemoteSink::new(
-                out_tx,
-                &settings.redis_channel_prefix,
-                &settings.node_id,
-                presence,
-            );
-            let hub = Arc::new(Hub::start(
-                db.clone(),
-                metrics.clone(),
-                Some(tx),
-                Some(remote.clone()),
-            ));
-            let broker = RedisBroker::start(
-                url,
-                &settings.redis_channel_prefix,
-                &settings.node_id,
-                settings.redis_sharded_pubsub,
-                hub.clone(),
-                rx,
-                remote,
-                out_rx,
-                generations.clone(),
-            )
-            .context("REDIS_URL")?;
-            (Arc::new(broker), hub)
-        }
-        None => {
-            let hub = Arc::new(Hub::start(db.clone(), metrics.clone(), None, None));
-            (Arc::new(LocalBroker::new(hub.clone())), hub)
-        }
-    };
-    let chats = ChatService::new(db.clone(), broker.clone());
+    let generations: Arc<dyn GenerationRegistry> = Arc::new(LocalGenerations::new(
+        settings.ai.max_concurrent_per_user,
+        settings.ai.max_concurrent_per_node,
+    ));
+    let delivery = build_delivery(&settings, &db, &metrics, &generations)?;
+    let chats = ChatService::new(db.clone(), delivery.broker.clone());
     let ai = crate::ai::build_provider(&settings.ai)?;
+    let replies = Arc::new(Replies {
+        settings: settings.ai.clone(),
+        db: db.clone(),
+        chats: chats.clone(),
+        broker: delivery.broker.clone(),
+        provider: ai.clone(),
+        registry: generations.clone(),
+        cluster: delivery.replies,
+        watch: delivery.router.clone(),
+        metrics: metrics.clone(),
+    });
     let storage = crate::storage::build(
         &settings.storage,
         &settings.data_dir,
@@ -204,24 +146,117 @@ async fn build_state(settings: Settings) -> anyhow::Result<AppState> {
         settings.clone(),
         db.clone(),
         storage,
-        broker.clone(),
+        delivery.broker.clone(),
         ai.clone(),
     )?;
-    let limits = Arc::new(crate::limits::EdgeLimits::new(settings.limits.clone()));
+    let limits = Arc::new(EdgeLimits::new(settings.limits.clone()));
     Ok(AppState {
         settings,
         db,
         auth,
-        broker,
-        hub,
+        broker: delivery.broker,
+        router: delivery.router,
         chats,
         metrics,
         dev_secret,
-        known_users: Arc::new(DashMap::new()),
         ai,
         generations,
+        replies,
         videos,
         limits,
+    })
+}
+
+/// In development mode (no authentication configured), the generated secret, with a warning.
+fn dev_secret(settings: &Settings) -> anyhow::Result<Option<Arc<str>>> {
+    if !settings.dev_mode() {
+        return Ok(None);
+    }
+    let secret = dev_secret::load_or_create(&settings.data_dir)?;
+    tracing::warn!(
+        file = %dev_secret::path(&settings.data_dir).display(),
+        host = %settings.host,
+        "no authentication is configured (SUPABASE_JWT_SECRET, JWT_JWKS_URL, JWT_JWKS_FILE): \
+         DEVELOPMENT MODE with a generated secret and POST /dev/token. Mint a token with \
+         `echo-server token --user <uuid>`. Never run like this in production."
+    );
+    Ok(Some(Arc::<str>::from(secret)))
+}
+
+/// The JWKS cache, when keys come from a JWKS document: fetched once now, then refreshed in
+/// the background every `JWKS_REFRESH_SECS`.
+async fn start_jwks(settings: &Settings) -> Option<Arc<JwksCache>> {
+    let cache = match (&settings.jwks_url, &settings.jwks_file) {
+        (Some(url), _) => Arc::new(JwksCache::new(JwksSource::Url(url.clone()))),
+        (None, Some(file)) => Arc::new(JwksCache::new(JwksSource::File(file.clone()))),
+        (None, None) => return None,
+    };
+    if let Err(e) = cache.refresh().await {
+        tracing::warn!(error = %e, "initial JWKS fetch failed; retrying on demand");
+    }
+    let refreshed = cache.clone();
+    let every = settings.jwks_refresh;
+    actix_rt::spawn(async move {
+        let mut tick = tokio::time::interval(every);
+        tick.tick().await;
+        loop {
+            tick.tick().await;
+            if let Err(e) = refreshed.refresh().await {
+                tracing::warn!(error = %e, "periodic JWKS refresh failed");
+            }
+        }
+    });
+    Some(cache)
+}
+
+/// How events travel on this node: the router that delivers them here, the broker that
+/// publishes them, and where replies on other nodes are found.
+struct EventPath {
+    router: Arc<Router>,
+    broker: Arc<dyn Broker>,
+    replies: Arc<dyn ReplyCluster>,
+}
+
+/// The event path: in-process on a single node, through Redis in a cluster.
+fn build_delivery(
+    settings: &Settings,
+    db: &Db,
+    metrics: &Arc<Metrics>,
+    generations: &Arc<dyn GenerationRegistry>,
+) -> anyhow::Result<EventPath> {
+    match ClusterConfig::from_settings(settings) {
+        Some(config) => build_cluster(config, db, metrics, generations),
+        None => {
+            let router = Arc::new(Router::start(db.clone(), metrics.clone(), None, None));
+            Ok(EventPath {
+                broker: Arc::new(LocalBroker::new(router.clone())),
+                router,
+                replies: Arc::new(SingleNode),
+            })
+        }
+    }
+}
+
+/// Joins the cluster: the router follows topics through Redis and shares presence with the
+/// other nodes; the Redis broker delivers through the router.
+fn build_cluster(
+    config: ClusterConfig,
+    db: &Db,
+    metrics: &Arc<Metrics>,
+    generations: &Arc<dyn GenerationRegistry>,
+) -> anyhow::Result<EventPath> {
+    let joining = Joining::new(config)?;
+    let router = Arc::new(Router::start(
+        db.clone(),
+        metrics.clone(),
+        Some(joining.interest()),
+        Some(joining.peers()),
+    ));
+    let cluster = joining.start(router.clone(), generations.clone())?;
+    Ok(EventPath {
+        router,
+        broker: cluster.broker,
+        replies: cluster.replies,
     })
 }
 
@@ -265,8 +300,8 @@ fn http_server(state: AppState, listener: TcpListener) -> anyhow::Result<Server>
                     .add(("x-frame-options", "DENY"))
                     .add(("referrer-policy", "no-referrer")),
             )
-            .wrap(from_fn(crate::limits::guard))
-            .wrap(from_fn(crate::metrics::track))
+            .wrap(from_fn(crate::routes::middleware::guard))
+            .wrap(from_fn(crate::routes::middleware::track))
             .configure(crate::routes::configure)
             .default_service(web::to(|| async {
                 HttpResponse::NotFound().json(serde_json::json!({"detail": "Not Found"}))

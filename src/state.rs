@@ -1,22 +1,22 @@
-//! `AppState`: everything a handler or actor needs, cheap to clone, registered once.
+//! `AppState`: everything a handler needs, cheap to clone, registered once. It sits above the
+//! core (services, actors, the cluster) and below the HTTP routes; the actors never see it:
+//! sessions get a [`SessionEnv`], replies their [`Replies`], video jobs their `JobEnv`.
 
 use std::sync::Arc;
 
-use dashmap::DashMap;
-use uuid::Uuid;
-
-use crate::auth::{AuthError, AuthUser, Authenticator};
+use crate::ai::registry::GenerationRegistry;
+use crate::ai::{AiProvider, Replies};
+use crate::auth::{AuthUser, UserAuth};
 use crate::broker::Broker;
 use crate::chat::ChatService;
 use crate::config::Settings;
-use crate::db::users::{self, UserClaims};
 use crate::db::Db;
 use crate::error::ApiError;
+use crate::limits::EdgeLimits;
 use crate::metrics::Metrics;
-use crate::realtime::hub::Hub;
-
-/// Users seen by this process beyond which the profile cache is reset (bounds memory).
-const USER_CACHE_MAX: usize = 1_000_000;
+use crate::realtime::router::Router;
+use crate::realtime::session::SessionEnv;
+use crate::video::VideoService;
 
 /// Shared state of one node.
 #[derive(Clone)]
@@ -25,56 +25,46 @@ pub struct AppState {
     pub settings: Arc<Settings>,
     /// Database pool.
     pub db: Db,
-    /// Token verifier.
-    pub auth: Arc<Authenticator>,
+    /// Token verification and the user rows it keeps current.
+    pub auth: Arc<UserAuth>,
     /// Where committed events are published.
     pub broker: Arc<dyn Broker>,
     /// This node's rooms and user feeds.
-    pub hub: Arc<Hub>,
-    /// Chats and messages: the one write path for REST and WebSocket.
+    pub router: Arc<Router>,
+    /// Chats and messages: the one read and write path for REST and WebSocket.
     pub chats: ChatService,
     /// Prometheus metrics.
     pub metrics: Arc<Metrics>,
     /// The generated development secret, when running without `SUPABASE_JWT_SECRET`.
     pub dev_secret: Option<Arc<str>>,
-    /// Claims last written to each user's row, so the upsert runs once per change, not per request.
-    pub known_users: Arc<DashMap<Uuid, UserClaims>>,
     /// The AI provider (OpenAI-compatible, or the development one).
-    pub ai: Arc<dyn crate::ai::AiProvider>,
+    pub ai: Arc<dyn AiProvider>,
     /// In-flight AI replies on this node, and the concurrency limits.
-    pub generations: Arc<dyn crate::ai::registry::GenerationRegistry>,
+    pub generations: Arc<dyn GenerationRegistry>,
+    /// AI replies: start, cancel, resume (for REST and WebSocket alike).
+    pub replies: Arc<Replies>,
     /// Video uploads, jobs and their artifacts (its object store is `videos.storage()`).
-    pub videos: crate::video::VideoService,
+    pub videos: VideoService,
     /// Per-client limits: request rates by address, sockets per user.
-    pub limits: Arc<crate::limits::EdgeLimits>,
+    pub limits: Arc<EdgeLimits>,
 }
 
 impl AppState {
     /// Verifies a token and makes sure the user's row reflects its claims.
     pub async fn authenticate(&self, token: &str) -> Result<AuthUser, ApiError> {
-        let verified = self.auth.verify(token).await.map_err(|e| {
-            match &e {
-                AuthError::Missing => {}
-                AuthError::Invalid(why) => tracing::debug!(%why, "token refused"),
-            }
-            ApiError::Unauthorized
-        })?;
-        let fresh = self
-            .known_users
-            .get(&verified.user_id)
-            .is_some_and(|known| *known == verified.profile);
-        if !fresh {
-            let mut conn = self.db.conn().await?;
-            users::upsert_from_claims(&mut conn, &verified.profile).await?;
-            if self.known_users.len() >= USER_CACHE_MAX {
-                self.known_users.clear();
-            }
-            self.known_users
-                .insert(verified.user_id, verified.profile.clone());
+        self.auth.authenticate(token).await
+    }
+
+    /// What a WebSocket session may use.
+    pub fn session_env(&self) -> SessionEnv {
+        SessionEnv {
+            settings: self.settings.clone(),
+            router: self.router.clone(),
+            chats: self.chats.clone(),
+            replies: self.replies.clone(),
+            videos: self.videos.clone(),
+            auth: self.auth.clone(),
+            metrics: self.metrics.clone(),
         }
-        Ok(AuthUser {
-            id: verified.user_id,
-            exp: verified.exp,
-        })
     }
 }

@@ -2,6 +2,8 @@
 //! snapshots for late subscribers, REST callers going away, and many replies at once; the
 //! provider is a real OpenAI-compatible server started by the test; on both backends.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::time::Duration;

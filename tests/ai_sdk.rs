@@ -4,6 +4,8 @@
 //! packages are installed here with `npm ci` from the pinned lockfile; without Node.js or the
 //! packages these tests fail (they never skip).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::path::PathBuf;

@@ -2,6 +2,8 @@
 //! AI SDK's three wire formats, with the production OpenAI client talking to a real
 //! OpenAI-compatible server started by the test; on both database backends.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::time::Duration;

@@ -6,6 +6,8 @@
 //! These tests never skip: without Node.js, the npm packages (`npm ci --prefix tests/browser`)
 //! or Chromium (`apt-get install -y chromium`) they fail and say what to install.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::path::{Path, PathBuf};
@@ -511,7 +513,7 @@ async fn an_uploaded_video_shows_upload_and_job_progress_then_its_thumbnail() {
     let _one = BROWSER.lock().await;
     let app = spawn_app_with(Backend::Sqlite, &[]).await;
     let user = TestUser::new();
-    // The page is written against API.md's video contract; the server must have it.
+    // The page is written against docs/API.md's video contract; the server must have it.
     let probe = app
         .client
         .post(app.url("/api/v1/videos/upload"))

@@ -1,6 +1,8 @@
 //! Several nodes on one Postgres database and one Redis: what a client sees must not depend on
 //! the node it landed on. These run against the real Redis and Postgres (CI starts both).
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 mod video_support;
 

@@ -2,6 +2,8 @@
 //! its Postgres (a throwaway cluster made with `initdb` on a free port), so stopping it
 //! disturbs no other test.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::path::PathBuf;

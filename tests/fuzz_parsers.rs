@@ -4,6 +4,8 @@
 //! a protocol error / a 4xx `ApiError`, and whatever is accepted keeps the input rules of
 //! docs/INPUT-RULES.md. Case counts are modest so the whole file runs in seconds.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 use actix_web::ResponseError;
 use echo::error::ApiError;
 use echo::extract::{parse_json_body, Text, Validate};

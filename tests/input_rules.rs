@@ -3,6 +3,8 @@
 //! characters never break their user's requests, JSON bodies with trailing data are
 //! `json_invalid`, and `/openapi.json` lists the statuses every operation can answer.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::ws::WsClient;

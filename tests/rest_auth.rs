@@ -2,6 +2,8 @@
 //! from a JWKS document), the `users` row the first request creates from the claims, and
 //! `GET /users/me` / `GET /users/{user_id}`.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use base64::engine::general_purpose::URL_SAFE_NO_PAD;

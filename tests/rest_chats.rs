@@ -1,5 +1,7 @@
 //! Chats: create, list, read, rename, delete, members, and who may do what.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::{

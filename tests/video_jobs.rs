@@ -1,6 +1,8 @@
 //! Job control: cancelling mid-decode, a restart mid-job, the worker limit and the WebSocket
 //! `jobs` request, on both backends.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 mod video_support;
 

@@ -1,6 +1,8 @@
 //! Uploaded videos processed end to end (probe, thumbnail, speech audio, transcription with the
 //! development provider, subtitles, metadata), with progress over WebSocket, on both backends.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 mod video_support;
 

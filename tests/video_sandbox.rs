@@ -3,6 +3,8 @@
 //! cancel and at their time limit, a crashing worker costs one attempt of one job (never the
 //! node), and the worker can neither reach the network nor read files outside its paths.
 
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
 mod common;
 mod video_support;
 

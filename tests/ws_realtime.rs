@@ -1,4 +1,6 @@
-//! The WebSocket protocol (PROTOCOL.md) on one node, against real sockets, on both backends.
+//! The WebSocket protocol (docs/PROTOCOL.md) on one node, against real sockets, on both backends.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
 

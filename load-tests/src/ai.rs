@@ -24,6 +24,7 @@ use std::time::{Duration, Instant};
 use anyhow::{bail, Context, Result};
 use bytes::Bytes;
 use futures_util::{SinkExt, StreamExt};
+use hdrhistogram::Histogram;
 use http_body_util::{BodyExt, Full};
 use hyper::header::{HeaderValue, CONTENT_TYPE, HOST};
 use hyper::{Method, Request};
@@ -40,25 +41,7 @@ use crate::common::{unix_nanos, Target};
 use crate::plan::Plan;
 use crate::progress::{with_ticker, Progress};
 use crate::stats::{fmt_us, svg_chart, LatencySink, LatencyStats, LocalBatch, Summary};
-use crate::ws::{await_setup, open_with_timeout, wait_start, Ctx, Phase, Spec, WsConfig};
-
-/// Options of the `ai` scenario.
-#[derive(Clone, Debug)]
-pub struct AiOpts {
-    /// Chats, each with one prompter (its owner).
-    pub replies: usize,
-    /// Sessions per chat (distinct users), the prompter included.
-    pub watchers: usize,
-    /// Expected tokens per reply (checked when set).
-    pub tokens: Option<usize>,
-    /// The provider's tokens/s, for timeouts and the default ramp.
-    pub token_rate: f64,
-    /// Spread of the first prompts.
-    pub ramp: Duration,
-    /// Direct calls to the mock for a TTFT baseline.
-    pub direct_samples: usize,
-    pub mock: Option<Target>,
-}
+use crate::ws::{await_setup, open_with_timeout, wait_start, AiOpts, Ctx, Phase, Spec, WsConfig};
 
 #[derive(Default)]
 struct AiCounters {
@@ -878,7 +861,54 @@ pub async fn run(
         h.abort();
     }
 
-    // Summary.
+    let measured = Measured {
+        owned,
+        prompters,
+        max_in_flight,
+        in_flight_left,
+        alive_at_end,
+        expected_finished,
+        expected_tokens,
+        setup_secs,
+        run_secs,
+        window,
+    };
+    record_counts(cfg, &sh, &ctx, &measured, summary);
+    let ttft = record_latencies(&sh, &ctx, summary);
+    record_problems(&opts, &sh, &ctx, summary);
+    write_ttft_chart(cfg, &ttft, summary);
+    Ok(())
+}
+
+/// What a run measured besides the shared counters, for its summary.
+#[derive(Clone, Copy)]
+struct Measured {
+    owned: u64,
+    prompters: u64,
+    max_in_flight: u64,
+    in_flight_left: u64,
+    alive_at_end: u64,
+    expected_finished: u64,
+    expected_tokens: u64,
+    setup_secs: f64,
+    run_secs: f64,
+    window: Duration,
+}
+
+/// The summary's counters, rates and delivery checks.
+fn record_counts(cfg: &WsConfig, sh: &AiShared, ctx: &Ctx, m: &Measured, summary: &mut Summary) {
+    let Measured {
+        owned,
+        prompters,
+        max_in_flight,
+        in_flight_left,
+        alive_at_end,
+        expected_finished,
+        expected_tokens,
+        setup_secs,
+        run_secs,
+        window,
+    } = *m;
     let ld = |a: &AtomicU64| a.load(Ordering::Relaxed);
     let c = &sh.c;
     let wc = &ctx.c;
@@ -984,7 +1014,17 @@ pub async fn run(
             ));
         }
     }
+}
 
+/// Time to first token through Echo and directly, for the chart.
+struct Ttft {
+    server: Histogram<u64>,
+    server_stats: LatencyStats,
+    direct_stats: LatencyStats,
+}
+
+/// The summary's latency distributions and the targets they are held to.
+fn record_latencies(sh: &AiShared, ctx: &Ctx, summary: &mut Summary) -> Ttft {
     let token_h = sh.token_latency.snapshot();
     let ttft_h = sh.ttft.snapshot();
     let direct_h = sh.direct_ttft.snapshot();
@@ -1051,6 +1091,17 @@ pub async fn run(
             .insert("targets".into(), serde_json::Value::Object(targets));
     }
 
+    Ttft {
+        server: ttft_h,
+        server_stats: ttft_s,
+        direct_stats: direct_s,
+    }
+}
+
+/// The summary's problems and notes.
+fn record_problems(opts: &AiOpts, sh: &AiShared, ctx: &Ctx, summary: &mut Summary) {
+    let ld = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    let (c, wc) = (&sh.c, &ctx.c);
     for (name, what) in [
         ("closed_by_server", "sessions closed by the server"),
         ("dropped", "sessions dropped without a close frame"),
@@ -1096,18 +1147,20 @@ pub async fn run(
         summary.nothing_worked = true;
         summary.problems.push("no token was received".into());
     }
+}
 
-    // A second chart: TTFT through Echo, with the direct figures in the subtitle.
+/// A second chart: time to first token through Echo, the direct figures in its subtitle.
+fn write_ttft_chart(cfg: &WsConfig, ttft: &Ttft, summary: &mut Summary) {
     let ttft_svg = cfg.out.with_extension("ttft.svg");
     let sub = format!(
         "server p50 {} p99 {} · direct p50 {} p99 {} (n={}) · added p50 {} p99 {}",
-        fmt_us(ttft_s.p50 as f64),
-        fmt_us(ttft_s.p99 as f64),
-        fmt_us(direct_s.p50 as f64),
-        fmt_us(direct_s.p99 as f64),
-        direct_s.count,
-        fmt_signed_us(ttft_s.p50 as i64 - direct_s.p50 as i64),
-        fmt_signed_us(ttft_s.p99 as i64 - direct_s.p99 as i64),
+        fmt_us(ttft.server_stats.p50 as f64),
+        fmt_us(ttft.server_stats.p99 as f64),
+        fmt_us(ttft.direct_stats.p50 as f64),
+        fmt_us(ttft.direct_stats.p99 as f64),
+        ttft.direct_stats.count,
+        fmt_signed_us(ttft.server_stats.p50 as i64 - ttft.direct_stats.p50 as i64),
+        fmt_signed_us(ttft.server_stats.p99 as i64 - ttft.direct_stats.p99 as i64),
     );
     if let Some(dir) = ttft_svg.parent().filter(|d| !d.as_os_str().is_empty()) {
         std::fs::create_dir_all(dir).ok();
@@ -1115,7 +1168,7 @@ pub async fn run(
     let chart = svg_chart(
         "echo-load ws ai — time to first token through Echo",
         &sub,
-        &ttft_h,
+        &ttft.server,
     );
     match std::fs::write(&ttft_svg, chart) {
         Ok(()) => {
@@ -1127,7 +1180,6 @@ pub async fn run(
             .notes
             .push(format!("could not write {}: {e}", ttft_svg.display())),
     }
-    Ok(())
 }
 
 fn fmt_signed_us(v: i64) -> String {

@@ -5,6 +5,7 @@
 
 mod ai;
 mod common;
+mod drive;
 mod http;
 mod mock;
 mod plan;
@@ -404,7 +405,7 @@ async fn real_main(cli: Cli) -> Result<Option<stats::Summary>> {
                     }
                 }
             }
-            ws::run(ws::WsConfig {
+            drive::run(ws::WsConfig {
                 scenario: a.scenario,
                 target,
                 secret,
@@ -431,7 +432,7 @@ async fn real_main(cli: Cli) -> Result<Option<stats::Summary>> {
                     a.process_count,
                 ),
                 params,
-                ai: ai::AiOpts {
+                ai: ws::AiOpts {
                     replies,
                     watchers,
                     tokens: a.tokens,

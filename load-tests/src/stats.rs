@@ -13,8 +13,13 @@ use serde::{Deserialize, Serialize};
 /// Highest trackable latency: one hour, in microseconds.
 const MAX_US: u64 = 3_600_000_000;
 
+/// An empty latency histogram: 1 µs .. 1 h with 3 significant figures.
+#[allow(
+    clippy::expect_used,
+    reason = "constant bounds within hdrhistogram's rules (1 <= low, 2 * low <= high, \
+              sigfig <= 5): creation cannot fail, and there is no infallible constructor"
+)]
 pub fn new_hist() -> Histogram<u64> {
-    // 1 µs .. 1 h with 3 significant figures; the bounds are constants and valid.
     Histogram::new_with_bounds(1, MAX_US, 3).expect("static histogram bounds are valid")
 }
 

@@ -1,4 +1,6 @@
-//! `echo-load ws`: WebSocket scenarios `idle`, `fanout` and `churn`.
+//! `echo-load ws`: the WebSocket session plumbing every scenario uses (configuration, counters,
+//! opening and closing sessions, the start barrier) and the scenarios `idle`, `fanout` and
+//! `churn`; `drive` runs them (and `ai`).
 
 use std::borrow::Cow;
 use std::collections::BTreeMap;
@@ -22,7 +24,7 @@ use tokio_tungstenite::WebSocketStream;
 use uuid::Uuid;
 
 use crate::common::{unix_nanos, ErrorSamples, Minter, Target};
-use crate::plan::{seed, Plan};
+use crate::plan::Plan;
 use crate::progress::{with_ticker, Progress};
 use crate::stats::{LatencySink, LocalBatch, Summary};
 
@@ -49,7 +51,7 @@ pub enum WsScenario {
 }
 
 impl WsScenario {
-    fn name(self) -> &'static str {
+    pub(crate) fn name(self) -> &'static str {
         match self {
             Self::Idle => "idle",
             Self::Fanout => "fanout",
@@ -57,6 +59,24 @@ impl WsScenario {
             Self::Ai => "ai",
         }
     }
+}
+
+/// Options of the `ai` scenario.
+#[derive(Clone, Debug)]
+pub struct AiOpts {
+    /// Chats, each with one prompter (its owner).
+    pub replies: usize,
+    /// Sessions per chat (distinct users), the prompter included.
+    pub watchers: usize,
+    /// Expected tokens per reply (checked when set).
+    pub tokens: Option<usize>,
+    /// The provider's tokens/s, for timeouts and the default ramp.
+    pub token_rate: f64,
+    /// Spread of the first prompts.
+    pub ramp: Duration,
+    /// Direct calls to the mock for a TTFT baseline.
+    pub direct_samples: usize,
+    pub mock: Option<Target>,
 }
 
 pub struct WsConfig {
@@ -81,7 +101,7 @@ pub struct WsConfig {
     pub progress: bool,
     pub out: PathBuf,
     pub params: serde_json::Value,
-    pub ai: crate::ai::AiOpts,
+    pub ai: AiOpts,
 }
 
 #[derive(Clone, Copy, Debug, PartialEq, Eq, PartialOrd, Ord)]
@@ -682,167 +702,8 @@ async fn churn_worker(
     }
 }
 
-// ---------------------------------------------------------------------------
-// drivers
-
-pub async fn run(cfg: WsConfig) -> Result<Summary> {
-    let nofile = crate::common::raise_nofile();
-    if cfg.process_count == 0 || cfg.process_index >= cfg.process_count {
-        bail!(
-            "--process-index {} must be below --process-count {}",
-            cfg.process_index,
-            cfg.process_count
-        );
-    }
-    let mut progress = Progress::new(cfg.progress);
-    let minter = Minter::new(&cfg.secret, cfg.duration.as_secs() + 3 * 3600);
-    let mut notes = Vec::new();
-
-    let plan = match &cfg.plan {
-        Some(p) => {
-            let plan = Plan::load(p)?;
-            if plan.url != cfg.target.base {
-                notes.push(format!(
-                    "plan was seeded against {} but the run targets {}",
-                    plan.url, cfg.target.base
-                ));
-            }
-            plan
-        }
-        None => {
-            if cfg.process_count > 1 {
-                bail!(
-                    "multi-process runs share one plan: run `echo-load seed ... --out plan.json` once, then pass --plan plan.json to every process"
-                );
-            }
-            let n = match cfg.scenario {
-                WsScenario::Churn => cfg.concurrency,
-                _ => cfg.sessions,
-            };
-            seed(
-                &cfg.target,
-                &minter,
-                n,
-                cfg.room_size,
-                cfg.seed_concurrency,
-                &mut progress,
-            )
-            .await?
-        }
-    };
-    if plan.users.is_empty() {
-        bail!("the plan has no users");
-    }
-
-    let ws_config = WebSocketConfig::default()
-        .read_buffer_size(8 * 1024)
-        .write_buffer_size(0)
-        .max_message_size(Some(4 << 20))
-        .max_frame_size(Some(4 << 20));
-    let ctx = Arc::new(Ctx {
-        target: cfg.target.clone(),
-        minter,
-        ws_config,
-        source_ips: cfg.source_ips.clone(),
-        connect_sem: Semaphore::new(cfg.connect_concurrency.max(1)),
-        c: Counters::default(),
-        errors: ErrorSamples::default(),
-        setup_latency: LatencySink::new(),
-        delivery_latency: LatencySink::new(),
-        cycle_latency: LatencySink::new(),
-        room_acks: (0..plan.rooms.len()).map(|_| AtomicU64::new(0)).collect(),
-        room_subscribed: (0..plan.rooms.len()).map(|_| AtomicU64::new(0)).collect(),
-        welcome: Mutex::new(None),
-    });
-
-    let mut summary = Summary::new(
-        "ws",
-        cfg.scenario.name(),
-        &cfg.target.base,
-        cfg.params.clone(),
-    );
-    summary.process_index = cfg.process_index;
-    summary.process_count = cfg.process_count;
-    summary.notes = notes;
-
-    match cfg.scenario {
-        WsScenario::Idle | WsScenario::Fanout => {
-            run_sessions(
-                &cfg,
-                &plan,
-                ctx.clone(),
-                nofile,
-                &mut progress,
-                &mut summary,
-            )
-            .await?
-        }
-        WsScenario::Ai => {
-            crate::ai::run(
-                &cfg,
-                &plan,
-                ctx.clone(),
-                nofile,
-                &mut progress,
-                &mut summary,
-            )
-            .await?
-        }
-        WsScenario::Churn => {
-            run_churn(
-                &cfg,
-                &plan,
-                ctx.clone(),
-                nofile,
-                &mut progress,
-                &mut summary,
-            )
-            .await?
-        }
-    }
-    progress.finish();
-
-    let c = &ctx.c;
-    let ld = |a: &AtomicU64| a.load(Ordering::Relaxed);
-    summary.counter("setup_failed_tcp", ld(&c.fail_tcp));
-    summary.counter("setup_failed_upgrade", ld(&c.fail_upgrade));
-    summary.counter("setup_failed_welcome", ld(&c.fail_welcome));
-    summary.counter("setup_failed_subscribe", ld(&c.fail_subscribe));
-    summary.counter("setup_failed_timeout", ld(&c.fail_timeout));
-    summary.counter("setup_failed", c.failed_setup());
-    summary.counter("close_unclean", ld(&c.close_unclean));
-    summary.counter("error_frames", ld(&c.error_frames));
-    summary.counter("rate_limited", ld(&c.rate_limited));
-    if let Ok(m) = c.close_codes.lock() {
-        for (code, n) in m.iter() {
-            summary.counter(&format!("close_code_{code}"), *n);
-        }
-    }
-    summary.errors_sample = ctx.errors.snapshot();
-    if let Some(w) = ctx.welcome.lock().ok().and_then(|w| w.clone()) {
-        if let Some(rate) = w
-            .pointer("/limits/rate_per_sec")
-            .and_then(|r| r.as_f64())
-            .filter(|r| *r > 0.0)
-        {
-            if let Some(per) = per_sender_rate(&cfg, &plan) {
-                if per > rate {
-                    summary.notes.push(format!(
-                        "per-sender rate {per:.1}/s exceeds the server's announced rate_per_sec {rate}"
-                    ));
-                }
-            }
-        }
-        summary.checks.insert("server_welcome".into(), w);
-    }
-    summary.problem_if_nonzero("setup_failed", "session setups failed");
-    summary.problem_if_nonzero("error_frames", "error frames received");
-    summary.problem_if_nonzero("rate_limited", "rate_limited errors");
-    summary.finish_and_write(&cfg.out)
-}
-
 /// Messages per second each sender sends (fanout with a positive rate).
-fn per_sender_rate(cfg: &WsConfig, plan: &Plan) -> Option<f64> {
+pub(crate) fn per_sender_rate(cfg: &WsConfig, plan: &Plan) -> Option<f64> {
     let total: usize = plan
         .rooms
         .iter()
@@ -951,7 +812,7 @@ pub(crate) async fn wait_start(cfg: &WsConfig, progress: &mut Progress, summary:
     }
 }
 
-async fn run_sessions(
+pub(crate) async fn run_sessions(
     cfg: &WsConfig,
     plan: &Plan,
     ctx: Arc<Ctx>,
@@ -1176,7 +1037,7 @@ async fn run_sessions(
     Ok(())
 }
 
-async fn run_churn(
+pub(crate) async fn run_churn(
     cfg: &WsConfig,
     plan: &Plan,
     ctx: Arc<Ctx>,

@@ -3,6 +3,10 @@
 //! readers, keeps the text so far in its [`LiveGeneration`] for late subscribers, and at the end
 //! stores the reply and announces it. A cancel stops it between two tokens; so does its REST
 //! caller going away while nobody else watches the chat.
+//!
+//! It sees only [`Replies`], a narrow environment (the database, the chat service, the broker,
+//! the provider, the registry, the other nodes' replies behind a trait), as a `VideoJob` sees
+//! only its `JobEnv`: no HTTP state, no sessions.
 
 use std::sync::Arc;
 use std::time::Instant;
@@ -14,20 +18,20 @@ use uuid::Uuid;
 use super::messages::{CancelGeneration, StreamUpdate};
 use super::prompt::{self, estimate_prompt_tokens};
 use super::registry::{LiveGeneration, Permit};
+use super::replies::Replies;
 use super::{AiError, ChatChunk, ChatRequest, FinishReason, Usage};
 use crate::api_types::MessageResponse;
+use crate::broker::{Event, Topic};
 use crate::db::messages;
 use crate::error::ApiError;
-use crate::realtime::event::{Event, Topic};
-use crate::state::AppState;
 
 /// What the stored reply says when the node stops under a generation.
 const INTERRUPTED: &str = "The reply was interrupted";
 
 /// What a new generation needs.
 pub struct Launch {
-    /// Shared state (database, broker, provider, registry).
-    pub state: AppState,
+    /// What the reply may use (database, chat service, broker, provider, registry).
+    pub env: Arc<Replies>,
     /// The chat.
     pub chat_id: Uuid,
     /// Who prompted.
@@ -46,7 +50,7 @@ pub struct Launch {
 pub struct Generation {
     /// The shared view (ids, text so far, readers), also in the registry.
     live: Arc<LiveGeneration>,
-    state: AppState,
+    env: Arc<Replies>,
     through_seq: i64,
     /// The REST caller's channel, watched to notice it going away.
     caller: Option<mpsc::UnboundedSender<StreamUpdate>>,
@@ -74,10 +78,10 @@ impl Generation {
             ctx.address().recipient(),
             launch.caller.clone(),
         ));
-        launch.state.generations.register(live.clone());
+        launch.env.registry.register(live.clone());
         ctx.run(Generation {
             live: live.clone(),
-            state: launch.state,
+            env: launch.env,
             through_seq: launch.through_seq,
             caller: launch.caller,
             stream: None,
@@ -90,7 +94,7 @@ impl Generation {
     }
 
     fn publish(&self, event: Event) {
-        self.state
+        self.env
             .broker
             .publish(Topic::Room(self.live.chat_id), event);
     }
@@ -107,7 +111,7 @@ impl Generation {
     fn finish(&mut self, finish_reason: FinishReason, usage: Usage, ctx: &mut Context<Self>) {
         self.stop_stream(ctx);
         let (text, _) = self.live.text();
-        let chats = self.state.chats.clone();
+        let chats = self.env.chats.clone();
         let (chat_id, message_id) = (self.live.chat_id, self.live.message_id);
         let store = async move {
             chats
@@ -148,7 +152,7 @@ impl Generation {
             ctx.stop();
             return;
         }
-        let chats = self.state.chats.clone();
+        let chats = self.env.chats.clone();
         let (chat_id, message_id) = (self.live.chat_id, self.live.message_id);
         let store = async move {
             chats
@@ -165,7 +169,7 @@ impl Generation {
     }
 
     fn outcome(&self, outcome: &str) {
-        self.state
+        self.env
             .metrics
             .ai_generations_total
             .with_label_values(&[outcome])
@@ -200,7 +204,7 @@ impl Generation {
         if self.finishing {
             return;
         }
-        let watched = self.live.has_readers() || self.state.hub.room_is_watched(self.live.chat_id);
+        let watched = self.live.has_readers() || self.env.watch.is_watched(self.live.chat_id);
         if watched {
             tracing::debug!(generation = %self.live.id, "REST caller left; the room still watches");
         } else {
@@ -214,7 +218,7 @@ impl Actor for Generation {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Context<Self>) {
-        self.state.metrics.ai_generations.inc();
+        self.env.metrics.ai_generations.inc();
         self.publish(Event::GenerationStarted {
             chat_id: self.live.chat_id,
             generation_id: self.live.id,
@@ -228,8 +232,8 @@ impl Actor for Generation {
                     .map(|(), act, ctx| act.caller_gone(ctx)),
             );
         }
-        let db = self.state.db.clone();
-        let settings = self.state.settings.clone();
+        let db = self.env.db.clone();
+        let env = self.env.clone();
         let (chat_id, through) = (self.live.chat_id, self.through_seq);
         let history = async move {
             let mut conn = db.conn().await?;
@@ -237,9 +241,9 @@ impl Actor for Generation {
                 messages::history_through(&mut conn, chat_id, through, prompt::HISTORY_LIMIT)
                     .await?;
             Ok::<_, ApiError>(prompt::build(
-                &settings.ai.system_prompt,
+                &env.settings.system_prompt,
                 &history,
-                settings.ai.context_token_budget,
+                env.settings.context_token_budget,
             ))
         };
         ctx.spawn(history.into_actor(self).map(|res, act, ctx| {
@@ -252,9 +256,9 @@ impl Actor for Generation {
                     let request = ChatRequest {
                         model: act.live.model.clone(),
                         messages,
-                        max_output_tokens: act.state.settings.ai.max_output_tokens,
+                        max_output_tokens: act.env.settings.max_output_tokens,
                     };
-                    let stream = act.state.ai.stream_chat(request);
+                    let stream = act.env.provider.stream_chat(request);
                     act.stream = Some(ctx.add_stream(stream));
                 }
                 Err(e) => {
@@ -266,12 +270,12 @@ impl Actor for Generation {
     }
 
     fn stopped(&mut self, _: &mut Context<Self>) {
-        self.state.metrics.ai_generations.dec();
+        self.env.metrics.ai_generations.dec();
         // Normally already closed; this covers an actor stopped by its arbiter shutting down.
         self.live.close(StreamUpdate::Failed {
             error: INTERRUPTED.into(),
         });
-        self.state.generations.unregister(self.live.id);
+        self.env.registry.unregister(self.live.id);
     }
 }
 
@@ -283,7 +287,7 @@ impl StreamHandler<Result<ChatChunk, AiError>> for Generation {
         match item {
             Ok(ChatChunk::Delta(delta)) => {
                 let index = self.live.push_token(&delta);
-                let metrics = &self.state.metrics;
+                let metrics = &self.env.metrics;
                 metrics.ai_tokens.inc();
                 if index == 0 {
                     metrics

@@ -1,8 +1,11 @@
 //! AI replies: the provider interface (streaming chat completions and speech-to-text), its two
 //! providers (`openai`, any OpenAI-compatible endpoint; `dev`, a built-in development aid), the
 //! `Generation` actor that streams one reply to its chat's room, the registry of in-flight
-//! generations, and the AI SDK wire formats REST callers read.
+//! generations, and [`Replies`], the service REST and WebSocket start, cancel and resume replies
+//! through. Other nodes' replies are behind [`ReplyCluster`]. (The AI SDK wire formats REST
+//! callers read are HTTP framing: `routes::sdk_stream`.)
 
+pub mod cluster;
 pub mod dev;
 pub mod generation;
 pub mod messages;
@@ -10,7 +13,6 @@ pub mod openai;
 pub mod prompt;
 pub mod registry;
 pub mod replies;
-pub mod sdk_stream;
 
 use std::sync::Arc;
 
@@ -18,6 +20,9 @@ use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use futures_util::stream::BoxStream;
 use serde::{Deserialize, Serialize};
+
+pub use cluster::{ReplyCluster, RoomWatch};
+pub use replies::Replies;
 
 use crate::config::{AiProviderKind, AiSettings};
 
@@ -74,7 +79,7 @@ impl Usage {
     }
 }
 
-/// Why a reply ended, as PROTOCOL.md names it.
+/// Why a reply ended, as docs/PROTOCOL.md names it.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum FinishReason {
     /// The model finished.

@@ -2,8 +2,9 @@
 //! one's text so far is (for snapshots and resumed streams), and how to cancel one.
 //!
 //! [`GenerationRegistry`] is the interface the rest of the server uses; [`LocalGenerations`]
-//! keeps everything in this process. A cross-node version (Redis) would mirror each
-//! [`LiveGeneration`]'s progress and count permits cluster-wide behind the same trait.
+//! keeps this node's replies in this process. Replies on other nodes are not in it: in a
+//! cluster, `crate::cluster` keeps a Redis copy of every reply's progress (written with its
+//! events) and counts a user's replies on every node, behind [`super::cluster::ReplyCluster`].
 
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::{Arc, Mutex, MutexGuard};
@@ -15,8 +16,8 @@ use tokio::sync::mpsc;
 use uuid::Uuid;
 
 use super::messages::{CancelGeneration, StreamUpdate};
+use crate::broker::Event;
 use crate::error::ApiError;
-use crate::realtime::event::Event;
 
 /// The text of an in-flight reply so far.
 #[derive(Debug, Clone, PartialEq, Eq)]

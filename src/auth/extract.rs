@@ -1,15 +1,9 @@
-//! `AuthUser`: the extractor every authenticated handler takes.
+//! `AuthUser`, the authenticated caller (every authenticated handler takes it; its actix
+//! extractor is in `routes::middleware`), and the bearer token of a request.
 
-use std::future::Future;
-use std::pin::Pin;
-
-use actix_web::dev::Payload;
 use actix_web::http::header;
-use actix_web::{web, FromRequest, HttpRequest};
+use actix_web::HttpRequest;
 use uuid::Uuid;
-
-use crate::error::ApiError;
-use crate::state::AppState;
 
 /// The caller, authenticated by a valid bearer token, with their `users` row in place.
 #[derive(Debug, Clone, Copy)]
@@ -28,19 +22,4 @@ pub fn bearer_token(req: &HttpRequest) -> Option<&str> {
         .eq_ignore_ascii_case("bearer")
         .then(|| token.trim())
         .filter(|t| !t.is_empty())
-}
-
-impl FromRequest for AuthUser {
-    type Error = ApiError;
-    type Future = Pin<Box<dyn Future<Output = Result<Self, ApiError>>>>;
-
-    fn from_request(req: &HttpRequest, _: &mut Payload) -> Self::Future {
-        let state = req.app_data::<web::Data<AppState>>().cloned();
-        let token = bearer_token(req).map(str::to_string);
-        Box::pin(async move {
-            let state = state.ok_or_else(|| ApiError::Internal(anyhow::anyhow!("no state")))?;
-            let token = token.ok_or(ApiError::Unauthorized)?;
-            state.authenticate(&token).await
-        })
-    }
 }

@@ -4,6 +4,7 @@
 pub mod dev_secret;
 pub mod extract;
 pub mod jwks;
+pub mod users;
 
 use std::collections::HashSet;
 use std::sync::Arc;
@@ -17,6 +18,7 @@ use crate::db::users::UserClaims;
 
 pub use extract::AuthUser;
 pub use jwks::JwksCache;
+pub use users::UserAuth;
 
 /// The claims Echo reads from a Supabase access token.
 #[derive(Debug, Clone, Serialize, Deserialize)]

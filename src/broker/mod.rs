@@ -1,20 +1,18 @@
-//! The broker: where committed events are published. The in-process broker hands them to this
-//! node's rooms and feeds; a cross-node broker (Redis) would also forward them to other nodes
-//! behind the same interface, so rooms and sessions never know which one runs.
+//! The broker: where committed events are published, and how they reach this node's
+//! subscribers. [`LocalBroker`] hands each event straight to this node's [`Delivery`] (the
+//! realtime router); the Redis broker (`crate::cluster`) also forwards it to the other nodes
+//! and delivers theirs here. Both sit behind [`Broker`], so the services that publish and the
+//! rooms that deliver never know which one runs.
+//!
+//! The broker owns the [`Event`]s it carries and the [`Topic`]s they go to; it knows nothing of
+//! rooms or sessions: the layer above implements [`Delivery`] and says, through an
+//! [`Interest`] channel, which topics this node follows.
 
-pub mod generations;
-pub mod presence;
-pub mod redis;
+pub mod event;
 
 use std::sync::Arc;
 
-use futures_util::future::{self, BoxFuture, FutureExt};
-use uuid::Uuid;
-
-use crate::ai::registry::{Permit, Refusal, Snapshot};
-use crate::realtime::event::{Event, Topic};
-use crate::realtime::hub::Hub;
-use generations::{RemoteGeneration, RemoteReply};
+pub use event::{Event, PresenceState, Topic};
 
 /// Publishes events to everyone subscribed to a topic.
 pub trait Broker: Send + Sync + 'static {
@@ -29,34 +27,6 @@ pub trait Broker: Send + Sync + 'static {
             message: None,
         }
     }
-    /// The chat's AI replies running on other nodes, with their text so far, read once this
-    /// node follows the room (so no later token can fall between the copy and the live
-    /// stream). None on a single node.
-    fn remote_generations(&self, _chat_id: Uuid) -> BoxFuture<'static, Vec<Snapshot>> {
-        future::ready(Vec::new()).boxed()
-    }
-    /// Where a reply that does not run on this node runs, if it runs on another.
-    fn locate_generation(
-        &self,
-        _generation_id: Uuid,
-    ) -> BoxFuture<'static, Option<RemoteGeneration>> {
-        future::ready(None).boxed()
-    }
-    /// Asks the node running a reply to cancel it.
-    fn cancel_remote(&self, _generation_id: Uuid, _at: &RemoteGeneration) {}
-    /// Takes a place in the user's limit of replies in flight across every node (`None`: no
-    /// cluster, the node's own limit is the whole limit).
-    fn admit_user_reply(
-        &self,
-        _user_id: Uuid,
-        _limit: usize,
-    ) -> BoxFuture<'static, Result<Option<Permit>, Refusal>> {
-        future::ready(Ok(None)).boxed()
-    }
-    /// Follows the chat's newest reply running on another node, for a REST reader.
-    fn follow_remote_reply(&self, _chat_id: Uuid) -> BoxFuture<'static, Option<RemoteReply>> {
-        future::ready(None).boxed()
-    }
 }
 
 /// A broker's state for `/health`.
@@ -68,21 +38,35 @@ pub struct BrokerHealth {
     pub message: Option<String>,
 }
 
+/// This node's receiving end of the broker, implemented by the realtime router.
+pub trait Delivery: Send + Sync + 'static {
+    /// Hands an event to this node's subscribers of `topic` (none: it is dropped).
+    fn deliver(&self, topic: Topic, event: Arc<Event>);
+    /// Events may have been lost between nodes (the link was down): every local room reads
+    /// what it missed from the database.
+    fn catch_up(&self);
+}
+
+/// Which topics this node follows: the realtime layer sends `(topic, true)` when a topic gains
+/// its first local subscriber and `(topic, false)` when it loses its last, so that a cross-node
+/// broker subscribes to exactly those. The local broker needs none.
+pub type Interest = tokio::sync::mpsc::UnboundedSender<(Topic, bool)>;
+
 /// Delivers to this node's sessions only: the embedded default.
 pub struct LocalBroker {
-    hub: Arc<Hub>,
+    delivery: Arc<dyn Delivery>,
 }
 
 impl LocalBroker {
-    /// A broker delivering through `hub`.
-    pub fn new(hub: Arc<Hub>) -> Self {
-        LocalBroker { hub }
+    /// A broker delivering through `delivery`.
+    pub fn new(delivery: Arc<dyn Delivery>) -> Self {
+        LocalBroker { delivery }
     }
 }
 
 impl Broker for LocalBroker {
     fn publish(&self, topic: Topic, event: Event) {
-        self.hub.deliver(topic, Arc::new(event));
+        self.delivery.deliver(topic, Arc::new(event));
     }
 
     fn name(&self) -> &'static str {

@@ -1,14 +1,17 @@
+//! [`ChatService`]: the operations on chats, members and messages, each from its checks to
+//! the event it publishes.
+
 use std::sync::Arc;
 
 use uuid::Uuid;
 
 use crate::api_types::{ChatResponse, MessageResponse};
 use crate::broker::Broker;
+use crate::broker::{Event, Topic};
 use crate::db::messages::{self, Appended, NewMessage};
 use crate::db::models::{Chat, ChatMember, Message};
 use crate::db::{chats, is_unique_violation, users, Db};
 use crate::error::{ApiError, ApiResult};
-use crate::realtime::event::{Event, Topic};
 
 /// Messages returned with a chat's detail.
 pub const DETAIL_MESSAGES: i64 = 100;
@@ -18,6 +21,17 @@ pub const DETAIL_MESSAGES: i64 = 100;
 pub struct ChatService {
     db: Db,
     broker: Arc<dyn Broker>,
+}
+
+/// What a resubscribing session missed: see [`ChatService::replay`].
+#[derive(Debug)]
+pub struct Replay {
+    /// The chat's last `seq` when it was read.
+    pub last_seq: i64,
+    /// The messages after the session's `since_seq`, in `seq` order.
+    pub missed: Vec<Message>,
+    /// False when more were missed than may be replayed (`missed` is then empty).
+    pub recovered: bool,
 }
 
 /// A message to post.
@@ -229,6 +243,44 @@ impl ChatService {
                 message: MessageResponse::from(message.clone()),
             },
         );
+    }
+
+    /// Whether `user` is a member of the chat.
+    pub async fn is_member(&self, user: Uuid, chat_id: Uuid) -> ApiResult<bool> {
+        let mut conn = self.db.conn().await?;
+        Ok(chats::is_member(&mut conn, chat_id, user).await?)
+    }
+
+    /// What a session subscribing with `since_seq` missed (404 unless `user` is a member): the
+    /// chat's last `seq` and the messages after `since_seq`, at most `limit` of them. More than
+    /// `limit` missed: none are returned and `recovered` is false (the client reloads instead).
+    pub async fn replay(
+        &self,
+        user: Uuid,
+        chat_id: Uuid,
+        since_seq: Option<i64>,
+        limit: i64,
+    ) -> ApiResult<Replay> {
+        let mut conn = self.db.conn().await?;
+        // One round trip: the membership check and the chat's last seq.
+        let last_seq = chats::last_seq_for_member(&mut conn, chat_id, user)
+            .await?
+            .ok_or_else(|| ApiError::not_found("Chat not found"))?;
+        let mut replay = Replay {
+            last_seq,
+            missed: Vec::new(),
+            recovered: true,
+        };
+        if let Some(since) = since_seq.filter(|s| *s < last_seq) {
+            let missed =
+                messages::page(&mut conn, chat_id, 0, limit + 1, Some(since.max(0)), None).await?;
+            if missed.len() as i64 > limit {
+                replay.recovered = false;
+            } else {
+                replay.missed = missed;
+            }
+        }
+        Ok(replay)
     }
 
     /// A page of messages in ascending `seq` (404 unless the caller is a member).

@@ -1,5 +1,9 @@
 //! Table definitions, written once and instantiated per backend with that backend's column
 //! types (see `sql_types`). Query code picks the module through `db::run!`.
+//!
+//! Diesel's `table!` generates a module per table and one per column; they have no docs of
+//! their own.
+#![allow(missing_docs)]
 
 macro_rules! echo_tables {
     ($($types:ident)::+) => {

@@ -5,9 +5,9 @@ use std::sync::Arc;
 use actix::prelude::*;
 use uuid::Uuid;
 
-use super::event::Event;
 use super::outbound::Outbound;
 use super::room::ChatRoom;
+use crate::broker::Event;
 
 /// Session → RoomSupervisor: add this session to a chat's room (buffering until `Activate`).
 /// Answers with the room so the session can talk to it directly.
@@ -53,7 +53,7 @@ pub struct Activate {
     pub generations: Vec<(Uuid, i64)>,
 }
 
-/// Hub → ChatRoom: an event published to the room.
+/// Router → ChatRoom: an event published to the room.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct Deliver {
@@ -79,7 +79,7 @@ pub struct RoomClosed {
     pub chat_id: Uuid,
 }
 
-/// Hub → ChatRoom: the broker reconnected; read what may have been missed from the database.
+/// Router → ChatRoom: the broker reconnected; read what may have been missed from the database.
 #[derive(Message)]
 #[rtype(result = "()")]
 pub struct CatchUp;

@@ -1,4 +1,4 @@
-//! Client frames of PROTOCOL.md, parsed with errors that say what is wrong, and the reply
+//! Client frames of docs/PROTOCOL.md, parsed with errors that say what is wrong, and the reply
 //! frames that are not room events.
 
 use bytestring::ByteString;

@@ -1,6 +1,10 @@
 //! `ChatRoom`: one actor per chat with local subscribers. It knows who is online, delivers
 //! `message` events in `seq` order (holding later ones while a gap is filled from the
-//! database), and serialises each event once for all of its sessions.
+//! database), and serialises each event once for all of its sessions. In a cluster it also
+//! shares presence with the other nodes through [`Peers`], without knowing how they are reached.
+//!
+//! A room holds its supervisor's address and the supervisor holds the room's (see
+//! `supervisor.rs`): a cycle of actor addresses inside this folder, on purpose.
 
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::sync::Arc;
@@ -11,12 +15,12 @@ use bytestring::ByteString;
 use serde_json::json;
 use uuid::Uuid;
 
-use super::event::{Event, PresenceState};
 use super::messages::{Activate, CatchUp, Deliver, Join, Leave, RoomClosed, RoomNotice, Typing};
 use super::outbound::Outbound;
+use super::peers::Peers;
 use super::supervisor::RoomSupervisor;
 use crate::api_types::MessageResponse;
-use crate::broker::redis::RemoteSink;
+use crate::broker::{Event, PresenceState, Topic};
 use crate::db::{messages, Db};
 use crate::metrics::Metrics;
 
@@ -70,8 +74,9 @@ pub struct ChatRoom {
     pending: BTreeMap<i64, ByteString>,
     /// Scheduled gap fill, if any.
     gap_timer: Option<SpawnHandle>,
-    /// Other nodes' copy of the events this room makes itself (presence, typing).
-    remote: Option<RemoteSink>,
+    /// The other nodes (in a cluster): they get the events this room makes itself (presence,
+    /// typing) and share who is online.
+    peers: Option<Arc<dyn Peers>>,
     /// Users online in this room on other (alive) nodes.
     remote_online: HashSet<Uuid>,
 }
@@ -83,14 +88,14 @@ impl ChatRoom {
         db: Db,
         metrics: Arc<Metrics>,
         supervisor: Addr<RoomSupervisor>,
-        remote: Option<RemoteSink>,
+        peers: Option<Arc<dyn Peers>>,
     ) -> Self {
         ChatRoom {
             chat_id,
             db,
             metrics,
             supervisor,
-            remote,
+            peers,
             remote_online: HashSet::new(),
             members: HashMap::new(),
             online: HashMap::new(),
@@ -216,13 +221,12 @@ impl ChatRoom {
 
     /// Delivers an event this room made (presence, typing) here and on the other nodes.
     fn announce(&mut self, event: Event, skip_user: Option<Uuid>) {
-        if let Some(remote) = &self.remote {
-            remote.send(&super::event::Topic::Room(self.chat_id), &event);
+        if let Some(peers) = &self.peers {
+            peers.send(Topic::Room(self.chat_id), &event);
             if matches!(event, Event::Presence { .. }) {
-                let presence = remote.presence.clone();
-                let (chat_id, users) = (self.chat_id, self.online.keys().copied().collect());
+                let update = peers.set_online(self.chat_id, self.online.keys().copied().collect());
                 actix_rt::spawn(async move {
-                    if let Err(e) = presence.set_room(chat_id, users).await {
+                    if let Err(e) = update.await {
                         tracing::debug!(error = %e, "presence update failed");
                     }
                 });
@@ -234,16 +238,16 @@ impl ChatRoom {
 
     /// Re-reads who is online on other nodes; users of nodes that went silent leave.
     fn refresh_remote(&mut self, ctx: &mut Context<Self>) {
-        let Some(remote) = &self.remote else {
+        let Some(peers) = &self.peers else {
             return;
         };
-        let presence = remote.presence.clone();
         let chat_id = self.chat_id;
         ctx.spawn(
-            async move { presence.others(chat_id).await }
+            peers
+                .online_elsewhere(chat_id)
                 .into_actor(self)
                 .map(move |res, room, _| {
-                    let Ok(now) = res else { return };
+                    let Some(now) = res else { return };
                     let gone: Vec<Uuid> = room
                         .remote_online
                         .difference(&now)
@@ -326,8 +330,8 @@ impl Actor for ChatRoom {
 
     fn started(&mut self, ctx: &mut Self::Context) {
         self.metrics.ws_rooms.inc();
-        if let Some(remote) = &self.remote {
-            let every = (remote.presence.ttl / 3).max(std::time::Duration::from_millis(200));
+        if let Some(peers) = &self.peers {
+            let every = peers.refresh_every();
             self.refresh_remote(ctx);
             ctx.run_interval(every, |room, ctx| room.refresh_remote(ctx));
         }

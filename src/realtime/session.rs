@@ -1,8 +1,10 @@
 //! `UserSession`: one actor per WebSocket connection. It owns the heartbeat, the rate limit,
 //! the token's expiry and the session's subscriptions; its outbound queue is shared with the
-//! rooms that fan out to it.
+//! rooms that fan out to it. It parses frames and hands every request to the same services
+//! REST uses (the chat service, AI replies, video jobs), through the narrow [`SessionEnv`].
 
 use std::collections::HashMap;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
@@ -14,14 +16,19 @@ use super::messages::{Activate, Join, Leave, RoomNotice, Typing};
 use super::outbound::Outbound;
 use super::protocol::{self, error_frame, with_id, Request};
 use super::room::ChatRoom;
-use crate::ai::replies::{self, Prompt};
+use super::router::Router;
+use crate::ai::replies::Prompt;
+use crate::ai::Replies;
 use crate::api_types::MessageResponse;
+use crate::auth::UserAuth;
+use crate::broker::Event;
 use crate::chat::service::PostMessage;
-use crate::db::{chats, messages};
+use crate::chat::{check_content, ChatService};
+use crate::config::Settings;
 use crate::error::ApiError;
 use crate::limits::SocketSlot;
-use crate::routes::messages::validate_content;
-use crate::state::AppState;
+use crate::metrics::Metrics;
+use crate::video::VideoService;
 
 /// Close code when the token expires without `refresh_token`.
 pub const CLOSE_TOKEN_EXPIRED: u16 = 4001;
@@ -83,13 +90,32 @@ impl RateLimit {
     }
 }
 
+/// What a session may use: the services REST handlers use too, and this node's router.
+#[derive(Clone)]
+pub struct SessionEnv {
+    /// Validated settings (limits, heartbeat, replay bound).
+    pub settings: Arc<Settings>,
+    /// This node's rooms and feeds.
+    pub router: Arc<Router>,
+    /// Chats and messages: subscribe's replay, `send`.
+    pub chats: ChatService,
+    /// AI replies: `prompt`, `cancel`, the snapshots of replies in flight.
+    pub replies: Arc<Replies>,
+    /// Video jobs: `jobs`.
+    pub videos: VideoService,
+    /// Token verification, for `refresh_token`.
+    pub auth: Arc<UserAuth>,
+    /// Metrics.
+    pub metrics: Arc<Metrics>,
+}
+
 /// One WebSocket connection.
 pub struct UserSession {
     id: Uuid,
     user_id: Uuid,
     /// Token expiry, seconds since the epoch.
     exp: i64,
-    state: AppState,
+    env: SessionEnv,
     out: Outbound,
     /// Chats this session is subscribed to, with their rooms.
     rooms: HashMap<Uuid, Addr<ChatRoom>>,
@@ -104,13 +130,13 @@ pub struct UserSession {
 
 impl UserSession {
     /// A session for an authenticated user whose socket writes go through `out`.
-    pub fn new(state: AppState, user_id: Uuid, exp: i64, out: Outbound, slot: SocketSlot) -> Self {
-        let limit = RateLimit::new(state.settings.rate_per_sec, state.settings.rate_burst);
+    pub fn new(env: SessionEnv, user_id: Uuid, exp: i64, out: Outbound, slot: SocketSlot) -> Self {
+        let limit = RateLimit::new(env.settings.rate_per_sec, env.settings.rate_burst);
         UserSession {
             id: Uuid::new_v4(),
             user_id,
             exp,
-            state,
+            env,
             out,
             rooms: HashMap::new(),
             last_heard: Instant::now(),
@@ -128,7 +154,7 @@ impl UserSession {
         let left = self.exp - chrono::Utc::now().timestamp();
         let after = Duration::from_secs(left.max(0) as u64);
         self.expiry = Some(ctx.run_later(after, |act, ctx| {
-            act.state
+            act.env
                 .metrics
                 .ws_disconnects
                 .with_label_values(&["token_expired"])
@@ -139,7 +165,7 @@ impl UserSession {
     }
 
     fn reply(&self, frame: bytestring::ByteString, kind: &'static str) {
-        self.state
+        self.env
             .metrics
             .ws_frames_out
             .with_label_values(&[kind])
@@ -163,7 +189,7 @@ impl UserSession {
             return Ok(());
         };
         if close {
-            self.state
+            self.env
                 .metrics
                 .ws_disconnects
                 .with_label_values(&["rate_limited"])
@@ -188,7 +214,7 @@ impl UserSession {
         let (id, req) = match protocol::parse(text) {
             Ok(parsed) => parsed,
             Err(bad) => {
-                self.state
+                self.env
                     .metrics
                     .ws_frames_in
                     .with_label_values(&["invalid"])
@@ -197,7 +223,7 @@ impl UserSession {
                 return;
             }
         };
-        self.state
+        self.env
             .metrics
             .ws_frames_in
             .with_label_values(&[protocol::kind(&req)])
@@ -209,7 +235,7 @@ impl UserSession {
             }
             Request::Unsubscribe { chat_id } => {
                 if self.rooms.remove(&chat_id).is_some() {
-                    self.state.hub.supervisor().do_send(Leave {
+                    self.env.router.supervisor().do_send(Leave {
                         chat_id,
                         session_id: self.id,
                     });
@@ -250,8 +276,8 @@ impl UserSession {
             } => self.prompt(id, chat_id, content, model, ctx),
             Request::Cancel { generation_id } => self.cancel(id, generation_id, ctx),
             Request::Jobs => {
-                let (state, user_id) = (self.state.clone(), self.user_id);
-                let fut = async move { crate::video::jobs_frame(&state, user_id).await };
+                let (videos, user_id) = (self.env.videos.clone(), self.user_id);
+                let fut = async move { videos.jobs_frame(user_id).await };
                 ctx.wait(fut.into_actor(self).map(move |res, act, _| match res {
                     Ok(frame) => act.reply(with_id(frame, &id), "jobs"),
                     Err(e) => act.api_error(&id, &e),
@@ -268,21 +294,21 @@ impl UserSession {
         ctx: &mut Context<Self>,
     ) {
         if let Some(_old) = self.rooms.remove(&chat_id) {
-            self.state.hub.supervisor().do_send(Leave {
+            self.env.router.supervisor().do_send(Leave {
                 chat_id,
                 session_id: self.id,
             });
         }
-        let state = self.state.clone();
+        let env = self.env.clone();
         let (session_id, user_id, out) = (self.id, self.user_id, self.out.clone());
         let notify = ctx.address().recipient::<RoomNotice>();
-        let limit = state.settings.recovery_limit;
+        let limit = env.settings.recovery_limit;
         let fut = async move {
             // Join first: from here on the room buffers live events for us, so reading the
             // database afterwards leaves no window in which a message could be missed. A
             // buffering member sees nothing; a non-member is taken out again below.
-            let room = state
-                .hub
+            let room = env
+                .router
                 .supervisor()
                 .send(Join {
                     chat_id,
@@ -293,58 +319,29 @@ impl UserSession {
                 })
                 .await
                 .map_err(|e| ApiError::Internal(anyhow::anyhow!("room supervisor: {e}")))?;
-            let mut conn = state.db.conn().await?;
-            // One round trip: the membership check and the chat's last seq.
-            let last_seq = chats::last_seq_for_member(&mut conn, chat_id, user_id)
-                .await?
-                .ok_or_else(|| ApiError::not_found("Chat not found"))?;
-            let mut through = last_seq;
-            let mut recovered = true;
-            if let Some(since) = since_seq.filter(|s| *s < last_seq) {
-                let missed =
-                    messages::page(&mut conn, chat_id, 0, limit + 1, Some(since.max(0)), None)
-                        .await?;
-                if missed.len() as i64 > limit {
-                    recovered = false;
-                } else {
-                    drop(conn);
-                    for m in missed {
-                        through = through.max(m.seq);
-                        let frame = crate::realtime::event::Event::Message {
-                            chat_id,
-                            message: MessageResponse::from(m),
-                        }
-                        .encode();
-                        if !out.send_wait(frame).await {
-                            break;
-                        }
-                    }
+            let replay = env.chats.replay(user_id, chat_id, since_seq, limit).await?;
+            let mut through = replay.last_seq;
+            for m in replay.missed {
+                through = through.max(m.seq);
+                let frame = Event::Message {
+                    chat_id,
+                    message: MessageResponse::from(m),
+                }
+                .encode();
+                if !out.send_wait(frame).await {
+                    break;
                 }
             }
             // Replies being generated, here and on other nodes: their text so far, then (from
             // the room) later tokens.
-            let mut snapshots: Vec<_> = state
-                .generations
-                .in_chat(chat_id)
-                .iter()
-                .map(|live| live.snapshot())
-                .collect();
-            for remote in state.broker.remote_generations(chat_id).await {
-                if !snapshots
-                    .iter()
-                    .any(|s| s.generation_id == remote.generation_id)
-                {
-                    snapshots.push(remote);
-                }
-            }
             let mut generations = Vec::new();
-            for snapshot in snapshots {
+            for snapshot in env.replies.snapshots(chat_id).await {
                 generations.push((snapshot.generation_id, snapshot.index));
                 if !out.send_wait(snapshot.event().encode()).await {
                     break;
                 }
             }
-            Ok((room, through, recovered, generations))
+            Ok((room, through, replay.recovered, generations))
         };
         ctx.wait(fut.into_actor(self).map(move |res, act, _ctx| match res {
             Ok((room, through, recovered, generations)) => {
@@ -359,7 +356,7 @@ impl UserSession {
             }
             Err(e) => {
                 // If the join happened before a later failure, undo it.
-                act.state.hub.supervisor().do_send(Leave {
+                act.env.router.supervisor().do_send(Leave {
                     chat_id,
                     session_id: act.id,
                 });
@@ -380,13 +377,11 @@ impl UserSession {
             self.error(&id, "bad_request", "not subscribed to this chat");
             return;
         }
-        let mut issues = Vec::new();
-        validate_content(&mut issues, &["content"], &content);
-        if !issues.is_empty() {
-            self.api_error(&id, &ApiError::Validation(issues));
+        if let Err(e) = check_content(&["content"], &content) {
+            self.api_error(&id, &e);
             return;
         }
-        let chats = self.state.chats.clone();
+        let chats = self.env.chats.clone();
         let user_id = self.user_id;
         let fut = async move {
             chats
@@ -431,13 +426,11 @@ impl UserSession {
             self.error(&id, "bad_request", "not subscribed to this chat");
             return;
         }
-        let mut issues = Vec::new();
-        validate_content(&mut issues, &["content"], &content);
-        if !issues.is_empty() {
-            self.api_error(&id, &ApiError::Validation(issues));
+        if let Err(e) = check_content(&["content"], &content) {
+            self.api_error(&id, &e);
             return;
         }
-        let state = self.state.clone();
+        let replies = self.env.replies.clone();
         let user_id = self.user_id;
         let fut = async move {
             let prompt = Prompt {
@@ -448,7 +441,7 @@ impl UserSession {
                 client_msg_id: None,
                 stream_to_caller: false,
             };
-            replies::start(&state, prompt).await
+            replies.start(prompt).await
         };
         ctx.wait(fut.into_actor(self).map(move |res, act, _| match res {
             Ok(started) => act.reply(
@@ -469,34 +462,8 @@ impl UserSession {
 
     /// `cancel`: stops a generation in a chat the user is a member of.
     fn cancel(&mut self, id: Option<String>, generation_id: Uuid, ctx: &mut Context<Self>) {
-        let state = self.state.clone();
-        let user_id = self.user_id;
-        let fut = async move {
-            let not_found = || ApiError::not_found("Generation not found");
-            // Running here, or on another node (which is asked to cancel it).
-            let (chat_id, cancel): (Uuid, Box<dyn FnOnce() + Send>) =
-                match state.generations.find(generation_id) {
-                    Some(live) => (live.chat_id, Box::new(move || live.cancel())),
-                    None => {
-                        let at = state
-                            .broker
-                            .locate_generation(generation_id)
-                            .await
-                            .ok_or_else(not_found)?;
-                        let broker = state.broker.clone();
-                        (
-                            at.chat_id,
-                            Box::new(move || broker.cancel_remote(generation_id, &at)),
-                        )
-                    }
-                };
-            let mut conn = state.db.conn().await?;
-            if !chats::is_member(&mut conn, chat_id, user_id).await? {
-                return Err(not_found());
-            }
-            cancel();
-            Ok(())
-        };
+        let (replies, user_id) = (self.env.replies.clone(), self.user_id);
+        let fut = async move { replies.cancel(user_id, generation_id).await };
         ctx.wait(fut.into_actor(self).map(move |res, act, _| match res {
             Ok(()) => act.reply(
                 with_id(json!({"type": "ack", "generation_id": generation_id}), &id),
@@ -507,8 +474,8 @@ impl UserSession {
     }
 
     fn refresh(&mut self, id: Option<String>, token: String, ctx: &mut Context<Self>) {
-        let state = self.state.clone();
-        let fut = async move { state.authenticate(&token).await };
+        let auth = self.env.auth.clone();
+        let fut = async move { auth.authenticate(&token).await };
         ctx.wait(fut.into_actor(self).map(move |res, act, ctx| match res {
             Ok(user) if user.id == act.user_id => {
                 act.exp = user.exp;
@@ -525,9 +492,9 @@ impl Actor for UserSession {
     type Context = Context<Self>;
 
     fn started(&mut self, ctx: &mut Self::Context) {
-        let settings = &self.state.settings;
-        self.state
-            .hub
+        let settings = &self.env.settings;
+        self.env
+            .router
             .register(self.id, self.user_id, self.out.clone());
         let welcome = json!({
             "type": "welcome",
@@ -553,7 +520,7 @@ impl Actor for UserSession {
                 return;
             }
             if act.last_heard.elapsed() > interval + timeout {
-                act.state
+                act.env
                     .metrics
                     .ws_disconnects
                     .with_label_values(&["heartbeat_timeout"])
@@ -569,12 +536,12 @@ impl Actor for UserSession {
 
     fn stopped(&mut self, _: &mut Self::Context) {
         for chat_id in self.rooms.keys() {
-            self.state.hub.supervisor().do_send(Leave {
+            self.env.router.supervisor().do_send(Leave {
                 chat_id: *chat_id,
                 session_id: self.id,
             });
         }
-        self.state.hub.unregister(self.id, self.user_id);
+        self.env.router.unregister(self.id, self.user_id);
         // Anything still queued is sent before the normal close.
         self.out.close(1000, "bye");
     }
@@ -629,7 +596,7 @@ impl StreamHandler<Result<AggregatedMessage, ProtocolError>> for UserSession {
                 ctx.stop();
             }
             Err(ProtocolError::Overflow) => {
-                self.state
+                self.env
                     .metrics
                     .ws_disconnects
                     .with_label_values(&["too_large"])
@@ -645,7 +612,7 @@ impl StreamHandler<Result<AggregatedMessage, ProtocolError>> for UserSession {
                     CLOSE_TOO_LARGE => "too_large",
                     _ => "protocol_error",
                 };
-                self.state
+                self.env
                     .metrics
                     .ws_disconnects
                     .with_label_values(&[reason])

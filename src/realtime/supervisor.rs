@@ -1,6 +1,10 @@
 //! `RoomSupervisor`: creates a `ChatRoom` on a chat's first local subscriber, stops it when the
 //! last one leaves, and replaces a room whose actor died (logging it). Every join and leave goes
 //! through it, so it alone decides a room's lifetime.
+//!
+//! The supervisor and its rooms hold each other's addresses, a cycle inside `realtime` on
+//! purpose: the supervisor starts and stops rooms ([`StopRoom`]), and a room tells it when its
+//! chat was deleted (`RoomClosed`).
 
 use std::collections::HashMap;
 use std::sync::Arc;
@@ -9,17 +13,16 @@ use actix::prelude::*;
 use dashmap::DashMap;
 use uuid::Uuid;
 
-use super::event::Topic;
-use super::hub::Interest;
 use super::messages::{Join, Leave, RoomClosed};
+use super::peers::Peers;
 use super::room::ChatRoom;
-use crate::broker::redis::RemoteSink;
+use crate::broker::{Interest, Topic};
 use crate::db::Db;
 use crate::metrics::Metrics;
 
 /// Supervises this node's rooms.
 pub struct RoomSupervisor {
-    /// Live rooms by chat, shared with the hub so deliveries skip the supervisor.
+    /// Live rooms by chat, shared with the router so deliveries skip the supervisor.
     rooms: Arc<DashMap<Uuid, Addr<ChatRoom>>>,
     /// Sessions joined per room.
     sessions: HashMap<Uuid, usize>,
@@ -29,8 +32,8 @@ pub struct RoomSupervisor {
     arbiter: ArbiterHandle,
     /// Tells a cross-node broker which rooms this node follows.
     interest: Option<Interest>,
-    /// Where rooms send the events they make themselves (presence, typing) for other nodes.
-    remote: Option<RemoteSink>,
+    /// The other nodes, for the rooms' presence and the events they make themselves.
+    peers: Option<Arc<dyn Peers>>,
 }
 
 impl RoomSupervisor {
@@ -41,7 +44,7 @@ impl RoomSupervisor {
         metrics: Arc<Metrics>,
         arbiter: ArbiterHandle,
         interest: Option<Interest>,
-        remote: Option<RemoteSink>,
+        peers: Option<Arc<dyn Peers>>,
     ) -> Self {
         RoomSupervisor {
             rooms,
@@ -50,7 +53,7 @@ impl RoomSupervisor {
             metrics,
             arbiter,
             interest,
-            remote,
+            peers,
         }
     }
 
@@ -69,9 +72,9 @@ impl RoomSupervisor {
         }
         let db = self.db.clone();
         let metrics = self.metrics.clone();
-        let remote = self.remote.clone();
+        let peers = self.peers.clone();
         let addr = ChatRoom::start_in_arbiter(&self.arbiter, move |_| {
-            ChatRoom::new(chat_id, db, metrics, me, remote)
+            ChatRoom::new(chat_id, db, metrics, me, peers)
         });
         if self.rooms.insert(chat_id, addr.clone()).is_none() {
             self.tell_interest(chat_id, true);

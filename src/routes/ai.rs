@@ -8,13 +8,13 @@ use tokio::sync::mpsc;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
+use super::sdk_stream::{self, Framer, WireProtocol};
 use crate::ai::messages::StreamUpdate;
-use crate::ai::replies::{self, Prompt};
-use crate::ai::sdk_stream::{self, Framer, WireProtocol};
+use crate::ai::replies::Prompt;
 use crate::auth::AuthUser;
+use crate::chat::{validate_content, validate_content_at};
 use crate::error::{ApiError, ApiResult, ValidationIssue};
 use crate::extract::{path_uuid, query_pairs, ApiJson, Validate};
-use crate::routes::messages::{validate_content, validate_content_at};
 use crate::state::AppState;
 
 pub(super) fn configure(cfg: &mut web::ServiceConfig) {
@@ -242,7 +242,7 @@ async fn start_stream(
     protocol: WireProtocol,
     prompt: Prompt,
 ) -> ApiResult<HttpResponse> {
-    let started = replies::start(state, prompt).await?;
+    let started = state.replies.start(prompt).await?;
     let updates = started.updates.ok_or_else(|| {
         ApiError::Internal(anyhow::anyhow!("a REST reply started without its channel"))
     })?;
@@ -363,28 +363,12 @@ pub async fn resume(
     path: web::Path<String>,
 ) -> ApiResult<HttpResponse> {
     let chat_id = path_uuid("chat_id", &path)?;
-    state.chats.get(user.id, chat_id).await?;
-    let attached = state
-        .generations
-        .in_chat(chat_id)
-        .iter()
-        .rev()
-        .find_map(|g| g.attach().map(|a| (g.message_id, a)));
-    if let Some((message_id, (snapshot, updates))) = attached {
-        return Ok(stream_response(
+    match state.replies.resume(user.id, chat_id).await? {
+        Some(reply) => Ok(stream_response(
             WireProtocol::Ui,
-            message_id,
-            &snapshot.text,
-            updates,
-        ));
-    }
-    // In a cluster the reply may run on another node.
-    match state.broker.follow_remote_reply(chat_id).await {
-        Some(remote) => Ok(stream_response(
-            WireProtocol::Ui,
-            remote.message_id,
-            &remote.text,
-            remote.updates,
+            reply.message_id,
+            &reply.text,
+            reply.updates,
         )),
         None => Ok(HttpResponse::NoContent().finish()),
     }

@@ -9,11 +9,11 @@ use crate::api_types::MessageResponse;
 use crate::auth::AuthUser;
 use crate::chat::service::PostMessage;
 use crate::error::{ApiResult, ValidationIssue};
-use crate::extract::{check_text, ApiJson, Text, Validate};
+use crate::extract::{ApiJson, Validate};
 use crate::state::AppState;
 
-/// Longest message accepted, in characters.
-pub const MAX_CONTENT_CHARS: usize = 32_000;
+/// The content rules are the chat service's (WebSocket requests check the same).
+pub use crate::chat::{validate_content, validate_content_at, MAX_CONTENT_CHARS};
 
 pub(super) fn configure(cfg: &mut web::ServiceConfig) {
     for path in ["/messages/", "/messages"] {
@@ -51,30 +51,6 @@ impl Validate for MessageCreate {
         validate_content(&mut issues, &["body", "content"], &self.content);
         issues
     }
-}
-
-/// Content must be non-empty, at most [`MAX_CONTENT_CHARS`], and free text
-/// ([`Text::Free`]: no control character but tab, line feed and carriage return). REST
-/// bodies, the AI routes and the WebSocket `send` and `prompt` requests all check it here.
-pub fn validate_content(issues: &mut Vec<ValidationIssue>, loc: &[&str], content: &str) {
-    let loc: Vec<serde_json::Value> = loc.iter().map(|s| serde_json::json!(s)).collect();
-    validate_content_at(issues, &loc, content);
-}
-
-/// [`validate_content`] at a location with index segments (`["body", "messages", 0, "content"]`).
-pub fn validate_content_at(
-    issues: &mut Vec<ValidationIssue>,
-    loc: &[serde_json::Value],
-    content: &str,
-) {
-    if content.is_empty() {
-        issues.push(ValidationIssue::new(
-            loc.to_vec(),
-            "string_too_short",
-            "String should have at least 1 character",
-        ));
-    }
-    check_text(issues, loc, Some(content), MAX_CONTENT_CHARS, Text::Free);
 }
 
 /// Posts a message to a chat the caller is a member of.

@@ -78,7 +78,7 @@ pub async fn metrics(state: web::Data<AppState>) -> HttpResponse {
 #[utoipa::path(get, path = "/openapi.json", tag = "meta",
     responses((status = 200, description = "OpenAPI document", body = serde_json::Value)))]
 pub async fn openapi() -> HttpResponse {
-    HttpResponse::Ok().json(crate::openapi::ApiDoc::openapi())
+    HttpResponse::Ok().json(super::openapi::ApiDoc::openapi())
 }
 
 /// A small self-contained page listing every operation of the OpenAPI document.

@@ -43,7 +43,7 @@ fn origin_allowed(req: &HttpRequest, allowed: &[String]) -> bool {
         .is_some_and(|(_, rest)| rest.eq_ignore_ascii_case(&host))
 }
 
-/// WebSocket upgrade (PROTOCOL.md).
+/// WebSocket upgrade (docs/PROTOCOL.md).
 pub async fn upgrade(
     req: HttpRequest,
     body: web::Payload,
@@ -93,10 +93,10 @@ pub async fn upgrade(
         settings.outbound_queue_bytes,
         state.metrics.clone(),
     );
-    let app_state = state.get_ref().clone();
+    let env = state.session_env();
     UserSession::create(move |ctx| {
         ctx.add_stream(stream);
-        UserSession::new(app_state, user.id, user.exp, out, slot)
+        UserSession::new(env, user.id, user.exp, out, slot)
     });
     Ok(response)
 }

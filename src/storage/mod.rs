@@ -8,7 +8,6 @@
 
 pub mod gcs;
 pub mod local;
-mod settings;
 
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
@@ -18,7 +17,7 @@ use bytes::Bytes;
 use futures_util::future::BoxFuture;
 use tokio::sync::mpsc;
 
-pub use settings::{StorageBackend, StorageSettings};
+pub use crate::config::{StorageBackend, StorageSettings};
 
 /// Chunks of an upload, as the HTTP handler reads them; an `Err` aborts the upload.
 pub type BodyChunks = mpsc::Receiver<std::io::Result<Bytes>>;

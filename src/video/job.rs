@@ -20,11 +20,11 @@ use super::pipeline::{self, StageError, StageInput, StageOutput, Workspace};
 use super::responses::VideoJobResponse;
 use super::supervisor::JobSupervisor;
 use super::JobEnv;
+use crate::broker::{Event, Topic};
 use crate::db::videos::{
     self, Video, VideoJob as JobRow, STATUS_CANCELLED, STATUS_COMPLETED, STATUS_FAILED,
     STATUS_PROCESSING,
 };
-use crate::realtime::event::{Event, Topic};
 
 /// How often progress is looked at (and, when it moved, published): 4 times a second.
 const TICK: Duration = Duration::from_millis(250);

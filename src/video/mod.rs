@@ -13,7 +13,6 @@ pub mod pipeline;
 pub mod responses;
 pub mod sandbox;
 pub mod service;
-pub mod settings;
 pub mod subtitles;
 pub mod supervisor;
 pub mod upload;
@@ -22,17 +21,14 @@ use std::path::PathBuf;
 use std::sync::Arc;
 
 use actix::prelude::*;
-use uuid::Uuid;
 
+pub use crate::config::VideoSettings;
 pub use service::VideoService;
-pub use settings::VideoSettings;
 
 use crate::ai::AiProvider;
 use crate::broker::Broker;
 use crate::config::Settings;
 use crate::db::Db;
-use crate::error::ApiError;
-use crate::state::AppState;
 use crate::storage::ObjectStore;
 use supervisor::JobSupervisor;
 
@@ -85,10 +81,4 @@ pub fn start(
     let arbiter = Arbiter::new().handle();
     let supervisor = JobSupervisor::start_in_arbiter(&arbiter, move |_| JobSupervisor::new(env));
     Ok(VideoService::new(db, storage, settings, broker, supervisor))
-}
-
-/// The reply to a WebSocket `jobs` request: `{"type":"jobs","jobs":[…]}` with the caller's
-/// pending and processing jobs (`VideoJobWithDetailsResponse`).
-pub async fn jobs_frame(state: &AppState, user_id: Uuid) -> Result<serde_json::Value, ApiError> {
-    state.videos.jobs_frame(user_id).await
 }

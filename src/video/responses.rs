@@ -1,4 +1,4 @@
-//! The video shapes of API.md, shared by REST responses, the WebSocket `jobs` reply and `job`
+//! The video shapes of docs/API.md, shared by REST responses, the WebSocket `jobs` reply and `job`
 //! events. URLs in them are signed when the response is built, never stored.
 
 use std::collections::BTreeMap;

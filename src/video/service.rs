@@ -17,11 +17,11 @@ use super::responses::{
 };
 use super::supervisor::JobSupervisor;
 use crate::broker::Broker;
+use crate::broker::{Event, Topic};
 use crate::config::Settings;
 use crate::db::videos::{self, Descriptive, NewVideo, VideoJob as JobRow};
 use crate::db::{Db, DbConn};
 use crate::error::ApiError;
-use crate::realtime::event::{Event, Topic};
 use crate::storage::{upload_extension, ObjectStore, StorageError, UrlMethod};
 
 /// The jobs a `jobs` request and the default `GET /api/v1/jobs/` list.

@@ -19,8 +19,8 @@ use super::messages::{
 };
 use super::responses::VideoJobResponse;
 use super::JobEnv;
+use crate::broker::{Event, Topic};
 use crate::db::videos;
-use crate::realtime::event::{Event, Topic};
 
 /// Runnable jobs read per sweep, per worker.
 const SWEEP_BATCH_PER_WORKER: i64 = 4;

@@ -13,8 +13,8 @@ use std::time::Duration;
 use tokio::io::{AsyncBufReadExt, AsyncRead, AsyncReadExt, AsyncWriteExt, BufReader};
 
 use super::protocol::{Event, FailureKind, Request, MAX_LINE_BYTES, PROTOCOL_VERSION};
+use crate::config::VideoSettings;
 use crate::video::media::Cancel;
-use crate::video::settings::VideoSettings;
 
 /// The hidden subcommand that runs a worker.
 pub const WORKER_SUBCOMMAND: &str = "media-worker";

@@ -1,7 +1,7 @@
 //! The Vercel AI SDK's wire formats, so `useChat` front ends read replies unchanged:
 //! `data` (data stream v1, AI SDK 4), `text` (plain deltas) and `ui` (UI message stream v1 over
-//! SSE, AI SDK 5+). Each part is serialised from a struct, so keys keep API.md's order and no
-//! part carries a key API.md does not list.
+//! SSE, AI SDK 5+). Each part is serialised from a struct, so keys keep docs/API.md's order and no
+//! part carries a key docs/API.md does not list.
 
 use std::collections::VecDeque;
 
@@ -12,8 +12,8 @@ use tokio::sync::mpsc;
 use utoipa::ToSchema;
 use uuid::Uuid;
 
-use super::messages::StreamUpdate;
-use super::{FinishReason, Usage};
+use crate::ai::messages::StreamUpdate;
+use crate::ai::{FinishReason, Usage};
 
 /// Updates sent in one HTTP chunk at most, when several are waiting.
 const MAX_BATCH: usize = 64;
@@ -129,7 +129,7 @@ impl Framer {
         }
     }
 
-    /// The response headers API.md lists for the protocol.
+    /// The response headers docs/API.md lists for the protocol.
     pub fn headers(&self) -> &'static [(&'static str, &'static str)] {
         match self.protocol {
             WireProtocol::Data => &[

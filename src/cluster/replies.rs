@@ -1,4 +1,5 @@
-//! In-flight AI replies across nodes.
+//! In-flight AI replies across nodes: the Redis copy of every reply this node runs, and the
+//! [`ReplyCluster`] the AI layer asks about replies on other nodes.
 //!
 //! The node running a reply keeps a copy of it in Redis: which node runs it and every token so
 //! far. The copy is written just before the event's `PUBLISH` on the same connection (Redis
@@ -9,7 +10,7 @@
 //! control channel, to cancel.
 //!
 //! A REST client resuming a reply (`GET /chat/{id}/stream`) on another node follows the copy
-//! by polling it, since it has no room to listen to: [`ClusterGenerations::follow`].
+//! by polling it, since it has no room to listen to: [`ReplyCopies::follow`].
 //!
 //! Keys (the `{room:…}` hash tag keeps a room's keys and channel on one cluster slot):
 //! - `{prefix}:gens:{room:<chat>}` — hash, generation id → [`RemoteGeneration`] (JSON), while
@@ -23,19 +24,24 @@
 //! ended reply's tokens and end stay [`ENDED_TTL_SECS`] for followers to read to the end.
 
 use std::collections::HashMap;
+use std::sync::atomic::Ordering;
 use std::sync::Arc;
 use std::time::Duration;
 
+use futures_util::future::{BoxFuture, FutureExt};
 use redis::AsyncCommands;
 use serde::{Deserialize, Serialize};
 use tokio::sync::mpsc;
 use uuid::Uuid;
 
+use super::broker::{self, Barriers, RemoteSink, Status};
 use super::presence::ClusterPresence;
+use super::within;
+use crate::ai::cluster::{RemoteGeneration, RemoteReply, ReplyCluster};
 use crate::ai::messages::StreamUpdate;
 use crate::ai::registry::{Permit, Refusal, Snapshot};
 use crate::ai::{FinishReason, Usage};
-use crate::realtime::event::Event;
+use crate::broker::{Event, Topic};
 
 /// How long a reply's copy outlives its last expiry renewal.
 pub const COPY_TTL_SECS: i64 = 120;
@@ -49,20 +55,6 @@ const FOLLOW_EVERY: Duration = Duration::from_millis(50);
 /// A follower gives up after this long, or after this many failed reads in a row.
 const FOLLOW_AT_MOST: Duration = Duration::from_secs(30 * 60);
 const FOLLOW_READ_FAILURES: u32 = 100;
-
-/// Where an in-flight reply runs.
-#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
-pub struct RemoteGeneration {
-    /// The node running it.
-    pub node: String,
-    /// Its chat.
-    pub chat_id: Uuid,
-    /// The id its stored message will have.
-    pub message_id: Uuid,
-    /// When it started (unix ms), to pick a chat's newest.
-    #[serde(default)]
-    pub started_ms: i64,
-}
 
 /// How a copied reply ended.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
@@ -95,16 +87,6 @@ impl RemoteEnd {
             RemoteEnd::Failed { error } => StreamUpdate::Failed { error },
         }
     }
-}
-
-/// A reply on another node, followed for a REST reader: its text so far, then updates.
-pub struct RemoteReply {
-    /// The id its stored message will have.
-    pub message_id: Uuid,
-    /// The text so far.
-    pub text: String,
-    /// Later tokens, then how it ended.
-    pub updates: mpsc::UnboundedReceiver<StreamUpdate>,
 }
 
 /// What one node asks another on its control channel.
@@ -290,16 +272,16 @@ fn assemble(mut tokens: Vec<(u64, String)>) -> (i64, String) {
 
 /// Reads other nodes' replies from their copies in Redis (on presence's connection, which also
 /// says which nodes are alive).
-pub struct ClusterGenerations {
+pub struct ReplyCopies {
     prefix: String,
     node_id: String,
     presence: Arc<ClusterPresence>,
 }
 
-impl ClusterGenerations {
+impl ReplyCopies {
     /// Copies under `prefix`, as seen from `node_id`.
     pub fn new(prefix: &str, node_id: &str, presence: Arc<ClusterPresence>) -> Self {
-        ClusterGenerations {
+        ReplyCopies {
             prefix: prefix.to_string(),
             node_id: node_id.to_string(),
             presence,
@@ -467,7 +449,7 @@ impl ClusterGenerations {
                 .await
         };
         let taken = async {
-            tokio::time::timeout(super::redis::REDIS_LOOKUP_WAIT, taken)
+            tokio::time::timeout(super::REDIS_LOOKUP_WAIT, taken)
                 .await
                 .map_err(|_| redis::RedisError::from((redis::ErrorKind::IoError, "timed out")))?
         };
@@ -522,6 +504,83 @@ impl ClusterGenerations {
             return Ok(None);
         }
         Ok(Some(record))
+    }
+}
+
+/// [`ReplyCluster`] over Redis: the copies, the subscriber's state (to read a copy only once
+/// this node follows the room) and the publisher queue (for control requests).
+pub struct RedisReplies {
+    pub(super) copies: Arc<ReplyCopies>,
+    pub(super) status: Arc<Status>,
+    pub(super) barriers: Barriers,
+    pub(super) remote: RemoteSink,
+}
+
+impl ReplyCluster for RedisReplies {
+    fn snapshots(&self, chat_id: Uuid) -> BoxFuture<'static, Vec<Snapshot>> {
+        // With the subscriber down no barrier can pass: no remote replies are known then.
+        if !self.status.subscribed.load(Ordering::Acquire) {
+            return futures_util::future::ready(Vec::new()).boxed();
+        }
+        let copies = self.copies.clone();
+        let barriers = self.barriers.clone();
+        let following = self
+            .status
+            .following
+            .contains(&broker::channel(&self.remote.prefix, &Topic::Room(chat_id)));
+        async move {
+            // Following the room's channel first: a token published from here on arrives
+            // live, and one published before is in the copy read next. A room this node
+            // already follows needs no wait.
+            let read = async {
+                if !following {
+                    broker::settled(&barriers).await;
+                }
+                copies.snapshots(chat_id).await
+            };
+            within("other nodes' replies", chat_id, read)
+                .await
+                .unwrap_or_default()
+        }
+        .boxed()
+    }
+
+    fn locate(&self, generation_id: Uuid) -> BoxFuture<'static, Option<RemoteGeneration>> {
+        let copies = self.copies.clone();
+        async move {
+            within(
+                "a reply's node",
+                generation_id,
+                copies.locate(generation_id),
+            )
+            .await
+            .flatten()
+        }
+        .boxed()
+    }
+
+    fn cancel(&self, generation_id: Uuid, at: &RemoteGeneration) {
+        self.remote
+            .control(&at.node, &Control::Cancel(generation_id));
+    }
+
+    fn admit_user(
+        &self,
+        user_id: Uuid,
+        limit: usize,
+    ) -> BoxFuture<'static, Result<Option<Permit>, Refusal>> {
+        let copies = self.copies.clone();
+        async move { copies.admit_user(user_id, limit).await }.boxed()
+    }
+
+    fn follow(&self, chat_id: Uuid) -> BoxFuture<'static, Option<RemoteReply>> {
+        let copies = self.copies.clone();
+        async move {
+            within("other nodes' replies", chat_id, copies.follow(chat_id))
+                .await
+                .flatten()
+        }
+        .boxed()
     }
 }
 

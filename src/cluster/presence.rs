@@ -37,7 +37,7 @@ impl ClusterPresence {
     }
 
     /// The shared command connection (reconnects by itself).
-    pub(crate) async fn conn(&self) -> redis::RedisResult<ConnectionManager> {
+    pub(super) async fn conn(&self) -> redis::RedisResult<ConnectionManager> {
         self.conn
             .get_or_try_init(|| self.client.get_connection_manager())
             .await

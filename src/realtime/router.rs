@@ -1,6 +1,7 @@
-//! The hub: this node's delivery end of the broker. Room events go straight to the chat's
-//! `ChatRoom` (if any session here subscribed to it); user-feed events go to that user's
-//! sessions. It also knows every session, to close them all at shutdown.
+//! The router: this node's delivery end of the broker ([`Delivery`]). Room events go straight
+//! to the chat's `ChatRoom` (if any session here subscribed to it); user-feed events go to that
+//! user's sessions. It also knows every session, to close them all at shutdown, and tells the
+//! broker which topics this node follows ([`Interest`]).
 
 use std::sync::Arc;
 
@@ -8,12 +9,13 @@ use actix::prelude::*;
 use dashmap::DashMap;
 use uuid::Uuid;
 
-use super::event::{Event, Topic};
 use super::messages::Deliver;
 use super::outbound::Outbound;
+use super::peers::Peers;
 use super::room::ChatRoom;
 use super::supervisor::RoomSupervisor;
-use crate::broker::redis::RemoteSink;
+use crate::ai::RoomWatch;
+use crate::broker::{Delivery, Event, Interest, Topic};
 use crate::db::Db;
 use crate::metrics::Metrics;
 
@@ -21,7 +23,7 @@ use crate::metrics::Metrics;
 pub const CLOSE_GOING_AWAY: u16 = 1001;
 
 /// Local rooms, feeds and sessions.
-pub struct Hub {
+pub struct Router {
     /// Rooms with local sessions, by chat.
     rooms: Arc<DashMap<Uuid, Addr<ChatRoom>>>,
     /// The supervisor that owns the rooms.
@@ -35,40 +37,31 @@ pub struct Hub {
     interest: Option<Interest>,
 }
 
-/// Sender of `(topic, wanted)` changes: the first local subscriber of a topic, or its last.
-pub type Interest = tokio::sync::mpsc::UnboundedSender<(Topic, bool)>;
-
-impl Hub {
+impl Router {
     /// Starts the supervisor (and the arbiter rooms run on). Call inside an actix system.
+    /// `interest` (with a cross-node broker) learns which topics this node follows; `peers`
+    /// (in a cluster) are the other nodes, for the rooms' presence.
     pub fn start(
         db: Db,
         metrics: Arc<Metrics>,
         interest: Option<Interest>,
-        remote: Option<RemoteSink>,
-    ) -> Hub {
+        peers: Option<Arc<dyn Peers>>,
+    ) -> Router {
         let rooms = Arc::new(DashMap::new());
         let arbiter = Arbiter::new().handle();
         let sup_rooms = rooms.clone();
         let sup_metrics = metrics.clone();
         let sup_interest = interest.clone();
         let supervisor = RoomSupervisor::start_in_arbiter(&arbiter.clone(), move |_| {
-            RoomSupervisor::new(sup_rooms, db, sup_metrics, arbiter, sup_interest, remote)
+            RoomSupervisor::new(sup_rooms, db, sup_metrics, arbiter, sup_interest, peers)
         });
-        Hub {
+        Router {
             rooms,
             supervisor,
             feeds: DashMap::new(),
             sessions: DashMap::new(),
             metrics,
             interest,
-        }
-    }
-
-    /// Asks every local room to read messages it may have missed from the database (after the
-    /// cross-node broker reconnects).
-    pub fn catch_up(&self) {
-        for room in self.rooms.iter() {
-            room.value().do_send(super::messages::CatchUp);
         }
     }
 
@@ -155,5 +148,25 @@ impl Hub {
                 .value()
                 .close(CLOSE_GOING_AWAY, "server shutting down");
         }
+    }
+}
+
+impl Delivery for Router {
+    fn deliver(&self, topic: Topic, event: Arc<Event>) {
+        Router::deliver(self, topic, event);
+    }
+
+    /// Asks every local room to read messages it may have missed from the database (after the
+    /// cross-node broker reconnects).
+    fn catch_up(&self) {
+        for room in self.rooms.iter() {
+            room.value().do_send(super::messages::CatchUp);
+        }
+    }
+}
+
+impl RoomWatch for Router {
+    fn is_watched(&self, chat_id: Uuid) -> bool {
+        self.room_is_watched(chat_id)
     }
 }

@@ -3,10 +3,18 @@
 //! Every variable is documented in the README's configuration table; a bad value stops the
 //! process with a message that names the variable.
 
+pub mod limits;
+pub mod storage;
+pub mod video;
+
 use std::collections::HashMap;
 use std::net::{IpAddr, Ipv4Addr};
 use std::path::PathBuf;
 use std::time::Duration;
+
+pub use limits::{Cidr, LimitSettings};
+pub use storage::{StorageBackend, StorageSettings};
+pub use video::VideoSettings;
 
 /// Where the database lives: the embedded SQLite file or a Postgres server.
 #[derive(Debug, Clone, PartialEq, Eq)]
@@ -103,11 +111,11 @@ pub struct Settings {
     /// AI replies: provider, model, prompt budget, concurrency limits and timeouts.
     pub ai: AiSettings,
     /// Object storage (local disk or GCS), upload limits and signed URLs.
-    pub storage: crate::storage::StorageSettings,
+    pub storage: StorageSettings,
     /// Video jobs: workers, leases, per-user upload limits.
-    pub video: crate::video::VideoSettings,
+    pub video: VideoSettings,
     /// Per-client limits at the edge: request rates, sockets per user, body deadlines.
-    pub limits: crate::limits::LimitSettings,
+    pub limits: LimitSettings,
 }
 
 /// A configuration problem, naming the variable.
@@ -247,9 +255,9 @@ impl Settings {
             redis_sharded_pubsub: parse(env, "REDIS_SHARDED_PUBSUB", false)?,
             presence_ttl: Duration::from_secs(parse(env, "PRESENCE_TTL_SECS", 30)?.max(1)),
             ai: AiSettings::from_map(env)?,
-            storage: crate::storage::StorageSettings::from_map(env)?,
-            video: crate::video::VideoSettings::from_map(env)?,
-            limits: crate::limits::LimitSettings::from_map(env)?,
+            storage: StorageSettings::from_map(env)?,
+            video: VideoSettings::from_map(env)?,
+            limits: LimitSettings::from_map(env)?,
         })
     }
 

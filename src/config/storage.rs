@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use crate::config::{parse, ConfigError};
+use super::{parse, ConfigError};
 
 /// Which object store holds uploads and artifacts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]

@@ -18,20 +18,17 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
-use super::generations::{self, ClusterGenerations, Control, RemoteGeneration, RemoteReply};
 use super::presence::ClusterPresence;
-use super::{Broker, BrokerHealth};
-use crate::ai::registry::{GenerationRegistry, Permit, Refusal, Snapshot};
-use crate::realtime::event::{Event, Topic};
-use crate::realtime::hub::Hub;
+use super::replies::{self, Control};
+use super::ClusterConfig;
+use crate::ai::registry::GenerationRegistry;
+use crate::broker::{Broker, BrokerHealth, Delivery, Event, Topic};
+use crate::realtime::peers::Peers;
 
 /// Longest wait between two reconnection attempts.
 const MAX_BACKOFF: Duration = Duration::from_secs(2);
 /// How long one event is retried while Redis is unreachable before it is dropped.
 const PUBLISH_RETRY_FOR: Duration = Duration::from_secs(30);
-/// Longest a request waits on a Redis lookup (other nodes' replies, a reply's node) before
-/// going on without it.
-pub(crate) const REDIS_LOOKUP_WAIT: Duration = Duration::from_secs(1);
 
 /// One item for the publisher: a `PUBLISH`, and the commands that must land before it (the
 /// copy of an in-flight reply), sent in one pipeline on one connection, so in that order.
@@ -50,13 +47,13 @@ struct Envelope<E> {
     e: E,
 }
 
-/// Redis connection state, for `/health`.
+/// Redis connection state, for `/health` and for readers of other nodes' replies.
 #[derive(Default)]
-struct Status {
+pub(super) struct Status {
     /// The subscriber connection is up.
-    subscribed: AtomicBool,
+    pub(super) subscribed: AtomicBool,
     /// Channels whose subscription Redis confirmed on the current connection.
-    following: dashmap::DashSet<String>,
+    pub(super) following: dashmap::DashSet<String>,
     /// The last error seen, if the broker is degraded.
     last_error: Mutex<Option<String>>,
 }
@@ -75,12 +72,13 @@ impl Status {
     }
 }
 
-/// Sends events to the other nodes only, for events a room or session already delivered
-/// locally (presence, typing).
+/// Sends events to the other nodes only: the publisher queue's entry. The broker sends every
+/// event it publishes through it; the rooms ([`Peers`]) send the events they make and already
+/// delivered locally (presence, typing).
 #[derive(Clone)]
 pub struct RemoteSink {
     tx: mpsc::UnboundedSender<Outgoing>,
-    prefix: String,
+    pub(super) prefix: String,
     node_id: String,
     /// Cluster-wide presence, shared by the rooms.
     pub presence: Arc<ClusterPresence>,
@@ -114,7 +112,7 @@ impl RemoteSink {
                 let _ = self.tx.send(Outgoing {
                     channel: channel(&self.prefix, topic),
                     payload,
-                    with: generations::mirror(&self.prefix, &self.node_id, event),
+                    with: replies::mirror(&self.prefix, &self.node_id, event),
                 });
             }
             Err(e) => tracing::error!(error = %e, "event failed to serialise for Redis"),
@@ -122,10 +120,10 @@ impl RemoteSink {
     }
 
     /// Queues a control request for another node.
-    fn control(&self, node: &str, request: &Control) {
+    pub(super) fn control(&self, node: &str, request: &Control) {
         if let Ok(payload) = serde_json::to_string(request) {
             let _ = self.tx.send(Outgoing {
-                channel: generations::control_channel(&self.prefix, node),
+                channel: replies::control_channel(&self.prefix, node),
                 payload,
                 with: None,
             });
@@ -133,15 +131,46 @@ impl RemoteSink {
     }
 }
 
+impl Peers for RemoteSink {
+    fn send(&self, topic: Topic, event: &Event) {
+        RemoteSink::send(self, &topic, event);
+    }
+
+    fn set_online(
+        &self,
+        chat_id: Uuid,
+        users: Vec<Uuid>,
+    ) -> BoxFuture<'static, Result<(), String>> {
+        let presence = self.presence.clone();
+        async move {
+            presence
+                .set_room(chat_id, users)
+                .await
+                .map_err(|e| e.to_string())
+        }
+        .boxed()
+    }
+
+    fn online_elsewhere(&self, chat_id: Uuid) -> BoxFuture<'static, Option<HashSet<Uuid>>> {
+        let presence = self.presence.clone();
+        async move { presence.others(chat_id).await.ok() }.boxed()
+    }
+
+    fn refresh_every(&self) -> Duration {
+        (self.presence.ttl / 3).max(Duration::from_millis(200))
+    }
+}
+
 /// Cross-node fan-out through Redis pub/sub.
 pub struct RedisBroker {
-    hub: Arc<Hub>,
+    delivery: Arc<dyn Delivery>,
     remote: RemoteSink,
     status: Arc<Status>,
-    generations: Arc<ClusterGenerations>,
-    /// Answered by the subscriber once every earlier change of interest is in effect.
-    barriers: mpsc::UnboundedSender<oneshot::Sender<()>>,
 }
+
+/// What the subscriber answers: once every change of interest queued before a barrier is in
+/// effect, the barrier's sender hears back.
+pub(super) type Barriers = mpsc::UnboundedSender<oneshot::Sender<()>>;
 
 /// A topic's Redis channel. The `{…}` hash tag keeps each topic on one cluster slot, so the
 /// names also suit sharded pub/sub.
@@ -163,27 +192,54 @@ fn topic_of(prefix: &str, channel: &str) -> Option<Topic> {
     }
 }
 
+/// The ends of the channels between the node and the Redis tasks, made before the router
+/// exists (it needs `interest`) and consumed when the broker starts.
+pub(super) struct Channels {
+    /// Receives the router's changes of interest.
+    pub(super) interest: mpsc::UnboundedReceiver<(Topic, bool)>,
+    /// Receives what the [`RemoteSink`] queues.
+    pub(super) outgoing: mpsc::UnboundedReceiver<Outgoing>,
+}
+
+/// What [`RedisBroker::start`] connects.
+pub(super) struct Wiring {
+    /// Where events from other nodes are delivered.
+    pub(super) delivery: Arc<dyn Delivery>,
+    /// This node's replies, which other nodes may ask to cancel.
+    pub(super) local: Arc<dyn GenerationRegistry>,
+    /// The publisher queue's entry.
+    pub(super) remote: RemoteSink,
+    /// The channel ends the tasks read.
+    pub(super) channels: Channels,
+}
+
+/// A new publisher queue: the sink that feeds it and the receiving end for the publisher.
+pub(super) fn outgoing_queue(
+    config: &ClusterConfig,
+    presence: Arc<ClusterPresence>,
+) -> (RemoteSink, mpsc::UnboundedReceiver<Outgoing>) {
+    let (tx, rx) = mpsc::unbounded_channel();
+    let sink = RemoteSink::new(tx, &config.prefix, &config.node_id, presence);
+    (sink, rx)
+}
+
 impl RedisBroker {
-    /// Starts the publisher and subscriber tasks on the current actix arbiter.
-    /// `interest` receives `(topic, true)` when this node gains its first local subscriber of a
-    /// topic and `(topic, false)` when it loses its last; `local` is this node's registry of
-    /// replies, which other nodes may ask to cancel one.
-    #[allow(clippy::too_many_arguments)]
-    pub fn start(
-        url: &str,
-        prefix: &str,
-        node_id: &str,
-        sharded: bool,
-        hub: Arc<Hub>,
-        interest: mpsc::UnboundedReceiver<(Topic, bool)>,
-        remote: RemoteSink,
-        out_rx: mpsc::UnboundedReceiver<Outgoing>,
-        local: Arc<dyn GenerationRegistry>,
-    ) -> anyhow::Result<RedisBroker> {
-        let client = redis::Client::open(url)?;
+    /// Starts the heartbeat, publisher and subscriber tasks on the current actix arbiter;
+    /// returns the broker and the subscriber's barrier queue (for readers of other nodes'
+    /// replies) with its status.
+    pub(super) fn start(
+        config: &ClusterConfig,
+        wiring: Wiring,
+    ) -> anyhow::Result<(RedisBroker, Barriers, Arc<Status>)> {
+        let Wiring {
+            delivery,
+            local,
+            remote,
+            channels,
+        } = wiring;
+        let client = redis::Client::open(config.url.as_str())?;
         let status = Arc::new(Status::default());
         let presence = remote.presence.clone();
-        let generations = Arc::new(ClusterGenerations::new(prefix, node_id, presence.clone()));
         let (barriers, barrier_rx) = mpsc::unbounded_channel();
         actix_rt::spawn(async move {
             let mut tick =
@@ -195,115 +251,51 @@ impl RedisBroker {
                 }
             }
         });
-        actix_rt::spawn(publisher(client.clone(), sharded, out_rx, status.clone()));
+        let sharded = config.sharded;
+        actix_rt::spawn(publisher(
+            client.clone(),
+            sharded,
+            channels.outgoing,
+            status.clone(),
+        ));
         actix_rt::spawn(subscriber(
             client,
             sharded,
             Subscriber {
-                prefix: prefix.to_string(),
-                node_id: node_id.to_string(),
-                hub: hub.clone(),
+                prefix: config.prefix.clone(),
+                node_id: config.node_id.clone(),
+                delivery: delivery.clone(),
                 local,
                 status: status.clone(),
             },
-            interest,
+            channels.interest,
             barrier_rx,
         ));
-        Ok(RedisBroker {
-            hub,
+        let broker = RedisBroker {
+            delivery,
             remote,
-            status,
-            generations,
-            barriers,
-        })
+            status: status.clone(),
+        };
+        Ok((broker, barriers, status))
     }
+}
 
-    /// Waits until the subscriber follows every topic this node gained interest in so far.
-    async fn settled(barriers: &mpsc::UnboundedSender<oneshot::Sender<()>>) {
-        let (done, wait) = oneshot::channel();
-        if barriers.send(done).is_ok() {
-            let _ = wait.await;
-        }
+/// Waits until the subscriber follows every topic this node gained interest in so far.
+pub(super) async fn settled(barriers: &Barriers) {
+    let (done, wait) = oneshot::channel();
+    if barriers.send(done).is_ok() {
+        let _ = wait.await;
     }
 }
 
 impl Broker for RedisBroker {
     fn publish(&self, topic: Topic, event: Event) {
         self.remote.send(&topic, &event);
-        self.hub.deliver(topic, Arc::new(event));
+        self.delivery.deliver(topic, Arc::new(event));
     }
 
     fn name(&self) -> &'static str {
         "redis"
-    }
-
-    fn remote_generations(&self, chat_id: Uuid) -> BoxFuture<'static, Vec<Snapshot>> {
-        // With the subscriber down no barrier can pass: no remote replies are known then.
-        if !self.status.subscribed.load(Ordering::Acquire) {
-            return futures_util::future::ready(Vec::new()).boxed();
-        }
-        let generations = self.generations.clone();
-        let barriers = self.barriers.clone();
-        let following = self
-            .status
-            .following
-            .contains(&channel(&self.remote.prefix, &Topic::Room(chat_id)));
-        async move {
-            // Following the room's channel first: a token published from here on arrives
-            // live, and one published before is in the copy read next. A room this node
-            // already follows needs no wait.
-            let read = async {
-                if !following {
-                    RedisBroker::settled(&barriers).await;
-                }
-                generations.snapshots(chat_id).await
-            };
-            within("other nodes' replies", chat_id, read)
-                .await
-                .unwrap_or_default()
-        }
-        .boxed()
-    }
-
-    fn locate_generation(
-        &self,
-        generation_id: Uuid,
-    ) -> BoxFuture<'static, Option<RemoteGeneration>> {
-        let generations = self.generations.clone();
-        async move {
-            within(
-                "a reply's node",
-                generation_id,
-                generations.locate(generation_id),
-            )
-            .await
-            .flatten()
-        }
-        .boxed()
-    }
-
-    fn cancel_remote(&self, generation_id: Uuid, at: &RemoteGeneration) {
-        self.remote
-            .control(&at.node, &Control::Cancel(generation_id));
-    }
-
-    fn admit_user_reply(
-        &self,
-        user_id: Uuid,
-        limit: usize,
-    ) -> BoxFuture<'static, Result<Option<Permit>, Refusal>> {
-        let generations = self.generations.clone();
-        async move { generations.admit_user(user_id, limit).await }.boxed()
-    }
-
-    fn follow_remote_reply(&self, chat_id: Uuid) -> BoxFuture<'static, Option<RemoteReply>> {
-        let generations = self.generations.clone();
-        async move {
-            within("other nodes' replies", chat_id, generations.follow(chat_id))
-                .await
-                .flatten()
-        }
-        .boxed()
     }
 
     fn health(&self) -> BrokerHealth {
@@ -311,27 +303,6 @@ impl Broker for RedisBroker {
         BrokerHealth {
             ok: self.status.subscribed.load(Ordering::Acquire) && error.is_none(),
             message: error,
-        }
-    }
-}
-
-/// Runs a Redis lookup made on a client's behalf for at most [`REDIS_LOOKUP_WAIT`]; a failure
-/// or a timeout is logged and taken as "nothing found", so an unwell Redis slows no request
-/// for long.
-async fn within<T>(
-    what: &str,
-    id: Uuid,
-    lookup: impl std::future::Future<Output = redis::RedisResult<T>>,
-) -> Option<T> {
-    match tokio::time::timeout(REDIS_LOOKUP_WAIT, lookup).await {
-        Ok(Ok(found)) => Some(found),
-        Ok(Err(e)) => {
-            tracing::warn!(error = %e, %id, "{what}: Redis lookup failed");
-            None
-        }
-        Err(_) => {
-            tracing::warn!(%id, "{what}: Redis lookup timed out");
-            None
         }
     }
 }
@@ -401,7 +372,7 @@ async fn publisher(
 struct Subscriber {
     prefix: String,
     node_id: String,
-    hub: Arc<Hub>,
+    delivery: Arc<dyn Delivery>,
     local: Arc<dyn GenerationRegistry>,
     status: Arc<Status>,
 }
@@ -423,7 +394,7 @@ impl Subscriber {
         };
         match serde_json::from_str::<Envelope<Event>>(payload) {
             Ok(env) if env.n == self.node_id => {}
-            Ok(env) => self.hub.deliver(topic, Arc::new(env.e)),
+            Ok(env) => self.delivery.deliver(topic, Arc::new(env.e)),
             Err(e) => tracing::warn!(error = %e, "undecodable event from Redis"),
         }
     }
@@ -537,11 +508,11 @@ async fn subscriber(
 ) {
     let Subscriber {
         prefix,
-        hub,
+        delivery,
         status,
         ..
     } = &me;
-    let control = generations::control_channel(prefix, &me.node_id);
+    let control = replies::control_channel(prefix, &me.node_id);
     let mut wanted: HashSet<String> = HashSet::from([control.clone()]);
     let mut backoff = Duration::from_millis(100);
     let mut reconnecting = false;
@@ -580,7 +551,7 @@ async fn subscriber(
         status.clear_error();
         if reconnecting {
             tracing::info!("Redis is back: rooms catch up from the database");
-            hub.catch_up();
+            delivery.catch_up();
         }
         reconnecting = true;
         loop {

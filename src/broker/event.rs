@@ -1,5 +1,5 @@
 //! Events that flow through the broker to sessions. Each serialises to exactly the server→
-//! client frame of PROTOCOL.md, once per event, shared by every recipient.
+//! client frame of docs/PROTOCOL.md, once per event, shared by every recipient.
 
 use bytestring::ByteString;
 use serde::{Deserialize, Serialize};
