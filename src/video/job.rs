@@ -121,26 +121,22 @@ impl VideoJob {
             .publish(Topic::User(self.user()), Event::Job { job });
     }
 
-    /// Writes the in-memory state (as `status`) and then publishes it. A lost lease stops the
-    /// actor without touching the job again.
-    fn persist(&mut self, status: &'static str, ctx: &mut Context<Self>) {
-        self.last_persist = Instant::now();
-        let terminal = status != STATUS_PROCESSING;
+    /// A future writing the in-memory state as `status` (`stage`, `error`, `lease_until` as
+    /// given); `Ok(None)` when this node no longer holds the job.
+    fn write_row(
+        &self,
+        status: &'static str,
+        stage: Option<String>,
+        error: Option<String>,
+        lease_until: chrono::DateTime<chrono::Utc>,
+    ) -> impl std::future::Future<Output = Result<Option<JobRow>, crate::db::DbError>> + 'static
+    {
         let env = self.env.clone();
         let id = self.row.id;
         let stages = self.stages.to_json();
         let results = self.results.to_json();
-        let stage = if status == STATUS_COMPLETED {
-            None
-        } else {
-            self.current.map(|s| s.name().to_string())
-        };
         let progress = self.row.progress;
-        let error = self.row.error_message.clone();
-        let lease_until = crate::db::now()
-            + chrono::Duration::from_std(env.settings.lease)
-                .unwrap_or(chrono::Duration::seconds(30));
-        let fut = async move {
+        async move {
             let mut conn = env.db.conn().await?;
             let write = videos::JobWrite {
                 status,
@@ -151,10 +147,24 @@ impl VideoJob {
                 error_message: error.as_deref(),
                 lease_until,
             };
-            Ok::<_, crate::db::DbError>(
-                videos::write_job(&mut conn, id, &env.node_id, &write).await?,
-            )
+            Ok(videos::write_job(&mut conn, id, &env.node_id, &write).await?)
+        }
+    }
+
+    /// Writes the in-memory state (as `status`) and then publishes it. A lost lease stops the
+    /// actor without touching the job again.
+    fn persist(&mut self, status: &'static str, ctx: &mut Context<Self>) {
+        self.last_persist = Instant::now();
+        let terminal = status != STATUS_PROCESSING;
+        let stage = if status == STATUS_COMPLETED {
+            None
+        } else {
+            self.current.map(|s| s.name().to_string())
         };
+        let lease_until = crate::db::now()
+            + chrono::Duration::from_std(self.env.settings.lease)
+                .unwrap_or(chrono::Duration::seconds(30));
+        let fut = self.write_row(status, stage, self.row.error_message.clone(), lease_until);
         ctx.wait(fut.into_actor(self).map(move |res, act, ctx| match res {
             Ok(Some(row)) => {
                 act.row = row;
@@ -300,27 +310,8 @@ impl VideoJob {
         // Still PROCESSING and held by this node, with a lease that has already run out: the
         // next claim (the supervisor's, when this actor stops) counts the next attempt.
         self.finished = true;
-        let env = self.env.clone();
-        let id = self.row.id;
-        let stages = self.stages.to_json();
-        let results = self.results.to_json();
         let stage = self.current.map(|s| s.name().to_string());
-        let progress = self.row.progress;
-        let fut = async move {
-            let mut conn = env.db.conn().await?;
-            let write = videos::JobWrite {
-                status: STATUS_PROCESSING,
-                progress,
-                stage: stage.as_deref(),
-                processing_stages: &stages,
-                stage_results: &results,
-                error_message: None,
-                lease_until: crate::db::now(),
-            };
-            Ok::<_, crate::db::DbError>(
-                videos::write_job(&mut conn, id, &env.node_id, &write).await?,
-            )
-        };
+        let fut = self.write_row(STATUS_PROCESSING, stage, None, crate::db::now());
         ctx.wait(fut.into_actor(self).map(|res, act, ctx| {
             match res {
                 Ok(Some(row)) => {
@@ -478,27 +469,8 @@ impl Handler<CancelMsg> for VideoJob {
             self.stages
                 .finish(stage, StageStatus::Cancelled, crate::db::now(), None);
         }
-        let env = self.env.clone();
-        let id = self.row.id;
-        let stages = self.stages.to_json();
-        let results = self.results.to_json();
         let stage = self.current.map(|s| s.name().to_string());
-        let progress = self.row.progress;
-        let fut = async move {
-            let mut conn = env.db.conn().await?;
-            let write = videos::JobWrite {
-                status: STATUS_CANCELLED,
-                progress,
-                stage: stage.as_deref(),
-                processing_stages: &stages,
-                stage_results: &results,
-                error_message: None,
-                lease_until: crate::db::now(),
-            };
-            Ok::<_, crate::db::DbError>(
-                videos::write_job(&mut conn, id, &env.node_id, &write).await?,
-            )
-        };
+        let fut = self.write_row(STATUS_CANCELLED, stage, None, crate::db::now());
         AtomicResponse::new(Box::pin(fut.into_actor(self).map(|res, act, ctx| {
             act.finished = true;
             let row = match res {
