@@ -7,6 +7,7 @@
 
 pub mod ai;
 pub mod api_types;
+pub mod asyncapi;
 pub mod auth;
 pub mod broker;
 pub mod chat;

@@ -2,6 +2,7 @@
 //! with local subscribers (under the `RoomSupervisor`), and per-user feeds.
 
 pub mod event;
+pub mod frames;
 pub mod hub;
 pub mod messages;
 pub mod outbound;
