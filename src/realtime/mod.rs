@@ -3,6 +3,7 @@
 //! that hands the broker's events to them. Other nodes are reached only through
 //! [`peers::Peers`], which the cluster layer implements.
 
+pub mod frames;
 pub mod messages;
 pub mod outbound;
 pub mod peers;

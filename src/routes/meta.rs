@@ -1,4 +1,4 @@
-//! `GET /`, `/health`, `/metrics`, `/openapi.json` and the docs page.
+//! `GET /`, `/health`, `/metrics`, `/openapi.json`, `/asyncapi.json` and the docs page.
 
 use actix_web::{web, HttpResponse};
 use serde_json::json;
@@ -11,6 +11,9 @@ pub(super) fn configure(cfg: &mut web::ServiceConfig) {
         .service(web::resource("/health").route(web::get().to(health)))
         .service(web::resource("/metrics").route(web::get().to(metrics)))
         .service(web::resource("/openapi.json").route(web::get().to(openapi)))
+        .service(
+            web::resource("/asyncapi.json").route(web::get().to(crate::routes::asyncapi::serve)),
+        )
         .service(web::resource("/docs").route(web::get().to(docs)));
 }
 

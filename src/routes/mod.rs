@@ -2,6 +2,7 @@
 
 pub mod ai;
 pub mod app;
+pub mod asyncapi;
 pub mod chats;
 pub mod files;
 pub mod messages;

@@ -4,6 +4,7 @@
 #![allow(dead_code)]
 
 pub mod ai;
+pub mod frame_schema;
 pub mod openai_mock;
 pub mod ws;
 

@@ -1,4 +1,4 @@
-//! A WebSocket test client speaking PROTOCOL.md.
+//! A WebSocket test client speaking docs/PROTOCOL.md.
 
 use std::time::Duration;
 
@@ -122,7 +122,10 @@ impl WsClient {
                 .expect("timed out waiting for a frame");
             match msg {
                 Some(Ok(Message::Text(t))) => {
-                    return Ok(serde_json::from_str(t.as_str()).expect("server sent JSON"))
+                    let frame = serde_json::from_str(t.as_str()).expect("server sent JSON");
+                    // Every frame must be one that /asyncapi.json describes.
+                    super::frame_schema::check_server_frame(&frame);
+                    return Ok(frame);
                 }
                 Some(Ok(Message::Close(frame))) => {
                     return Err(frame.map(|f| u16::from(f.code)));
