@@ -8,67 +8,15 @@
 
 mod common;
 
-use std::path::PathBuf;
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use common::ai::{body_text, post_stream, spawn_ai_app, stored, v4_body, v5_body};
+use common::node::{ensure_node_packages, node_dir};
 use common::openai_mock::{MockOpenAi, Reply, Step};
 use common::{Backend, TestApp, TestUser};
 use serde_json::{json, Value};
 
 const TOKENS: [&str; 4] = ["Héllo", ", \"friend\"", "!\n", "Ünïcode ✓"];
-
-fn node_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/node")
-}
-
-/// Version of `ai` pinned in tests/node/package.json.
-fn pinned_ai_version() -> String {
-    let pkg: Value = serde_json::from_slice(
-        &std::fs::read(node_dir().join("package.json")).expect("tests/node/package.json"),
-    )
-    .expect("package.json is JSON");
-    pkg["dependencies"]["ai"]
-        .as_str()
-        .expect("ai is pinned")
-        .to_string()
-}
-
-fn installed_ai_version() -> Option<String> {
-    let raw = std::fs::read(node_dir().join("node_modules/ai/package.json")).ok()?;
-    let pkg: Value = serde_json::from_slice(&raw).ok()?;
-    pkg["version"].as_str().map(str::to_string)
-}
-
-/// Checks Node.js is there and installs tests/node's packages (`npm ci`) once per run.
-fn ensure_node_packages() {
-    static READY: OnceLock<()> = OnceLock::new();
-    READY.get_or_init(|| {
-        let node = std::process::Command::new("node")
-            .arg("--version")
-            .output()
-            .unwrap_or_else(|e| {
-                panic!("Node.js is required for the AI SDK parser tests and was not found: {e}")
-            });
-        assert!(node.status.success(), "`node --version` failed");
-        let ready = installed_ai_version().as_deref() == Some(pinned_ai_version().as_str())
-            && node_dir().join("node_modules/ai-v4/package.json").exists();
-        if !ready {
-            let out = std::process::Command::new("npm")
-                .args(["ci", "--no-audit", "--no-fund"])
-                .current_dir(node_dir())
-                .output()
-                .unwrap_or_else(|e| panic!("npm is required to install tests/node: {e}"));
-            assert!(
-                out.status.success(),
-                "npm ci in tests/node failed:\n{}\n{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-    });
-}
 
 /// Runs tests/node/read-stream.mjs and returns the JSON it printed.
 async fn read_with_ai_sdk(args: &[&str]) -> Value {

@@ -13,62 +13,16 @@
 mod common;
 
 use std::path::PathBuf;
-use std::sync::OnceLock;
 use std::time::Duration;
 
 use common::frame_schema::{client_frames, server_frames, FrameSchemas};
+use common::node::{ensure_node_packages, node_dir};
 use common::{spawn_app, Backend};
 use serde_json::{json, Value};
 
-fn node_dir() -> PathBuf {
-    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join("tests/node")
-}
-
-fn package_version(path: PathBuf, pointer: &str) -> Option<String> {
-    let pkg: Value = serde_json::from_slice(&std::fs::read(path).ok()?).ok()?;
-    pkg.pointer(pointer)?.as_str().map(str::to_string)
-}
-
-/// Checks Node.js is there and installs tests/node's pinned packages (`npm ci`) unless the
-/// pinned parser is installed already.
-fn ensure_parser() {
-    static READY: OnceLock<()> = OnceLock::new();
-    READY.get_or_init(|| {
-        let node = std::process::Command::new("node")
-            .arg("--version")
-            .output()
-            .unwrap_or_else(|e| {
-                panic!("Node.js is required for the AsyncAPI parser test and was not found: {e}")
-            });
-        assert!(node.status.success(), "`node --version` failed");
-        let pinned = package_version(
-            node_dir().join("package.json"),
-            "/dependencies/@asyncapi~1parser",
-        )
-        .expect("@asyncapi/parser is pinned in tests/node/package.json");
-        let installed = package_version(
-            node_dir().join("node_modules/@asyncapi/parser/package.json"),
-            "/version",
-        );
-        if installed.as_deref() != Some(pinned.as_str()) {
-            let out = std::process::Command::new("npm")
-                .args(["ci", "--no-audit", "--no-fund"])
-                .current_dir(node_dir())
-                .output()
-                .unwrap_or_else(|e| panic!("npm is required to install tests/node: {e}"));
-            assert!(
-                out.status.success(),
-                "npm ci in tests/node failed:\n{}\n{}",
-                String::from_utf8_lossy(&out.stdout),
-                String::from_utf8_lossy(&out.stderr)
-            );
-        }
-    });
-}
-
 /// Runs tests/node/validate-asyncapi.mjs on `doc`: its exit code and report.
 async fn parse_with_asyncapi_parser(doc: &Value) -> (Option<i32>, Value) {
-    ensure_parser();
+    ensure_node_packages();
     let file = tempfile::NamedTempFile::new().expect("temp file");
     std::fs::write(file.path(), doc.to_string()).expect("write the document");
     let out = tokio::time::timeout(

@@ -5,6 +5,7 @@
 
 pub mod ai;
 pub mod frame_schema;
+pub mod node;
 pub mod openai_mock;
 pub mod ws;
 
