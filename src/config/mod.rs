@@ -188,31 +188,11 @@ impl Settings {
         let jwt_issuer = get("JWT_ISSUER");
         let host = parse(env, "HOST", IpAddr::V4(Ipv4Addr::LOCALHOST))?;
         let dev_mode_allow_remote = parse(env, "DEV_MODE_ALLOW_REMOTE", false)?;
-        let any_key = jwt_secret.is_some() || jwks_url.is_some() || jwks_file.is_some();
-        if jwt_issuer.is_some() && !any_key {
-            return Err(ConfigError {
-                var: "JWT_ISSUER",
-                reason: "is set but no key verifies tokens: set SUPABASE_JWT_SECRET or \
-                         JWT_JWKS_URL/JWT_JWKS_FILE"
-                    .into(),
-            });
-        }
-        if !any_key && jwt_issuer.is_none() && !host.is_loopback() && !dev_mode_allow_remote {
-            return Err(ConfigError {
-                var: "HOST",
-                reason: format!(
-                    "{host} is not a loopback address and no authentication is configured \
-                     (SUPABASE_JWT_SECRET, JWT_JWKS_URL or JWT_JWKS_FILE): development mode, \
-                     where anyone can mint a token, only runs on loopback unless \
-                     DEV_MODE_ALLOW_REMOTE=true"
-                ),
-            });
-        }
         let default_pool = match database_kind {
             DatabaseKind::Postgres => 16,
             DatabaseKind::Sqlite => 8,
         };
-        Ok(Settings {
+        let settings = Settings {
             host,
             port: parse(env, "PORT", 8000)?,
             data_dir,
@@ -258,7 +238,37 @@ impl Settings {
             storage: StorageSettings::from_map(env)?,
             video: VideoSettings::from_map(env)?,
             limits: LimitSettings::from_map(env)?,
-        })
+        };
+        settings.check_authentication()?;
+        Ok(settings)
+    }
+
+    /// Refuses an issuer with no key to check it, and development mode ([`Settings::dev_mode`])
+    /// on a non-loopback `HOST` unless `DEV_MODE_ALLOW_REMOTE` says so.
+    fn check_authentication(&self) -> Result<(), ConfigError> {
+        let any_key =
+            self.jwt_secret.is_some() || self.jwks_url.is_some() || self.jwks_file.is_some();
+        if self.jwt_issuer.is_some() && !any_key {
+            return Err(ConfigError {
+                var: "JWT_ISSUER",
+                reason: "is set but no key verifies tokens: set SUPABASE_JWT_SECRET or \
+                         JWT_JWKS_URL/JWT_JWKS_FILE"
+                    .into(),
+            });
+        }
+        if self.dev_mode() && !self.host.is_loopback() && !self.dev_mode_allow_remote {
+            return Err(ConfigError {
+                var: "HOST",
+                reason: format!(
+                    "{} is not a loopback address and no authentication is configured \
+                     (SUPABASE_JWT_SECRET, JWT_JWKS_URL or JWT_JWKS_FILE): development mode, \
+                     where anyone can mint a token, only runs on loopback unless \
+                     DEV_MODE_ALLOW_REMOTE=true",
+                    self.host
+                ),
+            });
+        }
+        Ok(())
     }
 
     /// Development mode: no authentication is configured at all (no shared secret, no JWKS, no
