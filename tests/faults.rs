@@ -35,19 +35,25 @@ impl OwnPostgres {
         versions.pop().expect("a PostgreSQL version with pg_ctl")
     }
 
-    /// Runs a server tool as the `postgres` user when we are root (initdb refuses root).
-    fn run(&self, tool: &str, args: &[&str]) {
+    /// A server tool, run as the `postgres` user when we are root (initdb refuses root).
+    fn tool(&self, tool: &str) -> Command {
         let exe = self.bin.join(tool);
-        let status = if is_root() {
-            Command::new("runuser")
-                .args(["-u", "postgres", "--"])
-                .arg(&exe)
-                .args(args)
-                .status()
+        if is_root() {
+            let mut c = Command::new("runuser");
+            c.args(["-u", "postgres", "--"]).arg(exe);
+            c
         } else {
-            Command::new(&exe).args(args).status()
+            Command::new(exe)
         }
-        .unwrap_or_else(|e| panic!("running {tool}: {e}"));
+    }
+
+    /// Runs a server tool and requires it to succeed.
+    fn run(&self, tool: &str, args: &[&str]) {
+        let status = self
+            .tool(tool)
+            .args(args)
+            .status()
+            .unwrap_or_else(|e| panic!("running {tool}: {e}"));
         assert!(status.success(), "{tool} {args:?} failed: {status}");
     }
 
@@ -115,26 +121,16 @@ impl OwnPostgres {
 
 impl Drop for OwnPostgres {
     fn drop(&mut self) {
-        let _ = Command::new(if is_root() { "runuser" } else { "true" })
-            .args(["-u", "postgres", "--"])
-            .arg(self.bin.join("pg_ctl"))
+        let _ = self
+            .tool("pg_ctl")
             .args(["-D", &self.data(), "-m", "immediate", "stop"])
             .status();
-        if !is_root() {
-            let _ = Command::new(self.bin.join("pg_ctl"))
-                .args(["-D", &self.data(), "-m", "immediate", "stop"])
-                .status();
-        }
     }
 }
 
 fn is_root() -> bool {
-    std::env::var("USER").map(|u| u == "root").unwrap_or(false)
-        || Command::new("id")
-            .arg("-u")
-            .output()
-            .map(|o| o.stdout.starts_with(b"0\n"))
-            .unwrap_or(false)
+    use std::os::unix::fs::MetadataExt;
+    std::fs::metadata("/proc/self").is_ok_and(|m| m.uid() == 0)
 }
 
 /// One `send` over the socket: `Ok(seq)` on ack, `Err(code)` on an error frame.
