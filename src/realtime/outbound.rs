@@ -33,6 +33,18 @@ enum Out {
     Close(u16, &'static str),
 }
 
+impl Out {
+    /// Bytes it counts against the session's bound while queued.
+    fn cost(&self) -> usize {
+        match self {
+            Out::Frame(frame) => frame.len(),
+            Out::Ping => CONTROL_FRAME_COST,
+            Out::Pong(p) => CONTROL_FRAME_COST + p.len(),
+            Out::Close(..) => 0,
+        }
+    }
+}
+
 struct Inner {
     tx: mpsc::UnboundedSender<Out>,
     /// Bytes of frames queued and not yet accepted by the socket.
@@ -88,11 +100,11 @@ impl Outbound {
     pub fn send(&self, frame: ByteString) -> bool {
         let len = frame.len();
         // A single frame larger than the bound still goes through when the queue is empty.
-        if !self.reserve(len) {
-            return false;
+        let queued = self.queue(Out::Frame(frame));
+        if queued {
+            self.inner.metrics.ws_bytes_out.inc_by(len as u64);
         }
-        self.inner.metrics.ws_bytes_out.inc_by(len as u64);
-        self.inner.tx.send(Out::Frame(frame)).is_ok()
+        queued
     }
 
     /// Queues a frame, first waiting for the writer to make room (for replays, which may be
@@ -117,17 +129,18 @@ impl Outbound {
 
     /// Queues a WebSocket ping control frame (counted against the bound like any frame).
     pub fn ping(&self) {
-        if self.reserve(CONTROL_FRAME_COST) {
-            let _ = self.inner.tx.send(Out::Ping);
-        }
+        self.queue(Out::Ping);
     }
 
     /// Queues a pong answering the client's ping. It counts against the bound: a client that
     /// pings and never reads is closed with 4008 like any other that does not read.
     pub fn pong(&self, payload: bytes::Bytes) {
-        if self.reserve(CONTROL_FRAME_COST + payload.len()) {
-            let _ = self.inner.tx.send(Out::Pong(payload));
-        }
+        self.queue(Out::Pong(payload));
+    }
+
+    /// Queues `item` if its cost fits the bound (see [`Outbound::reserve`]).
+    fn queue(&self, item: Out) -> bool {
+        self.reserve(item.cost()) && self.inner.tx.send(item).is_ok()
     }
 
     /// Accounts `len` bytes to the queue, or kills the session (4008) when they do not fit.
@@ -199,36 +212,23 @@ async fn writer(
         let Some(item) = item else { break };
         // Every write gives way to a kill: a socket that takes nothing holds the writer no
         // longer than it takes to notice.
-        let (cost, sent) = match item {
-            Out::Close(code, text) => {
-                let _ = tokio::time::timeout(CLOSE_GRACE, session.close(reason(code, text))).await;
-                return finish(&inner, &mut rx);
+        if let Out::Close(code, text) = item {
+            let _ = tokio::time::timeout(CLOSE_GRACE, session.close(reason(code, text))).await;
+            return finish(&inner, &mut rx);
+        }
+        let cost = item.cost();
+        let write = async {
+            match item {
+                Out::Frame(frame) => session.text(frame).await,
+                Out::Ping => session.ping(b"").await,
+                Out::Pong(p) => session.pong(&p).await,
+                Out::Close(..) => Ok(()),
             }
-            Out::Frame(frame) => {
-                let len = frame.len();
-                let sent = tokio::select! {
-                    biased;
-                    _ = inner.kill.notified() => None,
-                    r = session.text(frame) => Some(r.is_ok()),
-                };
-                (len, sent)
-            }
-            Out::Ping => {
-                let sent = tokio::select! {
-                    biased;
-                    _ = inner.kill.notified() => None,
-                    r = session.ping(b"") => Some(r.is_ok()),
-                };
-                (CONTROL_FRAME_COST, sent)
-            }
-            Out::Pong(p) => {
-                let sent = tokio::select! {
-                    biased;
-                    _ = inner.kill.notified() => None,
-                    r = session.pong(&p) => Some(r.is_ok()),
-                };
-                (CONTROL_FRAME_COST + p.len(), sent)
-            }
+        };
+        let sent = tokio::select! {
+            biased;
+            _ = inner.kill.notified() => None,
+            r = write => Some(r.is_ok()),
         };
         inner.release(cost);
         let ok = match sent {
