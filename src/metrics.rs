@@ -51,98 +51,75 @@ impl Metrics {
             Some("echo".into()),
             Some([("node".to_string(), node_id.to_string())].into()),
         )?;
-        let http_requests = IntCounterVec::new(
-            Opts::new("http_requests_total", "HTTP requests by route and status"),
-            &["method", "route", "status"],
-        )?;
-        let http_latency = HistogramVec::new(
-            HistogramOpts::new("http_request_duration_seconds", "HTTP request latency").buckets(
-                vec![
-                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
-                ],
-            ),
-            &["method", "route"],
-        )?;
-        let db_pool = IntGaugeVec::new(
-            Opts::new("db_pool_connections", "Database pool connections by state"),
-            &["state"],
-        )?;
-        let ws_sessions = IntGauge::new("ws_sessions", "WebSocket sessions connected")?;
-        let ws_rooms = IntGauge::new("ws_rooms", "Chat rooms with local sessions")?;
-        let ws_frames_in = IntCounterVec::new(
-            Opts::new("ws_frames_in_total", "Client frames received by type"),
-            &["type"],
-        )?;
-        let ws_frames_out = IntCounterVec::new(
-            Opts::new("ws_frames_out_total", "Frames sent to clients by type"),
-            &["type"],
-        )?;
-        let ws_bytes_out = IntCounter::new("ws_bytes_out_total", "Bytes queued for clients")?;
-        let ws_disconnects = IntCounterVec::new(
-            Opts::new(
+        let r = Registrar(&registry);
+        let http_buckets = vec![
+            0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 10.0,
+        ];
+        let first_token_buckets =
+            vec![0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0];
+        Ok(Metrics {
+            http_requests: r.counter_vec(
+                "http_requests_total",
+                "HTTP requests by route and status",
+                &["method", "route", "status"],
+            )?,
+            http_latency: r.register(HistogramVec::new(
+                HistogramOpts::new("http_request_duration_seconds", "HTTP request latency")
+                    .buckets(http_buckets),
+                &["method", "route"],
+            )?)?,
+            db_pool: r.register(IntGaugeVec::new(
+                Opts::new("db_pool_connections", "Database pool connections by state"),
+                &["state"],
+            )?)?,
+            ws_sessions: r.gauge("ws_sessions", "WebSocket sessions connected")?,
+            ws_rooms: r.gauge("ws_rooms", "Chat rooms with local sessions")?,
+            ws_frames_in: r.counter_vec(
+                "ws_frames_in_total",
+                "Client frames received by type",
+                &["type"],
+            )?,
+            ws_frames_out: r.counter_vec(
+                "ws_frames_out_total",
+                "Frames sent to clients by type",
+                &["type"],
+            )?,
+            ws_bytes_out: r.register(IntCounter::new(
+                "ws_bytes_out_total",
+                "Bytes queued for clients",
+            )?)?,
+            ws_disconnects: r.counter_vec(
                 "ws_disconnects_total",
                 "Sessions closed by the server by reason",
-            ),
-            &["reason"],
-        )?;
-        let ws_queue_bytes = IntGauge::new(
-            "ws_outbound_queue_bytes",
-            "Bytes waiting in outbound queues",
-        )?;
-        let edge_refusals = IntCounterVec::new(
-            Opts::new(
+                &["reason"],
+            )?,
+            ws_queue_bytes: r.gauge(
+                "ws_outbound_queue_bytes",
+                "Bytes waiting in outbound queues",
+            )?,
+            edge_refusals: r.counter_vec(
                 "edge_refusals_total",
                 "Requests and sockets refused by a per-client limit",
-            ),
-            &["limit"],
-        )?;
-        let ai_generations = IntGauge::new("ai_generations", "AI replies being generated")?;
-        let ai_generations_total = IntCounterVec::new(
-            Opts::new("ai_generations_total", "AI replies ended by outcome"),
-            &["outcome"],
-        )?;
-        let ai_tokens = IntCounter::new("ai_tokens_total", "AI reply tokens streamed")?;
-        let ai_first_token = Histogram::with_opts(
-            HistogramOpts::new(
-                "ai_time_to_first_token_seconds",
-                "Time from a generation's start to its first token",
-            )
-            .buckets(vec![
-                0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0,
-            ]),
-        )?;
-        registry.register(Box::new(ai_generations.clone()))?;
-        registry.register(Box::new(ai_generations_total.clone()))?;
-        registry.register(Box::new(ai_tokens.clone()))?;
-        registry.register(Box::new(ai_first_token.clone()))?;
-        registry.register(Box::new(http_requests.clone()))?;
-        registry.register(Box::new(http_latency.clone()))?;
-        registry.register(Box::new(db_pool.clone()))?;
-        registry.register(Box::new(ws_sessions.clone()))?;
-        registry.register(Box::new(ws_rooms.clone()))?;
-        registry.register(Box::new(ws_frames_in.clone()))?;
-        registry.register(Box::new(ws_frames_out.clone()))?;
-        registry.register(Box::new(ws_bytes_out.clone()))?;
-        registry.register(Box::new(ws_disconnects.clone()))?;
-        registry.register(Box::new(ws_queue_bytes.clone()))?;
-        registry.register(Box::new(edge_refusals.clone()))?;
-        Ok(Metrics {
+                &["limit"],
+            )?,
+            ai_generations: r.gauge("ai_generations", "AI replies being generated")?,
+            ai_generations_total: r.counter_vec(
+                "ai_generations_total",
+                "AI replies ended by outcome",
+                &["outcome"],
+            )?,
+            ai_tokens: r.register(IntCounter::new(
+                "ai_tokens_total",
+                "AI reply tokens streamed",
+            )?)?,
+            ai_first_token: r.register(Histogram::with_opts(
+                HistogramOpts::new(
+                    "ai_time_to_first_token_seconds",
+                    "Time from a generation's start to its first token",
+                )
+                .buckets(first_token_buckets),
+            )?)?,
             registry,
-            http_requests,
-            http_latency,
-            db_pool,
-            ws_sessions,
-            ws_rooms,
-            ws_frames_in,
-            ws_frames_out,
-            ws_bytes_out,
-            ws_disconnects,
-            ws_queue_bytes,
-            edge_refusals,
-            ai_generations,
-            ai_generations_total,
-            ai_tokens,
-            ai_first_token,
         })
     }
 
@@ -172,5 +149,32 @@ impl Metrics {
             tracing::error!(error = %e, "metrics encoding failed");
         }
         String::from_utf8(buf).unwrap_or_default()
+    }
+}
+
+/// Creates metrics registered in one registry.
+struct Registrar<'a>(&'a Registry);
+
+impl Registrar<'_> {
+    /// Registers `metric` and hands it back.
+    fn register<M: prometheus::core::Collector + Clone + 'static>(
+        &self,
+        metric: M,
+    ) -> anyhow::Result<M> {
+        self.0.register(Box::new(metric.clone()))?;
+        Ok(metric)
+    }
+
+    fn gauge(&self, name: &str, help: &str) -> anyhow::Result<IntGauge> {
+        self.register(IntGauge::new(name, help)?)
+    }
+
+    fn counter_vec(
+        &self,
+        name: &str,
+        help: &str,
+        labels: &[&str],
+    ) -> anyhow::Result<IntCounterVec> {
+        self.register(IntCounterVec::new(Opts::new(name, help), labels)?)
     }
 }

@@ -137,32 +137,9 @@ impl Settings {
 
     /// Builds settings from a variable map; tests use this to configure an app in isolation.
     pub fn from_map(env: &HashMap<String, String>) -> Result<Self, ConfigError> {
-        let get = |k: &str| {
-            env.get(k)
-                .map(|v| v.trim().to_string())
-                .filter(|v| !v.is_empty())
-        };
+        let get = |k: &str| value(env, k);
         let data_dir = PathBuf::from(get("ECHO_DATA_DIR").unwrap_or_else(|| "./data".into()));
-        let database_url = get("DATABASE_URL")
-            .unwrap_or_else(|| data_dir.join("echo.db").to_string_lossy().into_owned());
-        let database_kind = if database_url.starts_with("postgres://")
-            || database_url.starts_with("postgresql://")
-        {
-            DatabaseKind::Postgres
-        } else if database_url.contains("://") && !database_url.starts_with("sqlite://") {
-            return Err(ConfigError {
-                var: "DATABASE_URL",
-                reason: format!(
-                    "unsupported scheme in {database_url:?}: use postgres://… or a SQLite file path"
-                ),
-            });
-        } else {
-            DatabaseKind::Sqlite
-        };
-        let database_url = database_url
-            .strip_prefix("sqlite://")
-            .map(str::to_string)
-            .unwrap_or(database_url);
+        let (database_url, database_kind) = database_of(env, &data_dir)?;
         let cores = std::thread::available_parallelism().map_or(2, |n| n.get());
         let log_format = match get("LOG_FORMAT").as_deref() {
             None | Some("pretty") => LogFormat::Pretty,
@@ -174,15 +151,7 @@ impl Settings {
                 })
             }
         };
-        let jwks_url = get("JWT_JWKS_URL");
-        if let Some(url) = &jwks_url {
-            if !(url.starts_with("http://") || url.starts_with("https://")) {
-                return Err(ConfigError {
-                    var: "JWT_JWKS_URL",
-                    reason: "must be an http(s) URL".into(),
-                });
-            }
-        }
+        let jwks_url = http_url(env, "JWT_JWKS_URL")?;
         let jwt_secret = get("SUPABASE_JWT_SECRET");
         let jwks_file = get("JWT_JWKS_FILE").map(PathBuf::from);
         let jwt_issuer = get("JWT_ISSUER");
@@ -210,14 +179,10 @@ impl Settings {
             jwt_leeway_secs: parse(env, "JWT_LEEWAY_SECS", 30)?,
             node_id: get("ECHO_NODE_ID").unwrap_or_else(default_node_id),
             log_format,
-            cors_allowed_origins: get("CORS_ALLOWED_ORIGINS")
-                .map(|v| {
-                    v.split(',')
-                        .map(|s| s.trim().trim_end_matches('/').to_string())
-                        .filter(|s| !s.is_empty())
-                        .collect()
-                })
-                .unwrap_or_default(),
+            cors_allowed_origins: list(env, "CORS_ALLOWED_ORIGINS")
+                .into_iter()
+                .map(|origin| origin.trim_end_matches('/').to_string())
+                .collect(),
             max_json_bytes: parse(env, "MAX_JSON_BYTES", 1024 * 1024)?,
             workers: parse(env, "HTTP_WORKERS", cores)?.max(1),
             tcp_nodelay: parse(env, "TCP_NODELAY", true)?,
@@ -351,44 +316,13 @@ impl std::fmt::Debug for AiSettings {
 impl AiSettings {
     /// Reads the `AI_*` and `OPENAI_*` variables.
     pub fn from_map(env: &HashMap<String, String>) -> Result<Self, ConfigError> {
-        let get = |k: &str| {
-            env.get(k)
-                .map(|v| v.trim().to_string())
-                .filter(|v| !v.is_empty())
-        };
+        let get = |k: &str| value(env, k);
         let openai_api_key = get("OPENAI_API_KEY");
-        let base_url = get("OPENAI_BASE_URL");
-        let provider = match get("AI_PROVIDER").as_deref() {
-            None if openai_api_key.is_some() => AiProviderKind::OpenAi,
-            None | Some("dev") => AiProviderKind::Dev,
-            Some("openai") => {
-                if openai_api_key.is_none() && base_url.is_none() {
-                    return Err(ConfigError {
-                        var: "AI_PROVIDER",
-                        reason:
-                            "openai needs OPENAI_API_KEY (or an OPENAI_BASE_URL that needs no key)"
-                                .into(),
-                    });
-                }
-                AiProviderKind::OpenAi
-            }
-            Some(other) => {
-                return Err(ConfigError {
-                    var: "AI_PROVIDER",
-                    reason: format!("{other:?} is not one of dev, openai"),
-                })
-            }
-        };
-        let openai_base_url = base_url
+        let provider = provider_of(env)?;
+        let openai_base_url = http_url(env, "OPENAI_BASE_URL")?
             .unwrap_or_else(|| "https://api.openai.com/v1".into())
             .trim_end_matches('/')
             .to_string();
-        if !(openai_base_url.starts_with("http://") || openai_base_url.starts_with("https://")) {
-            return Err(ConfigError {
-                var: "OPENAI_BASE_URL",
-                reason: "must be an http(s) URL".into(),
-            });
-        }
         let default_model = match provider {
             AiProviderKind::Dev => "echo-dev",
             AiProviderKind::OpenAi => "gpt-4o-mini",
@@ -400,28 +334,12 @@ impl AiSettings {
                 reason: "must be a positive number".into(),
             });
         }
-        let optional = |var: &'static str| -> Result<Option<u64>, ConfigError> {
-            match get(var) {
-                None => Ok(None),
-                Some(raw) => raw.parse().map(Some).map_err(|e| ConfigError {
-                    var,
-                    reason: format!("{raw:?}: {e}"),
-                }),
-            }
-        };
         Ok(AiSettings {
             provider,
             openai_api_key,
             openai_base_url,
             model: get("AI_MODEL").unwrap_or_else(|| default_model.into()),
-            allowed_models: get("AI_ALLOWED_MODELS")
-                .map(|v| {
-                    v.split(',')
-                        .map(|s| s.trim().to_string())
-                        .filter(|s| !s.is_empty())
-                        .collect()
-                })
-                .unwrap_or_default(),
+            allowed_models: list(env, "AI_ALLOWED_MODELS"),
             transcription_model: get("AI_TRANSCRIPTION_MODEL")
                 .unwrap_or_else(|| "whisper-1".into()),
             system_prompt: env
@@ -431,7 +349,7 @@ impl AiSettings {
                     "You are Echo, a helpful assistant in a group chat. Answer concisely.".into()
                 }),
             context_token_budget: parse(env, "AI_CONTEXT_TOKEN_BUDGET", 8_000)?,
-            max_output_tokens: optional("AI_MAX_OUTPUT_TOKENS")?
+            max_output_tokens: optional::<u64>(env, "AI_MAX_OUTPUT_TOKENS")?
                 .map(|v| v.min(u32::MAX as u64) as u32),
             max_concurrent_per_user: parse(env, "AI_MAX_CONCURRENT_PER_USER", 3)?,
             max_concurrent_per_node: parse(env, "AI_MAX_CONCURRENT_PER_NODE", 256)?,
@@ -441,8 +359,103 @@ impl AiSettings {
             retry_base: Duration::from_millis(parse(env, "AI_RETRY_BASE_MS", 500)?),
             dev_tokens_per_sec,
             dev_first_token: Duration::from_millis(parse(env, "AI_DEV_FIRST_TOKEN_MS", 250)?),
-            dev_reply_tokens: optional("AI_DEV_REPLY_TOKENS")?.map(|v| v as usize),
+            dev_reply_tokens: optional::<u64>(env, "AI_DEV_REPLY_TOKENS")?.map(|v| v as usize),
         })
+    }
+}
+
+/// Where the database is: `DATABASE_URL` (a Postgres URL, a SQLite path or `sqlite://path`),
+/// by default `echo.db` in the data folder.
+fn database_of(
+    env: &HashMap<String, String>,
+    data_dir: &std::path::Path,
+) -> Result<(String, DatabaseKind), ConfigError> {
+    let url = value(env, "DATABASE_URL")
+        .unwrap_or_else(|| data_dir.join("echo.db").to_string_lossy().into_owned());
+    if url.starts_with("postgres://") || url.starts_with("postgresql://") {
+        return Ok((url, DatabaseKind::Postgres));
+    }
+    if url.contains("://") && !url.starts_with("sqlite://") {
+        return Err(ConfigError {
+            var: "DATABASE_URL",
+            reason: format!(
+                "unsupported scheme in {url:?}: use postgres://… or a SQLite file path"
+            ),
+        });
+    }
+    let path = url.strip_prefix("sqlite://").map(str::to_string);
+    Ok((path.unwrap_or(url), DatabaseKind::Sqlite))
+}
+
+/// `AI_PROVIDER`, by default `openai` when `OPENAI_API_KEY` is set and `dev` otherwise.
+fn provider_of(env: &HashMap<String, String>) -> Result<AiProviderKind, ConfigError> {
+    let has_key = value(env, "OPENAI_API_KEY").is_some();
+    match value(env, "AI_PROVIDER").as_deref() {
+        None if has_key => Ok(AiProviderKind::OpenAi),
+        None | Some("dev") => Ok(AiProviderKind::Dev),
+        Some("openai") if has_key || value(env, "OPENAI_BASE_URL").is_some() => {
+            Ok(AiProviderKind::OpenAi)
+        }
+        Some("openai") => Err(ConfigError {
+            var: "AI_PROVIDER",
+            reason: "openai needs OPENAI_API_KEY (or an OPENAI_BASE_URL that needs no key)".into(),
+        }),
+        Some(other) => Err(ConfigError {
+            var: "AI_PROVIDER",
+            reason: format!("{other:?} is not one of dev, openai"),
+        }),
+    }
+}
+
+/// `var` trimmed, `None` when unset or blank.
+pub(crate) fn value(env: &HashMap<String, String>, var: &str) -> Option<String> {
+    env.get(var)
+        .map(|v| v.trim().to_string())
+        .filter(|v| !v.is_empty())
+}
+
+/// `var` as a comma-separated list, each item trimmed, blanks dropped.
+fn list(env: &HashMap<String, String>, var: &str) -> Vec<String> {
+    value(env, var)
+        .map(|v| {
+            v.split(',')
+                .map(|s| s.trim().to_string())
+                .filter(|s| !s.is_empty())
+                .collect()
+        })
+        .unwrap_or_default()
+}
+
+/// `var`, which must be an `http://` or `https://` URL when set.
+pub(crate) fn http_url(
+    env: &HashMap<String, String>,
+    var: &'static str,
+) -> Result<Option<String>, ConfigError> {
+    match value(env, var) {
+        Some(url) if !(url.starts_with("http://") || url.starts_with("https://")) => {
+            Err(ConfigError {
+                var,
+                reason: "must be an http(s) URL".into(),
+            })
+        }
+        url => Ok(url),
+    }
+}
+
+/// `var` parsed, `None` when unset or blank.
+fn optional<T: std::str::FromStr>(
+    env: &HashMap<String, String>,
+    var: &'static str,
+) -> Result<Option<T>, ConfigError>
+where
+    T::Err: std::fmt::Display,
+{
+    match value(env, var) {
+        None => Ok(None),
+        Some(raw) => raw.parse().map(Some).map_err(|e: T::Err| ConfigError {
+            var,
+            reason: format!("{raw:?}: {e}"),
+        }),
     }
 }
 
@@ -462,13 +475,7 @@ pub(crate) fn parse<T: std::str::FromStr>(
 where
     T::Err: std::fmt::Display,
 {
-    match env.get(var).map(|v| v.trim()).filter(|v| !v.is_empty()) {
-        None => Ok(default),
-        Some(raw) => raw.parse().map_err(|e: T::Err| ConfigError {
-            var,
-            reason: format!("{raw:?}: {e}"),
-        }),
-    }
+    Ok(optional(env, var)?.unwrap_or(default))
 }
 
 #[cfg(test)]

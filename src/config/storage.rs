@@ -4,7 +4,7 @@ use std::collections::HashMap;
 use std::path::PathBuf;
 use std::time::Duration;
 
-use super::{parse, ConfigError};
+use super::{http_url, parse, value, ConfigError};
 
 /// Which object store holds uploads and artifacts.
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -67,11 +67,7 @@ impl std::fmt::Debug for StorageSettings {
 impl StorageSettings {
     /// Reads the storage variables.
     pub fn from_map(env: &HashMap<String, String>) -> Result<Self, ConfigError> {
-        let get = |k: &str| {
-            env.get(k)
-                .map(|v| v.trim().to_string())
-                .filter(|v| !v.is_empty())
-        };
+        let get = |k: &str| value(env, k);
         let gcs_bucket = get("GCS_BUCKET");
         let backend = match get("STORAGE_BACKEND").as_deref() {
             None if gcs_bucket.is_some() => StorageBackend::Gcs,
@@ -90,14 +86,8 @@ impl StorageSettings {
                 reason: "required when STORAGE_BACKEND=gcs".into(),
             });
         }
-        let url_check = |var: &'static str, v: Option<String>| match v {
-            Some(u) if !(u.starts_with("http://") || u.starts_with("https://")) => {
-                Err(ConfigError {
-                    var,
-                    reason: "must be an http(s) URL".into(),
-                })
-            }
-            other => Ok(other.map(|u| u.trim_end_matches('/').to_string())),
+        let base_url = |var: &'static str| -> Result<Option<String>, ConfigError> {
+            Ok(http_url(env, var)?.map(|u| u.trim_end_matches('/').to_string()))
         };
         let max_upload_bytes: u64 = parse(env, "MAX_UPLOAD_BYTES", 2 * 1024 * 1024 * 1024)?;
         if max_upload_bytes == 0 {
@@ -118,10 +108,10 @@ impl StorageSettings {
             max_upload_bytes,
             user_quota_bytes: parse(env, "USER_STORAGE_QUOTA_BYTES", 50 * 1024 * 1024 * 1024)?,
             signed_url_ttl: Duration::from_secs(ttl),
-            public_base_url: url_check("PUBLIC_BASE_URL", get("PUBLIC_BASE_URL"))?,
+            public_base_url: base_url("PUBLIC_BASE_URL")?,
             url_secret: get("STORAGE_URL_SECRET"),
             gcs_bucket,
-            gcs_endpoint: url_check("GCS_ENDPOINT", get("GCS_ENDPOINT"))?,
+            gcs_endpoint: base_url("GCS_ENDPOINT")?,
             gcs_credentials_file: get("GCS_CREDENTIALS_FILE").map(PathBuf::from),
             gcs_anonymous: parse(env, "GCS_ANONYMOUS", false)?,
         })

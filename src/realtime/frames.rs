@@ -1,4 +1,4 @@
-//! Every frame of PROTOCOL.md as a Rust type: what a client sends ([`ClientFrame`]) and what
+//! Every frame of docs/PROTOCOL.md as a Rust type: what a client sends ([`ClientFrame`]) and what
 //! the server sends ([`ServerFrame`]). The AsyncAPI document ([`crate::asyncapi`], served at
 //! `GET /asyncapi.json`) derives its JSON Schemas from these types.
 //!
@@ -9,9 +9,10 @@
 //!   types: a field added, removed or retyped in the real type and not here does not compile.
 //! - [`ServerFrame::from`]`(Event)` and [`client_frame`] match every variant and field of
 //!   [`Event`] and [`Request`]: an event or request added without its frame does not compile.
-//! - The server still writes replies such as `welcome` and `ack` with `json!`; the WebSocket
-//!   tests validate every frame they receive against the document's schemas, where an unknown
-//!   `type`, a missing or extra field or a wrong type fails.
+//! - Replies (`welcome`, `pong`, `ack`, `subscribed`, `unsubscribed`, `jobs`, `error`) are
+//!   built as these types and serialised by `protocol::encode`; events are serialised from
+//!   [`Event`]. The WebSocket tests validate every frame they receive against the document's
+//!   schemas, where an unknown `type`, a missing or extra field or a wrong type fails.
 //!
 //! The `type` tag of each frame is written once, in the lists at the end of this file: it is
 //! both the serde tag of the enums and the `const` of the schema.

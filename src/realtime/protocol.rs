@@ -4,8 +4,10 @@
 use bytestring::ByteString;
 use serde::de::DeserializeOwned;
 use serde::Deserialize;
-use serde_json::{json, Value};
+use serde_json::Value;
 use uuid::Uuid;
+
+use super::frames::{ErrorFrame, ServerFrame};
 
 /// Protocol version announced in `welcome`.
 pub const PROTOCOL_VERSION: u32 = 1;
@@ -197,20 +199,27 @@ pub fn kind(req: &Request) -> &'static str {
     }
 }
 
-/// Adds the request `id` to a reply object.
-pub fn with_id(mut v: Value, id: &Option<String>) -> ByteString {
-    if let Some(id) = id {
-        v["id"] = json!(id);
+/// A server frame as the text message that carries it.
+pub fn encode(frame: &ServerFrame) -> ByteString {
+    match serde_json::to_string(frame) {
+        Ok(text) => ByteString::from(text),
+        Err(e) => {
+            // Cannot happen with these types (string keys only); said rather than hidden.
+            tracing::error!(error = %e, kind = frame.kind(), "a server frame did not serialise");
+            ByteString::from_static(
+                r#"{"type":"error","code":"internal","message":"internal error"}"#,
+            )
+        }
     }
-    ByteString::from(v.to_string())
 }
 
 /// An `error` frame.
 pub fn error_frame(id: &Option<String>, code: &str, message: &str) -> ByteString {
-    with_id(
-        json!({"type": "error", "code": code, "message": message}),
-        id,
-    )
+    encode(&ServerFrame::Error(ErrorFrame {
+        id: id.clone(),
+        code: code.to_string(),
+        message: message.to_string(),
+    }))
 }
 
 #[cfg(test)]

@@ -12,12 +12,13 @@ use std::time::Duration;
 
 use actix::prelude::*;
 use bytestring::ByteString;
-use serde_json::json;
 use uuid::Uuid;
 
+use super::frames::{ServerFrame, SubscribedFrame, UnsubscribedFrame};
 use super::messages::{Activate, CatchUp, Deliver, Join, Leave, RoomClosed, RoomNotice, Typing};
 use super::outbound::Outbound;
 use super::peers::Peers;
+use super::protocol::encode;
 use super::supervisor::RoomSupervisor;
 use crate::api_types::MessageResponse;
 use crate::broker::{Event, PresenceState, Topic};
@@ -56,6 +57,60 @@ struct Member {
     /// Per in-flight generation, the last token index its `generation_snapshot` held: tokens
     /// up to it are not sent again.
     gen_skip: HashMap<Uuid, i64>,
+}
+
+impl Member {
+    /// Sends what arrived while the session was being replayed: messages past the replay in
+    /// `seq` order (each once), then the other events. Returns the last `seq` sent.
+    fn flush_buffered(&mut self, buffered: Vec<(Option<i64>, ByteString)>, replayed: i64) -> i64 {
+        let mut seqd: Vec<(i64, ByteString)> = Vec::new();
+        let mut other: Vec<ByteString> = Vec::new();
+        for (seq, frame) in buffered {
+            match seq {
+                Some(s) if s > replayed => seqd.push((s, frame)),
+                Some(_) => {}
+                None => other.push(frame),
+            }
+        }
+        seqd.sort_by_key(|(s, _)| *s);
+        seqd.dedup_by_key(|(s, _)| *s);
+        let mut through = replayed;
+        for (s, frame) in seqd {
+            self.out.send(frame);
+            through = through.max(s);
+        }
+        for frame in other {
+            self.out.send(frame);
+        }
+        through
+    }
+
+    /// Sends the reply events that arrived while buffering: a reply's tokens only past the
+    /// snapshot the session got (`snapshots`: reply → last token index in it), or when the
+    /// reply's start came after that snapshot.
+    fn flush_generations(&mut self, snapshots: &[(Uuid, i64)]) {
+        self.gen_skip = snapshots.iter().copied().collect();
+        let mut seen_start = HashSet::new();
+        for (gen, kind, frame) in std::mem::take(&mut self.gen_buffer) {
+            let send = match kind {
+                GenFrame::Started => {
+                    seen_start.insert(gen);
+                    true
+                }
+                GenFrame::Token(i) => match self.gen_skip.get(&gen) {
+                    Some(last) => i64::try_from(i).is_ok_and(|i| i > *last),
+                    None => seen_start.contains(&gen),
+                },
+                GenFrame::Ended => {
+                    self.gen_skip.remove(&gen);
+                    true
+                }
+            };
+            if send {
+                self.out.send(frame);
+            }
+        }
+    }
 }
 
 /// A chat's room on this node.
@@ -322,7 +377,10 @@ impl ChatRoom {
 }
 
 fn unsubscribed_frame(chat_id: Uuid) -> ByteString {
-    ByteString::from(json!({"type": "unsubscribed", "chat_id": chat_id}).to_string())
+    encode(&ServerFrame::Unsubscribed(UnsubscribedFrame {
+        id: None,
+        chat_id,
+    }))
 }
 
 impl Actor for ChatRoom {
@@ -395,62 +453,19 @@ impl Handler<Activate> for ChatRoom {
             *n += 1;
             *n == 1
         };
-        let mut subscribed = json!({
-            "type": "subscribed",
-            "chat_id": chat_id,
-            "last_seq": msg.replayed_through,
-            "recovered": msg.recovered,
-            "online": self.online_users(),
+        let subscribed = ServerFrame::Subscribed(SubscribedFrame {
+            id: msg.request_id,
+            chat_id,
+            last_seq: msg.replayed_through,
+            recovered: msg.recovered,
+            online: self.online_users(),
         });
-        if let Some(id) = &msg.request_id {
-            subscribed["id"] = json!(id);
-        }
         let Some(member) = self.members.get_mut(&msg.session_id) else {
             return;
         };
-        member.out.send(ByteString::from(subscribed.to_string()));
-        // Messages first in seq order (deduplicated against the replay), then other events.
-        let mut seqd: Vec<(i64, ByteString)> = Vec::new();
-        let mut other: Vec<ByteString> = Vec::new();
-        for (seq, frame) in buffered {
-            match seq {
-                Some(s) if s > msg.replayed_through => seqd.push((s, frame)),
-                Some(_) => {}
-                None => other.push(frame),
-            }
-        }
-        seqd.sort_by_key(|(s, _)| *s);
-        seqd.dedup_by_key(|(s, _)| *s);
-        let mut through = msg.replayed_through;
-        for (s, frame) in seqd {
-            member.out.send(frame);
-            through = through.max(s);
-        }
-        for frame in other {
-            member.out.send(frame);
-        }
-        // Tokens of a reply go out only past its snapshot, or when its start came after it.
-        member.gen_skip = msg.generations.iter().copied().collect();
-        let mut seen_start = HashSet::new();
-        for (gen, kind, frame) in std::mem::take(&mut member.gen_buffer) {
-            let send = match kind {
-                GenFrame::Started => {
-                    seen_start.insert(gen);
-                    true
-                }
-                GenFrame::Token(i) => match member.gen_skip.get(&gen) {
-                    Some(last) => i64::try_from(i).is_ok_and(|i| i > *last),
-                    None => seen_start.contains(&gen),
-                },
-                GenFrame::Ended => {
-                    member.gen_skip.remove(&gen);
-                    true
-                }
-            };
-            if send {
-                member.out.send(frame);
-            }
-        }
+        member.out.send(encode(&subscribed));
+        let through = member.flush_buffered(buffered, msg.replayed_through);
+        member.flush_generations(&msg.generations);
         member.state = MemberState::Live {
             skip_through: through,
         };

@@ -9,12 +9,15 @@ use std::time::{Duration, Instant};
 
 use actix::prelude::*;
 use actix_ws::{AggregatedMessage, ProtocolError};
-use serde_json::json;
 use uuid::Uuid;
 
+use super::frames::{
+    AckFrame, AckToCancel, AckToPrompt, AckToRefreshToken, AckToSend, JobsFrame, PongFrame,
+    ServerFrame, SessionLimits, UnsubscribedFrame, WelcomeFrame,
+};
 use super::messages::{Activate, Join, Leave, RoomNotice, Typing};
 use super::outbound::Outbound;
-use super::protocol::{self, error_frame, with_id, Request};
+use super::protocol::{self, encode, error_frame, Request};
 use super::room::ChatRoom;
 use super::router::Router;
 use crate::ai::replies::Prompt;
@@ -164,17 +167,23 @@ impl UserSession {
         }));
     }
 
-    fn reply(&self, frame: bytestring::ByteString, kind: &'static str) {
+    /// Sends a reply frame to this session.
+    fn reply(&self, frame: ServerFrame) {
+        self.count_out(frame.kind());
+        self.out.send(encode(&frame));
+    }
+
+    fn count_out(&self, kind: &'static str) {
         self.env
             .metrics
             .ws_frames_out
             .with_label_values(&[kind])
             .inc();
-        self.out.send(frame);
     }
 
     fn error(&self, id: &Option<String>, code: &str, message: &str) {
-        self.reply(error_frame(id, code, message), "error");
+        self.count_out("error");
+        self.out.send(error_frame(id, code, message));
     }
 
     fn api_error(&self, id: &Option<String>, e: &ApiError) {
@@ -229,7 +238,7 @@ impl UserSession {
             .with_label_values(&[protocol::kind(&req)])
             .inc();
         match req {
-            Request::Ping => self.reply(with_id(json!({"type": "pong"}), &id), "pong"),
+            Request::Ping => self.reply(ServerFrame::Pong(PongFrame { id })),
             Request::Subscribe { chat_id, since_seq } => {
                 self.subscribe(id, chat_id, since_seq, ctx)
             }
@@ -240,10 +249,7 @@ impl UserSession {
                         session_id: self.id,
                     });
                 }
-                self.reply(
-                    with_id(json!({"type": "unsubscribed", "chat_id": chat_id}), &id),
-                    "unsubscribed",
-                );
+                self.reply(ServerFrame::Unsubscribed(UnsubscribedFrame { id, chat_id }));
             }
             Request::Send {
                 chat_id,
@@ -277,9 +283,9 @@ impl UserSession {
             Request::Cancel { generation_id } => self.cancel(id, generation_id, ctx),
             Request::Jobs => {
                 let (videos, user_id) = (self.env.videos.clone(), self.user_id);
-                let fut = async move { videos.jobs_frame(user_id).await };
+                let fut = async move { videos.active_jobs(user_id).await };
                 ctx.wait(fut.into_actor(self).map(move |res, act, _| match res {
-                    Ok(frame) => act.reply(with_id(frame, &id), "jobs"),
+                    Ok(jobs) => act.reply(ServerFrame::Jobs(JobsFrame { id, jobs })),
                     Err(e) => act.api_error(&id, &e),
                 }));
             }
@@ -397,18 +403,12 @@ impl UserSession {
                 .await
         };
         ctx.wait(fut.into_actor(self).map(move |res, act, _| match res {
-            Ok(appended) => act.reply(
-                with_id(
-                    json!({
-                        "type": "ack",
-                        "message_id": appended.message.id.0,
-                        "seq": appended.message.seq,
-                        "duplicate": !appended.created,
-                    }),
-                    &id,
-                ),
-                "ack",
-            ),
+            Ok(appended) => act.reply(ServerFrame::Ack(AckFrame::Send(AckToSend {
+                id,
+                message_id: appended.message.id.0,
+                seq: appended.message.seq,
+                duplicate: !appended.created,
+            }))),
             Err(e) => act.api_error(&id, &e),
         }));
     }
@@ -444,18 +444,12 @@ impl UserSession {
             replies.start(prompt).await
         };
         ctx.wait(fut.into_actor(self).map(move |res, act, _| match res {
-            Ok(started) => act.reply(
-                with_id(
-                    json!({
-                        "type": "ack",
-                        "message_id": started.user_message.message.id.0,
-                        "seq": started.user_message.message.seq,
-                        "generation_id": started.generation.id,
-                    }),
-                    &id,
-                ),
-                "ack",
-            ),
+            Ok(started) => act.reply(ServerFrame::Ack(AckFrame::Prompt(AckToPrompt {
+                id,
+                message_id: started.user_message.message.id.0,
+                seq: started.user_message.message.seq,
+                generation_id: started.generation.id,
+            }))),
             Err(e) => act.api_error(&id, &e),
         }));
     }
@@ -465,10 +459,10 @@ impl UserSession {
         let (replies, user_id) = (self.env.replies.clone(), self.user_id);
         let fut = async move { replies.cancel(user_id, generation_id).await };
         ctx.wait(fut.into_actor(self).map(move |res, act, _| match res {
-            Ok(()) => act.reply(
-                with_id(json!({"type": "ack", "generation_id": generation_id}), &id),
-                "ack",
-            ),
+            Ok(()) => act.reply(ServerFrame::Ack(AckFrame::Cancel(AckToCancel {
+                id,
+                generation_id,
+            }))),
             Err(e) => act.api_error(&id, &e),
         }));
     }
@@ -480,7 +474,9 @@ impl UserSession {
             Ok(user) if user.id == act.user_id => {
                 act.exp = user.exp;
                 act.schedule_expiry(ctx);
-                act.reply(with_id(json!({"type": "ack"}), &id), "ack");
+                act.reply(ServerFrame::Ack(AckFrame::RefreshToken(
+                    AckToRefreshToken { id },
+                )));
             }
             Ok(_) => act.error(&id, "unauthorized", "token is for another user"),
             Err(e) => act.api_error(&id, &e),
@@ -496,22 +492,20 @@ impl Actor for UserSession {
         self.env
             .router
             .register(self.id, self.user_id, self.out.clone());
-        let welcome = json!({
-            "type": "welcome",
-            "session_id": self.id,
-            "user_id": self.user_id,
-            "node_id": settings.node_id,
-            "protocol": protocol::PROTOCOL_VERSION,
-            "heartbeat_ms": settings.heartbeat_interval.as_millis() as u64,
-            "limits": {
-                "max_frame_bytes": settings.max_frame_bytes,
-                "rate_per_sec": settings.rate_per_sec,
-                "rate_burst": settings.rate_burst,
-                "outbound_queue_bytes": settings.outbound_queue_bytes,
-                "recovery_limit": settings.recovery_limit,
+        self.reply(ServerFrame::Welcome(WelcomeFrame {
+            session_id: self.id,
+            user_id: self.user_id,
+            node_id: settings.node_id.clone(),
+            protocol: protocol::PROTOCOL_VERSION,
+            heartbeat_ms: settings.heartbeat_interval.as_millis() as u64,
+            limits: SessionLimits {
+                max_frame_bytes: settings.max_frame_bytes as u64,
+                rate_per_sec: settings.rate_per_sec,
+                rate_burst: settings.rate_burst,
+                outbound_queue_bytes: settings.outbound_queue_bytes as u64,
+                recovery_limit: settings.recovery_limit,
             },
-        });
-        self.reply(bytestring::ByteString::from(welcome.to_string()), "welcome");
+        }));
         let interval = settings.heartbeat_interval;
         let timeout = settings.client_timeout;
         ctx.run_interval(interval, move |act, ctx| {

@@ -46,6 +46,38 @@ struct Placed {
 }
 
 fn build() -> Value {
+    let frames = placed_frames();
+    let (payloads, schemas) = frame_schemas(&frames);
+    let catalogue = Catalogue::of(&frames, &payloads, &schemas);
+    json!({
+        "asyncapi": "3.0.0",
+        "info": {
+            "title": "Echo realtime protocol",
+            "version": PROTOCOL_VERSION.to_string(),
+            "description": "The WebSocket protocol of Echo (`GET /ws`): chat rooms, messages, AI replies streamed token by token, and video job progress. Every frame, both ways, is one JSON object in one UTF-8 text message, with a string field `type`. Generated from the server's frame types; docs/PROTOCOL.md in the repository is the prose version (ordering, limits, close codes).",
+        },
+        "defaultContentType": "application/json",
+        "channels": { CHANNEL: channel(catalogue.channel_messages) },
+        "operations": operations(catalogue.received, catalogue.sent),
+        "components": components(catalogue.messages, schemas),
+    })
+}
+
+/// Every frame, client frames first.
+fn placed_frames() -> Vec<Placed> {
+    ClientFrame::list()
+        .into_iter()
+        .map(|info| Placed { info, client: true })
+        .chain(ServerFrame::list().into_iter().map(|info| Placed {
+            info,
+            client: false,
+        }))
+        .collect()
+}
+
+/// Each frame's payload reference by message name, and every schema they use (tagged with
+/// their `type`, closed to unknown fields).
+fn frame_schemas(frames: &[Placed]) -> (Map<String, Value>, Map<String, Value>) {
     let mut generator = SchemaSettings::draft07()
         .with(|s| {
             s.definitions_path = "/components/schemas".into();
@@ -53,139 +85,156 @@ fn build() -> Value {
         })
         .for_serialize()
         .into_generator();
-    let frames: Vec<Placed> = ClientFrame::list()
-        .into_iter()
-        .map(|info| Placed { info, client: true })
-        .chain(ServerFrame::list().into_iter().map(|info| Placed {
-            info,
-            client: false,
-        }))
-        .collect();
     let mut payloads = Map::new();
-    for frame in &frames {
+    for frame in frames {
         let reference = (frame.info.schema)(&mut generator).to_value();
         payloads.insert(frame.info.name.to_string(), reference);
     }
     let mut schemas = generator.take_definitions(true);
-    for frame in &frames {
+    for frame in frames {
         add_tag(&mut schemas, frame.info.name, frame.info.tag);
     }
     for schema in schemas.values_mut() {
         close_objects(schema);
     }
+    (payloads, schemas)
+}
 
-    let mut messages = Map::new();
-    let mut channel_messages = Map::new();
-    let (mut received, mut sent) = (Vec::new(), Vec::new());
-    for frame in &frames {
-        let FrameInfo { tag, name, .. } = frame.info;
-        let description = schemas
-            .get(name)
-            .and_then(|s| s.get("description"))
-            .and_then(Value::as_str)
-            .unwrap_or_default();
-        let mut message = json!({
-            "name": tag,
-            "title": if frame.client { format!("{tag} (client)") } else { tag.to_string() },
-            "summary": first_sentence(description),
-            "contentType": "application/json",
-            "payload": payloads.get(name).cloned().unwrap_or(Value::Null),
-        });
-        if frame.client || REPLIES.contains(&tag) {
-            message["correlationId"] = json!({"$ref": "#/components/correlationIds/requestId"});
+/// The messages of the document and where each is listed.
+struct Catalogue {
+    /// `components.messages`.
+    messages: Map<String, Value>,
+    /// The channel's references to them.
+    channel_messages: Map<String, Value>,
+    /// The client frames (the `receive` operation's messages).
+    received: Vec<Value>,
+    /// The server frames (the `send` operation's messages).
+    sent: Vec<Value>,
+}
+
+impl Catalogue {
+    fn of(
+        frames: &[Placed],
+        payloads: &Map<String, Value>,
+        schemas: &Map<String, Value>,
+    ) -> Catalogue {
+        let mut catalogue = Catalogue {
+            messages: Map::new(),
+            channel_messages: Map::new(),
+            received: Vec::new(),
+            sent: Vec::new(),
+        };
+        for frame in frames {
+            let FrameInfo { tag, name, .. } = frame.info;
+            let description = schemas
+                .get(name)
+                .and_then(|s| s.get("description"))
+                .and_then(Value::as_str)
+                .unwrap_or_default();
+            let mut message = json!({
+                "name": tag,
+                "title": if frame.client { format!("{tag} (client)") } else { tag.to_string() },
+                "summary": first_sentence(description),
+                "contentType": "application/json",
+                "payload": payloads.get(name).cloned().unwrap_or(Value::Null),
+            });
+            if frame.client || REPLIES.contains(&tag) {
+                message["correlationId"] = json!({"$ref": "#/components/correlationIds/requestId"});
+            }
+            catalogue.messages.insert(name.to_string(), message);
+            catalogue.channel_messages.insert(
+                name.to_string(),
+                json!({"$ref": format!("#/components/messages/{name}")}),
+            );
+            let in_channel = json!({"$ref": format!("#/channels/{CHANNEL}/messages/{name}")});
+            if frame.client {
+                catalogue.received.push(in_channel);
+            } else {
+                catalogue.sent.push(in_channel);
+            }
         }
-        messages.insert(name.to_string(), message);
-        channel_messages.insert(
-            name.to_string(),
-            json!({"$ref": format!("#/components/messages/{name}")}),
-        );
-        let in_channel = json!({"$ref": format!("#/channels/{CHANNEL}/messages/{name}")});
-        if frame.client {
-            received.push(in_channel);
-        } else {
-            sent.push(in_channel);
-        }
+        catalogue
     }
+}
 
+/// The one channel: the WebSocket session, with its upgrade request's binding.
+fn channel(messages: Map<String, Value>) -> Value {
+    json!({
+        "address": "/ws",
+        "title": "WebSocket session",
+        "description": "One WebSocket per tab or device. The server's first frame is `welcome`; the session then receives its user's feed (`job`, `member_added`, `member_removed`) and the events of the chats it subscribes to.",
+        "messages": messages,
+        "bindings": {
+            "ws": {
+                "method": "GET",
+                "query": {
+                    "type": "object",
+                    "properties": {
+                        "token": {"type": "string", "description": "The access token (JWT), for browsers; `Authorization: Bearer` is read first."}
+                    }
+                },
+                "headers": {
+                    "type": "object",
+                    "properties": {
+                        "Authorization": {"type": "string", "description": "`Bearer <jwt>`."},
+                        "Sec-WebSocket-Protocol": {"type": "string", "description": "Optional; `echo.v1` is selected when offered."}
+                    }
+                },
+                "bindingVersion": "0.1.0"
+            }
+        }
+    })
+}
+
+/// The client's requests (`receive`) and the server's frames (`send`).
+fn operations(received: Vec<Value>, sent: Vec<Value>) -> Value {
     let security = json!([
         {"$ref": "#/components/securitySchemes/bearer"},
         {"$ref": "#/components/securitySchemes/queryToken"}
     ]);
     json!({
-        "asyncapi": "3.0.0",
-        "info": {
-            "title": "Echo realtime protocol",
-            "version": PROTOCOL_VERSION.to_string(),
-            "description": "The WebSocket protocol of Echo (`GET /ws`): chat rooms, messages, AI replies streamed token by token, and video job progress. Every frame, both ways, is one JSON object in one UTF-8 text message, with a string field `type`. Generated from the server's frame types; PROTOCOL.md is the prose version (ordering, limits, close codes).",
+        RECEIVE_OPERATION: {
+            "action": "receive",
+            "channel": {"$ref": format!("#/channels/{CHANNEL}")},
+            "title": "Client frames",
+            "summary": "The requests a client sends. A malformed one is answered with `error` `bad_request`; unknown fields are ignored by the server.",
+            "security": security,
+            "messages": received,
         },
-        "defaultContentType": "application/json",
-        "channels": {
-            CHANNEL: {
-                "address": "/ws",
-                "title": "WebSocket session",
-                "description": "One WebSocket per tab or device. The server's first frame is `welcome`; the session then receives its user's feed (`job`, `member_added`, `member_removed`) and the events of the chats it subscribes to.",
-                "messages": channel_messages,
-                "bindings": {
-                    "ws": {
-                        "method": "GET",
-                        "query": {
-                            "type": "object",
-                            "properties": {
-                                "token": {"type": "string", "description": "The access token (JWT), for browsers; `Authorization: Bearer` is read first."}
-                            }
-                        },
-                        "headers": {
-                            "type": "object",
-                            "properties": {
-                                "Authorization": {"type": "string", "description": "`Bearer <jwt>`."},
-                                "Sec-WebSocket-Protocol": {"type": "string", "description": "Optional; `echo.v1` is selected when offered."}
-                            }
-                        },
-                        "bindingVersion": "0.1.0"
-                    }
-                }
+        SEND_OPERATION: {
+            "action": "send",
+            "channel": {"$ref": format!("#/channels/{CHANNEL}")},
+            "title": "Server frames",
+            "summary": "Replies to requests (carrying the request's `id`) and events.",
+            "security": security,
+            "messages": sent,
+        }
+    })
+}
+
+/// The messages, schemas, correlation id and security schemes.
+fn components(messages: Map<String, Value>, schemas: Map<String, Value>) -> Value {
+    json!({
+        "messages": messages,
+        "schemas": schemas,
+        "correlationIds": {
+            "requestId": {
+                "description": "A request's optional `id` (a string of at most 64 characters), echoed in its reply.",
+                "location": "$message.payload#/id"
             }
         },
-        "operations": {
-            RECEIVE_OPERATION: {
-                "action": "receive",
-                "channel": {"$ref": format!("#/channels/{CHANNEL}")},
-                "title": "Client frames",
-                "summary": "The requests a client sends. A malformed one is answered with `error` `bad_request`; unknown fields are ignored by the server.",
-                "security": security,
-                "messages": received,
+        "securitySchemes": {
+            "bearer": {
+                "type": "http",
+                "scheme": "bearer",
+                "bearerFormat": "JWT",
+                "description": "The access token of the REST API, in `Authorization: Bearer` on the upgrade request."
             },
-            SEND_OPERATION: {
-                "action": "send",
-                "channel": {"$ref": format!("#/channels/{CHANNEL}")},
-                "title": "Server frames",
-                "summary": "Replies to requests (carrying the request's `id`) and events.",
-                "security": security,
-                "messages": sent,
-            }
-        },
-        "components": {
-            "messages": messages,
-            "schemas": schemas,
-            "correlationIds": {
-                "requestId": {
-                    "description": "A request's optional `id` (a string of at most 64 characters), echoed in its reply.",
-                    "location": "$message.payload#/id"
-                }
-            },
-            "securitySchemes": {
-                "bearer": {
-                    "type": "http",
-                    "scheme": "bearer",
-                    "bearerFormat": "JWT",
-                    "description": "The access token of the REST API, in `Authorization: Bearer` on the upgrade request."
-                },
-                "queryToken": {
-                    "type": "httpApiKey",
-                    "name": "token",
-                    "in": "query",
-                    "description": "The same token in the `token` query parameter (browsers cannot set headers on a WebSocket)."
-                }
+            "queryToken": {
+                "type": "httpApiKey",
+                "name": "token",
+                "in": "query",
+                "description": "The same token in the `token` query parameter (browsers cannot set headers on a WebSocket)."
             }
         }
     })

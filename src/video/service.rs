@@ -6,7 +6,6 @@ use std::sync::Arc;
 
 use actix::prelude::*;
 use dashmap::DashMap;
-use serde_json::json;
 use uuid::Uuid;
 
 use super::messages::{CancelJob, CancelOutcome, Enqueue, Shutdown};
@@ -461,11 +460,14 @@ impl VideoService {
         self.details(&mut conn, &row).await
     }
 
-    /// The WebSocket reply to `jobs`: the caller's pending and processing jobs.
-    pub async fn jobs_frame(&self, user: Uuid) -> Result<serde_json::Value, ApiError> {
+    /// The caller's pending and processing jobs, newest first, at most 100 (the WebSocket
+    /// `jobs` request).
+    pub async fn active_jobs(
+        &self,
+        user: Uuid,
+    ) -> Result<Vec<VideoJobWithDetailsResponse>, ApiError> {
         let active: Vec<String> = ACTIVE_STATUSES.iter().map(|s| s.to_string()).collect();
-        let jobs = self.list_jobs(user, Some(&active), 0, 100).await?;
-        Ok(json!({"type": "jobs", "jobs": jobs}))
+        self.list_jobs(user, Some(&active), 0, 100).await
     }
 
     /// Stops starting jobs and releases the running ones for the next start (graceful

@@ -183,39 +183,11 @@ where
             skip_part(&mut field).await?;
             continue;
         }
-        let filename = field
-            .content_disposition()
-            .and_then(|cd| cd.get_filename())
-            .map(str::to_string)
-            .filter(|f| !f.is_empty());
-        let content_type = field
-            .content_type()
-            .map(|m| m.essence_str().to_ascii_lowercase())
-            .unwrap_or_else(|| "application/octet-stream".into());
-        let issues: Vec<_> = [
-            ("filename", filename.as_deref()),
-            ("content_type", Some(content_type.as_str())),
-        ]
-        .into_iter()
-        .filter_map(|(name, value)| {
-            let loc = vec![json!("body"), json!("file"), json!(name)];
-            control_character_issue(loc, value?, Text::Line)
-        })
-        .collect();
-        if !issues.is_empty() {
+        let (filename, content_type) = describe(&field);
+        if let Some(refused) = refusal(accept, filename.as_deref(), &content_type) {
             drop(field);
             drain(&mut multipart, &read).await;
-            return Err(ApiError::Validation(issues));
-        }
-        if accept == Accept::AnyNamedFile && filename.is_none() {
-            drop(field);
-            drain(&mut multipart, &read).await;
-            return Err(ApiError::BadRequest("Missing filename".into()));
-        }
-        if accept == Accept::VideoOnly && !content_type.starts_with("video/") {
-            drop(field);
-            drain(&mut multipart, &read).await;
-            return Err(ApiError::BadRequest("File must be a video".into()));
+            return Err(refused);
         }
         let Some(make_key) = key_for.take() else {
             return Err(ApiError::BadRequest("more than one file part".into()));
@@ -223,30 +195,10 @@ where
         let key = make_key(filename.as_deref(), &content_type);
         let (tx, rx) = tokio::sync::mpsc::channel::<io::Result<Bytes>>(CHANNEL_CHUNKS);
         let store = storage.put_stream(&key, &content_type, rx, limit);
-        let rest = &mut multipart;
-        let pump = async move {
-            while let Some(chunk) = field.next().await {
-                let item = chunk.map_err(|e| io::Error::other(e.to_string()));
-                let broken = item.is_err();
-                // The store dropped its end: it refused the upload (too large).
-                if tx.send(item).await.is_err() || broken {
-                    return Ok(());
-                }
-            }
-            drop(field);
-            // The rest of the form must be well-formed too, as FastAPI parses the whole form
-            // before the handler runs: a bad part fails the upload before the store commits it
-            // (an error item makes it discard what it received).
-            let checked = skip_rest(rest, others).await;
-            if let Err(e) = &checked {
-                let _ = tx.send(Err(io::Error::other(e.to_string()))).await;
-            }
-            checked
-        };
+        let pump = pump(field, tx, &mut multipart, others);
         let (stored, pumped) = futures_util::join!(store, pump);
         pumped?;
         let size = match stored {
-            Ok(size) => size,
             Err(StorageError::TooLarge { .. }) => {
                 drain(&mut multipart, &read).await;
                 return Err(ApiError::PayloadTooLarge);
@@ -261,6 +213,7 @@ where
                     anyhow::Error::new(e).context("storing an upload"),
                 ))
             }
+            Ok(size) => size,
         };
         drain(&mut multipart, &read).await;
         return Ok(Received {
@@ -271,4 +224,66 @@ where
         });
     }
     Err(missing_file())
+}
+
+/// A file part's filename (if it has a non-empty one) and media type (lowercased essence;
+/// `application/octet-stream` when the part says none).
+fn describe(field: &actix_multipart::Field) -> (Option<String>, String) {
+    let filename = field
+        .content_disposition()
+        .and_then(|cd| cd.get_filename())
+        .map(str::to_string)
+        .filter(|f| !f.is_empty());
+    let content_type = field
+        .content_type()
+        .map(|m| m.essence_str().to_ascii_lowercase())
+        .unwrap_or_else(|| "application/octet-stream".into());
+    (filename, content_type)
+}
+
+/// Why a file part is refused before a byte of it is stored, if it is.
+fn refusal(accept: Accept, filename: Option<&str>, content_type: &str) -> Option<ApiError> {
+    let issues: Vec<_> = [("filename", filename), ("content_type", Some(content_type))]
+        .into_iter()
+        .filter_map(|(name, value)| {
+            let loc = vec![json!("body"), json!("file"), json!(name)];
+            control_character_issue(loc, value?, Text::Line)
+        })
+        .collect();
+    if !issues.is_empty() {
+        return Some(ApiError::Validation(issues));
+    }
+    if accept == Accept::AnyNamedFile && filename.is_none() {
+        return Some(ApiError::BadRequest("Missing filename".into()));
+    }
+    if accept == Accept::VideoOnly && !content_type.starts_with("video/") {
+        return Some(ApiError::BadRequest("File must be a video".into()));
+    }
+    None
+}
+
+/// Feeds the file part into the store's channel, then checks the rest of the form.
+async fn pump(
+    mut field: actix_multipart::Field,
+    tx: tokio::sync::mpsc::Sender<io::Result<Bytes>>,
+    rest: &mut Multipart,
+    others: usize,
+) -> Result<(), ApiError> {
+    while let Some(chunk) = field.next().await {
+        let item = chunk.map_err(|e| io::Error::other(e.to_string()));
+        let broken = item.is_err();
+        // The store dropped its end: it refused the upload (too large).
+        if tx.send(item).await.is_err() || broken {
+            return Ok(());
+        }
+    }
+    drop(field);
+    // The rest of the form must be well-formed too, as FastAPI parses the whole form before
+    // the handler runs: a bad part fails the upload before the store commits it (an error item
+    // makes it discard what it received).
+    let checked = skip_rest(rest, others).await;
+    if let Err(e) = &checked {
+        let _ = tx.send(Err(io::Error::other(e.to_string()))).await;
+    }
+    checked
 }

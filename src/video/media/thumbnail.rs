@@ -67,95 +67,19 @@ pub fn thumbnail_of(
     cancel: &Cancel,
 ) -> Result<Thumbnail, MediaError> {
     let mut ictx = open_input(source, cancel)?;
-    let (index, time_base, start) = {
-        let stream = ictx
-            .streams()
-            .best(ffmpeg::media::Type::Video)
-            .ok_or_else(|| MediaError::Unreadable("The file has no video stream.".into()))?;
-        (stream.index(), stream.time_base(), stream.start_time())
-    };
-    let params = ictx
-        .stream(index)
-        .map(|s| s.parameters())
-        .ok_or_else(|| MediaError::internal("video stream", "vanished"))?;
-    let mut decoder = ffmpeg::codec::context::Context::from_parameters(params)
-        .and_then(|mut c| {
-            // Reaching the frame at 1 s can mean decoding a whole GOP; two frame threads halve
-            // that for the short time this stage runs.
-            c.set_threading(ffmpeg::codec::threading::Config {
-                kind: ffmpeg::codec::threading::Type::Frame,
-                count: DECODE_THREADS,
-                ..Default::default()
-            });
-            c.decoder().video()
-        })
-        .map_err(|e| MediaError::Unreadable(format!("The video cannot be decoded: {e}")))?;
+    let (track, mut decoder) = VideoTrack::open(&ictx)?;
     let target = target_seconds(duration);
     if target > 0.0 {
-        let start_us = if start == ffmpeg::ffi::AV_NOPTS_VALUE {
-            0
-        } else {
-            (start as f64 * f64::from(time_base) * 1e6) as i64
-        };
-        let ts = start_us + (target * 1e6) as i64;
-        // Lands on the key frame at or before the target; decoding forward reaches it. A failed
-        // seek (unseekable input) just decodes from the start.
-        if ictx.seek(ts, ..ts).is_err() {
-            tracing::debug!("thumbnail seek failed; decoding from the start");
-        }
+        track.seek_before(&mut ictx, target);
     }
-    let mut chosen: Option<ffmpeg::frame::Video> = None;
-    let mut frame = ffmpeg::frame::Video::empty();
-    let mut take =
-        |decoder: &mut ffmpeg::decoder::Video, chosen: &mut Option<ffmpeg::frame::Video>| -> bool {
-            while decoder.receive_frame(&mut frame).is_ok() {
-                let pts = frame.timestamp().or(frame.pts()).unwrap_or(0);
-                let t = seconds(pts, time_base, start);
-                let done = t + 1e-3 >= target;
-                *chosen = Some(frame.clone());
-                if done {
-                    return true;
-                }
-            }
-            false
-        };
-    let mut found = false;
-    let mut reader = PacketReader::new();
-    while let Some(packet) = reader.next(&mut ictx, cancel)? {
-        if packet.stream() != index {
-            continue;
-        }
-        // Frames well before the target that nothing else refers to are never shown and
-        // never needed: skipping them halves the work of reaching the target.
-        let early = packet
-            .pts()
-            .is_some_and(|ts| seconds(ts, time_base, start) < target - SKIP_MARGIN_SECONDS);
-        decoder.skip_frame(if early {
-            ffmpeg::codec::discard::Discard::NonReference
-        } else {
-            ffmpeg::codec::discard::Discard::Default
-        });
-        if decoder.send_packet(&packet).is_err() {
-            continue;
-        }
-        if take(&mut decoder, &mut chosen) {
-            found = true;
-            break;
-        }
-    }
-    cancel.check()?;
-    if !found && decoder.send_eof().is_ok() {
-        take(&mut decoder, &mut chosen);
-    }
-    let picture = chosen.ok_or_else(|| {
-        MediaError::Unreadable("No video frame could be decoded from the file.".into())
-    })?;
-    let at_seconds = seconds(
-        picture.timestamp().or(picture.pts()).unwrap_or(0),
-        time_base,
-        start,
-    )
-    .max(0.0);
+    let picture = track
+        .decode_until(&mut ictx, &mut decoder, target, cancel)?
+        .ok_or_else(|| {
+            MediaError::Unreadable("No video frame could be decoded from the file.".into())
+        })?;
+    let at_seconds = track
+        .seconds(picture.timestamp().or(picture.pts()).unwrap_or(0))
+        .max(0.0);
     let (jpeg, width, height) = encode_jpeg(&picture)?;
     Ok(Thumbnail {
         jpeg,
@@ -163,6 +87,116 @@ pub fn thumbnail_of(
         height,
         at_seconds,
     })
+}
+
+/// The input's best video stream: where its packets are and how to read their times.
+struct VideoTrack {
+    index: usize,
+    time_base: ffmpeg::Rational,
+    start: i64,
+}
+
+impl VideoTrack {
+    /// Finds the best video stream and opens a decoder for it.
+    fn open(
+        ictx: &ffmpeg::format::context::Input,
+    ) -> Result<(VideoTrack, ffmpeg::decoder::Video), MediaError> {
+        let stream = ictx
+            .streams()
+            .best(ffmpeg::media::Type::Video)
+            .ok_or_else(|| MediaError::Unreadable("The file has no video stream.".into()))?;
+        let track = VideoTrack {
+            index: stream.index(),
+            time_base: stream.time_base(),
+            start: stream.start_time(),
+        };
+        let decoder = ffmpeg::codec::context::Context::from_parameters(stream.parameters())
+            .and_then(|mut c| {
+                // Reaching the frame at 1 s can mean decoding a whole GOP; two frame threads
+                // halve that for the short time this stage runs.
+                c.set_threading(ffmpeg::codec::threading::Config {
+                    kind: ffmpeg::codec::threading::Type::Frame,
+                    count: DECODE_THREADS,
+                    ..Default::default()
+                });
+                c.decoder().video()
+            })
+            .map_err(|e| MediaError::Unreadable(format!("The video cannot be decoded: {e}")))?;
+        Ok((track, decoder))
+    }
+
+    /// A timestamp of this stream in seconds from its start.
+    fn seconds(&self, ts: i64) -> f64 {
+        seconds(ts, self.time_base, self.start)
+    }
+
+    /// Seeks to the key frame at or before `target` seconds; decoding forward reaches it. A
+    /// failed seek (unseekable input) just decodes from the start.
+    fn seek_before(&self, ictx: &mut ffmpeg::format::context::Input, target: f64) {
+        let start_us = if self.start == ffmpeg::ffi::AV_NOPTS_VALUE {
+            0
+        } else {
+            (self.start as f64 * f64::from(self.time_base) * 1e6) as i64
+        };
+        let ts = start_us + (target * 1e6) as i64;
+        if ictx.seek(ts, ..ts).is_err() {
+            tracing::debug!("thumbnail seek failed; decoding from the start");
+        }
+    }
+
+    /// Decodes until the first frame at or after `target` seconds; the last frame decoded when
+    /// the stream ends before it.
+    fn decode_until(
+        &self,
+        ictx: &mut ffmpeg::format::context::Input,
+        decoder: &mut ffmpeg::decoder::Video,
+        target: f64,
+        cancel: &Cancel,
+    ) -> Result<Option<ffmpeg::frame::Video>, MediaError> {
+        let mut chosen = None;
+        let mut reader = PacketReader::new();
+        while let Some(packet) = reader.next(ictx, cancel)? {
+            if packet.stream() != self.index {
+                continue;
+            }
+            // Frames well before the target that nothing else refers to are never shown and
+            // never needed: skipping them halves the work of reaching the target.
+            let early = packet
+                .pts()
+                .is_some_and(|ts| self.seconds(ts) < target - SKIP_MARGIN_SECONDS);
+            decoder.skip_frame(if early {
+                ffmpeg::codec::discard::Discard::NonReference
+            } else {
+                ffmpeg::codec::discard::Discard::Default
+            });
+            if decoder.send_packet(&packet).is_ok() && self.take(decoder, target, &mut chosen) {
+                return Ok(chosen);
+            }
+        }
+        cancel.check()?;
+        if decoder.send_eof().is_ok() {
+            self.take(decoder, target, &mut chosen);
+        }
+        Ok(chosen)
+    }
+
+    /// Receives the decoder's frames into `chosen`; true once one is at or after `target`.
+    fn take(
+        &self,
+        decoder: &mut ffmpeg::decoder::Video,
+        target: f64,
+        chosen: &mut Option<ffmpeg::frame::Video>,
+    ) -> bool {
+        let mut frame = ffmpeg::frame::Video::empty();
+        while decoder.receive_frame(&mut frame).is_ok() {
+            let t = self.seconds(frame.timestamp().or(frame.pts()).unwrap_or(0));
+            *chosen = Some(frame.clone());
+            if t + 1e-3 >= target {
+                return true;
+            }
+        }
+        false
+    }
 }
 
 /// Scales `picture` to the thumbnail size and encodes it as a JPEG.

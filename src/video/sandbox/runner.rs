@@ -183,6 +183,218 @@ fn signal_message(signal: i32, settings: &VideoSettings) -> String {
 /// Set once the first worker's sandbox report was logged at `info`.
 static SANDBOX_LOGGED: AtomicBool = AtomicBool::new(false);
 
+/// What the worker's stdout brought before it ended.
+enum Heard {
+    /// Its answer: `done` or `failed`.
+    Answer(Result<serde_json::Value, WorkerError>),
+    /// The end of its stdout without an answer.
+    Silence,
+    /// Something that is not the protocol.
+    Garbage(String),
+    /// The wall-clock deadline passed.
+    TimedOut,
+    /// The job was cancelled.
+    Cancelled,
+}
+
+/// One running worker process and what the server keeps of it.
+struct Worker {
+    child: tokio::process::Child,
+    /// Kills the process group unless it was reaped.
+    guard: KillGuard,
+    pid: u32,
+    task: &'static str,
+    stderr: Option<tokio::process::ChildStderr>,
+    /// The last bytes of its stderr, for the log.
+    tail: Vec<u8>,
+    /// Set once it said `ready` with the expected protocol.
+    ready: bool,
+}
+
+impl Worker {
+    /// Starts `echo-server media-worker` in its own process group, with an empty environment,
+    /// and writes `request` to its stdin.
+    async fn start(
+        settings: &VideoSettings,
+        request: &Request,
+    ) -> Result<(Self, BufReader<tokio::process::ChildStdout>), WorkerError> {
+        let mut line = serde_json::to_vec(request)
+            .map_err(|e| WorkerError::Internal(format!("encoding a media request: {e}")))?;
+        line.push(b'\n');
+        let mut command = tokio::process::Command::new(&settings.worker_bin);
+        command
+            .arg(WORKER_SUBCOMMAND)
+            // Nothing of the server's environment (secrets, database URLs) reaches the worker.
+            .env_clear()
+            .env("PATH", "/usr/local/bin:/usr/bin:/bin")
+            .stdin(Stdio::piped())
+            .stdout(Stdio::piped())
+            .stderr(Stdio::piped())
+            .kill_on_drop(true)
+            .process_group(0);
+        let mut child = command.spawn().map_err(|e| {
+            tracing::error!(bin = %settings.worker_bin.display(), error = %e, "could not start a media worker");
+            WorkerError::Attempt(format!("Media processing could not start ({e})."))
+        })?;
+        let guard = KillGuard { pid: child.id() };
+        if let Some(mut stdin) = child.stdin.take() {
+            // A worker that dies before reading is seen later, by its exit.
+            let _ = stdin.write_all(&line).await;
+        }
+        let Some(stdout) = child.stdout.take() else {
+            return Err(WorkerError::Internal("media worker without stdout".into()));
+        };
+        let worker = Worker {
+            pid: child.id().unwrap_or(0),
+            stderr: child.stderr.take(),
+            child,
+            guard,
+            task: request.task.name(),
+            tail: Vec::new(),
+            ready: false,
+        };
+        Ok((worker, BufReader::new(stdout)))
+    }
+
+    /// Reads the worker's lines until its answer, the end of its stdout, garbage, the
+    /// deadline or a cancel; keeps the tail of its stderr meanwhile.
+    async fn listen<R: AsyncRead + Unpin>(
+        &mut self,
+        stdout: &mut BufReader<R>,
+        deadline: tokio::time::Instant,
+        cancel: &Cancel,
+        on_progress: &impl Fn(f64),
+    ) -> Heard {
+        let mut buf = Vec::new();
+        let mut chunk = [0u8; 1024];
+        loop {
+            tokio::select! {
+                r = read_line(stdout, &mut buf) => match r {
+                    Ok(Some(bytes)) => {
+                        if let Some(heard) = self.on_line(&bytes, on_progress) {
+                            return heard;
+                        }
+                    }
+                    Ok(None) => return Heard::Silence,
+                    Err(e) => return Heard::Garbage(e.to_string()),
+                },
+                n = read_some(&mut self.stderr, &mut chunk) => keep_tail(&mut self.tail, &chunk[..n]),
+                _ = tokio::time::sleep_until(deadline) => return Heard::TimedOut,
+                _ = cancelled(cancel) => return Heard::Cancelled,
+            }
+        }
+    }
+
+    /// What one line of the protocol means; `None` to keep listening.
+    fn on_line(&mut self, bytes: &[u8], on_progress: &impl Fn(f64)) -> Option<Heard> {
+        let event = match serde_json::from_slice::<Event>(bytes) {
+            Ok(event) => event,
+            Err(e) => return Some(Heard::Garbage(format!("not the protocol: {e}"))),
+        };
+        match event {
+            Event::Ready { protocol, .. } if protocol != PROTOCOL_VERSION => Some(Heard::Garbage(
+                format!("protocol {protocol}, expected {PROTOCOL_VERSION}"),
+            )),
+            Event::Ready { sandbox, .. } => {
+                self.ready = true;
+                if !SANDBOX_LOGGED.swap(true, Ordering::Relaxed) {
+                    tracing::info!(
+                        landlock = %sandbox.landlock,
+                        seccomp = sandbox.seccomp,
+                        network_namespace = sandbox.network_namespace,
+                        capabilities_dropped = sandbox.capabilities_dropped,
+                        rlimits = sandbox.rlimits,
+                        notes = ?sandbox.notes,
+                        "media workers are sandboxed"
+                    );
+                } else {
+                    tracing::debug!(
+                        pid = self.pid,
+                        task = self.task,
+                        ?sandbox,
+                        "media worker ready"
+                    );
+                }
+                None
+            }
+            Event::Progress { fraction } if self.ready && fraction.is_finite() => {
+                on_progress(fraction.clamp(0.0, 1.0));
+                None
+            }
+            Event::Done { result } if self.ready => Some(Heard::Answer(Ok(result))),
+            Event::Failed { kind, message } => {
+                let message = clean(&message);
+                Some(Heard::Answer(Err(match kind {
+                    FailureKind::Unreadable => WorkerError::Unreadable(message),
+                    FailureKind::Internal => WorkerError::Internal(message),
+                })))
+            }
+            other => Some(Heard::Garbage(format!("unexpected {other:?}"))),
+        }
+    }
+
+    /// Kills the process group and reaps it.
+    async fn kill(&mut self) -> std::io::Result<std::process::ExitStatus> {
+        self.guard.kill();
+        let status = self.child.wait().await;
+        self.guard.pid = None;
+        status
+    }
+
+    /// Waits for the worker's exit until `until` (then kills it; `Ok(None)`), keeping its
+    /// stderr's tail; a cancel kills it and is an error.
+    async fn exit(
+        &mut self,
+        until: tokio::time::Instant,
+        cancel: &Cancel,
+    ) -> Result<Option<std::io::Result<std::process::ExitStatus>>, WorkerError> {
+        let mut chunk = [0u8; 1024];
+        loop {
+            tokio::select! {
+                s = self.child.wait() => {
+                    // Reaped: its pid may be reused from now on, so it is never signalled again.
+                    self.guard.pid = None;
+                    return Ok(Some(s));
+                }
+                n = read_some(&mut self.stderr, &mut chunk) => keep_tail(&mut self.tail, &chunk[..n]),
+                _ = tokio::time::sleep_until(until) => {
+                    let _ = self.kill().await;
+                    return Ok(None);
+                }
+                _ = cancelled(cancel) => {
+                    let _ = self.kill().await;
+                    return Err(WorkerError::Cancelled);
+                }
+            }
+        }
+    }
+}
+
+/// The error of a worker stopped at its wall-clock deadline.
+fn timed_out(settings: &VideoSettings) -> WorkerError {
+    WorkerError::Attempt(format!(
+        "Media processing stopped: it exceeded the time limit ({} s).",
+        settings.worker_timeout.as_secs()
+    ))
+}
+
+/// Why a worker that exited with `status` and no answer produced nothing.
+fn death_reason(
+    status: std::io::Result<std::process::ExitStatus>,
+    settings: &VideoSettings,
+) -> String {
+    match status {
+        Ok(s) => match (s.signal(), s.code()) {
+            (Some(signal), _) => signal_message(signal, settings),
+            (None, Some(0)) | (None, None) => "Media processing ended without a result.".into(),
+            (None, Some(code)) => {
+                format!("Media processing failed: its worker exited with status {code}.")
+            }
+        },
+        Err(e) => format!("Media processing failed: {e}."),
+    }
+}
+
 /// Runs `request` in a new worker process and returns its result (the `done` line's
 /// `result`). `on_progress` gets every progress fraction the worker reports.
 pub async fn run(
@@ -191,170 +403,49 @@ pub async fn run(
     cancel: &Cancel,
     on_progress: impl Fn(f64),
 ) -> Result<serde_json::Value, WorkerError> {
-    let task = request.task.name();
-    let mut line = serde_json::to_vec(request)
-        .map_err(|e| WorkerError::Internal(format!("encoding a media request: {e}")))?;
-    line.push(b'\n');
-    let mut command = tokio::process::Command::new(&settings.worker_bin);
-    command
-        .arg(WORKER_SUBCOMMAND)
-        // Nothing of the server's environment (secrets, database URLs) reaches the worker.
-        .env_clear()
-        .env("PATH", "/usr/local/bin:/usr/bin:/bin")
-        .stdin(Stdio::piped())
-        .stdout(Stdio::piped())
-        .stderr(Stdio::piped())
-        .kill_on_drop(true)
-        .process_group(0);
-    let mut child = command.spawn().map_err(|e| {
-        tracing::error!(bin = %settings.worker_bin.display(), error = %e, "could not start a media worker");
-        WorkerError::Attempt(format!("Media processing could not start ({e})."))
-    })?;
-    let mut guard = KillGuard { pid: child.id() };
-    let pid = child.id().unwrap_or(0);
-    if let Some(mut stdin) = child.stdin.take() {
-        // A worker that dies before reading is seen below, by its exit.
-        let _ = stdin.write_all(&line).await;
-    }
-    let Some(stdout) = child.stdout.take() else {
-        return Err(WorkerError::Internal("media worker without stdout".into()));
-    };
-    let mut stdout = BufReader::new(stdout);
-    let mut stderr = child.stderr.take();
-    let mut tail = Vec::new();
-    let mut chunk = [0u8; 1024];
-    let mut buf = Vec::new();
+    let (mut worker, mut stdout) = Worker::start(settings, request).await?;
+    let (pid, task) = (worker.pid, worker.task);
     let deadline = tokio::time::Instant::now() + settings.worker_timeout;
-    let timed_out = || {
-        WorkerError::Attempt(format!(
-            "Media processing stopped: it exceeded the time limit ({} s).",
-            settings.worker_timeout.as_secs()
-        ))
-    };
-    let mut ready = false;
-    let mut outcome: Option<Result<serde_json::Value, WorkerError>> = None;
-    let mut garbage: Option<String> = None;
-    loop {
-        tokio::select! {
-            r = read_line(&mut stdout, &mut buf) => match r {
-                Ok(Some(bytes)) => match serde_json::from_slice::<Event>(&bytes) {
-                    Ok(Event::Ready { protocol, sandbox }) => {
-                        if protocol != PROTOCOL_VERSION {
-                            garbage = Some(format!("protocol {protocol}, expected {PROTOCOL_VERSION}"));
-                            break;
-                        }
-                        ready = true;
-                        if !SANDBOX_LOGGED.swap(true, Ordering::Relaxed) {
-                            tracing::info!(
-                                landlock = %sandbox.landlock,
-                                seccomp = sandbox.seccomp,
-                                network_namespace = sandbox.network_namespace,
-                                capabilities_dropped = sandbox.capabilities_dropped,
-                                rlimits = sandbox.rlimits,
-                                notes = ?sandbox.notes,
-                                "media workers are sandboxed"
-                            );
-                        } else {
-                            tracing::debug!(pid, task, ?sandbox, "media worker ready");
-                        }
-                    }
-                    Ok(Event::Progress { fraction }) if ready && fraction.is_finite() => {
-                        on_progress(fraction.clamp(0.0, 1.0));
-                    }
-                    Ok(Event::Done { result }) if ready => {
-                        outcome = Some(Ok(result));
-                        break;
-                    }
-                    Ok(Event::Failed { kind, message }) => {
-                        let message = clean(&message);
-                        outcome = Some(Err(match kind {
-                            FailureKind::Unreadable => WorkerError::Unreadable(message),
-                            FailureKind::Internal => WorkerError::Internal(message),
-                        }));
-                        break;
-                    }
-                    Ok(other) => {
-                        garbage = Some(format!("unexpected {other:?}"));
-                        break;
-                    }
-                    Err(e) => {
-                        garbage = Some(format!("not the protocol: {e}"));
-                        break;
-                    }
-                },
-                Ok(None) => break,
-                Err(e) => {
-                    garbage = Some(e.to_string());
-                    break;
-                }
-            },
-            n = read_some(&mut stderr, &mut chunk) => keep_tail(&mut tail, &chunk[..n]),
-            _ = tokio::time::sleep_until(deadline) => {
-                guard.kill();
-                let _ = child.wait().await;
-                tracing::warn!(pid, task, "media worker killed at its time limit");
-                return Err(timed_out());
-            }
-            _ = cancelled(cancel) => {
-                guard.kill();
-                let _ = child.wait().await;
-                tracing::debug!(pid, task, "media worker killed: job cancelled");
-                return Err(WorkerError::Cancelled);
-            }
+    let answer = match worker
+        .listen(&mut stdout, deadline, cancel, &on_progress)
+        .await
+    {
+        Heard::Answer(answer) => Some(answer),
+        Heard::Silence => None,
+        Heard::Garbage(why) => {
+            let _ = worker.kill().await;
+            tracing::warn!(pid, task, error = %why, stderr = %String::from_utf8_lossy(&worker.tail), "media worker spoke garbage; killed");
+            return Err(WorkerError::Attempt(
+                "Media processing failed: its worker process misbehaved.".into(),
+            ));
         }
-    }
-    if let Some(why) = garbage {
-        guard.kill();
-        let _ = child.wait().await;
-        tracing::warn!(pid, task, error = %why, stderr = %String::from_utf8_lossy(&tail), "media worker spoke garbage; killed");
-        return Err(WorkerError::Attempt(
-            "Media processing failed: its worker process misbehaved.".into(),
-        ));
-    }
+        Heard::TimedOut => {
+            let _ = worker.kill().await;
+            tracing::warn!(pid, task, "media worker killed at its time limit");
+            return Err(timed_out(settings));
+        }
+        Heard::Cancelled => {
+            let _ = worker.kill().await;
+            tracing::debug!(pid, task, "media worker killed: job cancelled");
+            return Err(WorkerError::Cancelled);
+        }
+    };
     // Wait for the exit: briefly once it answered, else up to the deadline.
-    let wait_until = if outcome.is_some() {
-        tokio::time::Instant::now() + EXIT_GRACE
-    } else {
-        deadline
+    let until = match answer {
+        Some(_) => tokio::time::Instant::now() + EXIT_GRACE,
+        None => deadline,
     };
-    let status = loop {
-        tokio::select! {
-            s = child.wait() => break s,
-            n = read_some(&mut stderr, &mut chunk) => keep_tail(&mut tail, &chunk[..n]),
-            _ = tokio::time::sleep_until(wait_until) => {
-                guard.kill();
-                let s = child.wait().await;
-                if outcome.is_none() {
-                    return Err(timed_out());
-                }
-                break s;
-            }
-            _ = cancelled(cancel) => {
-                guard.kill();
-                let _ = child.wait().await;
-                return Err(WorkerError::Cancelled);
-            }
+    let status = worker.exit(until, cancel).await?;
+    match (answer, status) {
+        (Some(answer), _) => answer,
+        (None, None) => Err(timed_out(settings)),
+        (None, Some(status)) => {
+            let why = death_reason(status, settings);
+            let stderr = String::from_utf8_lossy(&worker.tail);
+            tracing::warn!(pid, task, reason = %why, %stderr, "media worker died");
+            Err(WorkerError::Attempt(why))
         }
-    };
-    // Reaped: its pid may be reused from now on, so it must never be signalled again.
-    guard.pid = None;
-    if let Some(outcome) = outcome {
-        return outcome;
     }
-    let stderr = String::from_utf8_lossy(&tail);
-    let why = match status {
-        Ok(s) => match (s.signal(), s.code()) {
-            (Some(signal), _) => signal_message(signal, settings),
-            (None, Some(0)) => "Media processing ended without a result.".into(),
-            (None, Some(code)) => {
-                format!("Media processing failed: its worker exited with status {code}.")
-            }
-            (None, None) => "Media processing ended without a result.".into(),
-        },
-        Err(e) => format!("Media processing failed: {e}."),
-    };
-    tracing::warn!(pid, task, reason = %why, %stderr, "media worker died");
-    Err(WorkerError::Attempt(why))
 }
 
 #[cfg(test)]
