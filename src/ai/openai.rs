@@ -14,7 +14,7 @@ use async_openai::types::chat::{
     ChatCompletionRequestAssistantMessage, ChatCompletionRequestMessage,
     ChatCompletionRequestSystemMessage, ChatCompletionRequestUserMessage,
     ChatCompletionResponseStream, ChatCompletionStreamOptions, CreateChatCompletionRequest,
-    FinishReason as OpenAiFinish,
+    CreateChatCompletionStreamResponse, FinishReason as OpenAiFinish,
 };
 use async_openai::types::InputSource;
 use async_openai::Client;
@@ -180,81 +180,78 @@ impl Completion {
             if self.done {
                 return None;
             }
-            let Some(inner) = self.inner.as_mut() else {
-                let opened = {
-                    let chat = self.client.chat();
-                    let open = chat.create_stream(self.request.clone());
-                    tokio::time::timeout(self.policy.idle, open).await
-                };
-                match opened {
-                    Ok(Ok(s)) => self.inner = Some(s),
-                    Ok(Err(e)) => {
-                        if let Some(e) = self.failed(classify(e)).await {
-                            return Some(Err(e));
-                        }
+            let step = match self.inner.as_mut() {
+                None => self.open().await,
+                Some(inner) => match tokio::time::timeout(self.policy.idle, inner.next()).await {
+                    Err(_) => Err(AiError::Timeout("the provider stopped sending".into())),
+                    Ok(Some(Err(e))) => Err(classify(e)),
+                    Ok(Some(Ok(chunk))) => {
+                        self.take(chunk);
+                        Ok(())
                     }
-                    Err(_) => {
-                        let e = AiError::Timeout("no response from the provider".into());
-                        if let Some(e) = self.failed(e).await {
-                            return Some(Err(e));
-                        }
-                    }
-                }
-                continue;
+                    Ok(None) => self.ended(),
+                },
             };
-            match tokio::time::timeout(self.policy.idle, inner.next()).await {
-                Err(_) => {
-                    let e = AiError::Timeout("the provider stopped sending".into());
-                    if let Some(e) = self.failed(e).await {
-                        return Some(Err(e));
-                    }
-                }
-                Ok(Some(Err(e))) => {
-                    if let Some(e) = self.failed(classify(e)).await {
-                        return Some(Err(e));
-                    }
-                }
-                Ok(Some(Ok(chunk))) => {
-                    if let Some(u) = &chunk.usage {
-                        self.usage = Some(Usage::new(u.prompt_tokens, u.completion_tokens));
-                    }
-                    // Only the first choice is used (`n` is never set).
-                    if let Some(choice) = chunk.choices.into_iter().find(|c| c.index == 0) {
-                        if let Some(text) = choice.delta.content.filter(|t| !t.is_empty()) {
-                            self.started = true;
-                            self.deltas = self.deltas.saturating_add(1);
-                            self.ready.push_back(ChatChunk::Delta(text));
-                        }
-                        if let Some(reason) = choice.finish_reason {
-                            self.finish = Some(match reason {
-                                OpenAiFinish::Length => FinishReason::Length,
-                                _ => FinishReason::Stop,
-                            });
-                        }
-                    }
-                }
-                Ok(None) => {
-                    self.inner = None;
-                    match self.finish {
-                        Some(finish_reason) => {
-                            self.done = true;
-                            // A server that ignores include_usage still gets a count of deltas.
-                            let usage = self.usage.unwrap_or_else(|| Usage::new(0, self.deltas));
-                            return Some(Ok(ChatChunk::Done {
-                                finish_reason,
-                                usage,
-                            }));
-                        }
-                        None => {
-                            let e = AiError::Stream("the stream ended before the reply did".into());
-                            if let Some(e) = self.failed(e).await {
-                                return Some(Err(e));
-                            }
-                        }
-                    }
+            if let Err(e) = step {
+                if let Some(e) = self.failed(e).await {
+                    return Some(Err(e));
                 }
             }
         }
+    }
+
+    /// Sends the request and keeps its event stream (the first attempt or a retry).
+    async fn open(&mut self) -> Result<(), AiError> {
+        let chat = self.client.chat();
+        let open = chat.create_stream(self.request.clone());
+        match tokio::time::timeout(self.policy.idle, open).await {
+            Ok(Ok(stream)) => {
+                self.inner = Some(stream);
+                Ok(())
+            }
+            Ok(Err(e)) => Err(classify(e)),
+            Err(_) => Err(AiError::Timeout("no response from the provider".into())),
+        }
+    }
+
+    /// Takes one streamed chunk: its text delta (first choice only: `n` is never set), its
+    /// finish reason and its usage.
+    fn take(&mut self, chunk: CreateChatCompletionStreamResponse) {
+        if let Some(u) = &chunk.usage {
+            self.usage = Some(Usage::new(u.prompt_tokens, u.completion_tokens));
+        }
+        let Some(choice) = chunk.choices.into_iter().find(|c| c.index == 0) else {
+            return;
+        };
+        if let Some(text) = choice.delta.content.filter(|t| !t.is_empty()) {
+            self.started = true;
+            self.deltas = self.deltas.saturating_add(1);
+            self.ready.push_back(ChatChunk::Delta(text));
+        }
+        if let Some(reason) = choice.finish_reason {
+            self.finish = Some(match reason {
+                OpenAiFinish::Length => FinishReason::Length,
+                _ => FinishReason::Stop,
+            });
+        }
+    }
+
+    /// The event stream ended: the reply is done if it said how it finished, else it broke.
+    fn ended(&mut self) -> Result<(), AiError> {
+        self.inner = None;
+        let Some(finish_reason) = self.finish else {
+            return Err(AiError::Stream(
+                "the stream ended before the reply did".into(),
+            ));
+        };
+        self.done = true;
+        // A server that ignores include_usage still gets a count of deltas.
+        let usage = self.usage.unwrap_or_else(|| Usage::new(0, self.deltas));
+        self.ready.push_back(ChatChunk::Done {
+            finish_reason,
+            usage,
+        });
+        Ok(())
     }
 }
 

@@ -503,94 +503,142 @@ async fn subscriber(
     client: redis::Client,
     sharded: bool,
     me: Subscriber,
-    mut interest: mpsc::UnboundedReceiver<(Topic, bool)>,
-    mut barriers: mpsc::UnboundedReceiver<oneshot::Sender<()>>,
+    interest: mpsc::UnboundedReceiver<(Topic, bool)>,
+    barriers: mpsc::UnboundedReceiver<oneshot::Sender<()>>,
 ) {
-    let Subscriber {
-        prefix,
-        delivery,
-        status,
-        ..
-    } = &me;
-    let control = replies::control_channel(prefix, &me.node_id);
-    let mut wanted: HashSet<String> = HashSet::from([control.clone()]);
+    let control = replies::control_channel(&me.prefix, &me.node_id);
+    let mut sub = Subscription {
+        wanted: HashSet::from([control.clone()]),
+        control,
+        me,
+        interest,
+        barriers,
+    };
     let mut backoff = Duration::from_millis(100);
     let mut reconnecting = false;
     loop {
         let mut feed = match Feed::connect(&client, sharded).await {
-            Ok(f) => f,
+            Ok(feed) => feed,
             Err(e) => {
-                status.subscribed.store(false, Ordering::Release);
-                status.following.clear();
-                status.set_error(format!("subscriber: {e}"));
-                // Keep the interest set current while Redis is away; nobody waits on Redis.
-                while let Ok((topic, on)) = interest.try_recv() {
-                    apply(&mut wanted, channel(prefix, &topic), on);
-                }
-                while let Ok(done) = barriers.try_recv() {
-                    let _ = done.send(());
-                }
+                sub.while_away(format!("subscriber: {e}"));
                 tokio::time::sleep(backoff).await;
                 backoff = (backoff * 2).min(MAX_BACKOFF);
                 continue;
             }
         };
-        let current: Vec<String> = wanted.iter().cloned().collect();
-        if !current.is_empty() {
-            if let Err(e) = feed.follow(&current, true).await {
-                status.set_error(format!("resubscribe: {e}"));
-                tokio::time::sleep(backoff).await;
-                continue;
-            }
+        if let Err(e) = sub.resume(&mut feed).await {
+            sub.me.status.set_error(format!("resubscribe: {e}"));
+            tokio::time::sleep(backoff).await;
+            continue;
         }
         backoff = Duration::from_millis(100);
+        if reconnecting {
+            tracing::info!("Redis is back: rooms catch up from the database");
+            sub.me.delivery.catch_up();
+        }
+        reconnecting = true;
+        if sub.serve(&mut feed).await == Served::Closed {
+            return;
+        }
+        let status = &sub.me.status;
+        status.subscribed.store(false, Ordering::Release);
+        status.following.clear();
+        status.set_error("connection to Redis lost");
+        tracing::warn!("Redis subscriber connection lost; reconnecting");
+    }
+}
+
+/// How serving one connection ended.
+#[derive(PartialEq)]
+enum Served {
+    /// The connection was lost, or a (un)subscribe on it failed: reconnect.
+    Lost,
+    /// The broker was dropped: stop.
+    Closed,
+}
+
+/// The subscriber's state across connections: the channels it wants and its inputs.
+struct Subscription {
+    me: Subscriber,
+    /// This node's control channel.
+    control: String,
+    /// Every channel this node should follow.
+    wanted: HashSet<String>,
+    interest: mpsc::UnboundedReceiver<(Topic, bool)>,
+    barriers: mpsc::UnboundedReceiver<oneshot::Sender<()>>,
+}
+
+impl Subscription {
+    /// Redis is unreachable: says so in the status, keeps the interest set current and
+    /// releases barrier waiters (nobody waits on Redis).
+    fn while_away(&mut self, error: String) {
+        let status = &self.me.status;
+        status.subscribed.store(false, Ordering::Release);
+        status.following.clear();
+        status.set_error(error);
+        while let Ok((topic, on)) = self.interest.try_recv() {
+            apply(&mut self.wanted, channel(&self.me.prefix, &topic), on);
+        }
+        while let Ok(done) = self.barriers.try_recv() {
+            let _ = done.send(());
+        }
+    }
+
+    /// Follows every wanted channel on a new connection.
+    async fn resume(&mut self, feed: &mut Feed) -> redis::RedisResult<()> {
+        let current: Vec<String> = self.wanted.iter().cloned().collect();
+        if !current.is_empty() {
+            feed.follow(&current, true).await?;
+        }
+        let status = &self.me.status;
         for ch in current {
             status.following.insert(ch);
         }
         status.subscribed.store(true, Ordering::Release);
         status.clear_error();
-        if reconnecting {
-            tracing::info!("Redis is back: rooms catch up from the database");
-            delivery.catch_up();
-        }
-        reconnecting = true;
+        Ok(())
+    }
+
+    /// Delivers messages and applies interest changes and barriers until the connection
+    /// fails or the broker is dropped.
+    async fn serve(&mut self, feed: &mut Feed) -> Served {
         loop {
             tokio::select! {
                 msg = feed.next() => {
-                    let Some((channel, payload)) = msg else { break };
-                    me.on_message(&channel, &payload, &control);
+                    let Some((channel, payload)) = msg else { return Served::Lost };
+                    self.me.on_message(&channel, &payload, &self.control);
                 }
-                change = interest.recv() => {
-                    let Some((topic, on)) = change else { return };
-                    let ch = channel(prefix, &topic);
-                    if let Err(e) = follow(&mut feed, &mut wanted, status, ch, on).await {
+                change = self.interest.recv() => {
+                    let Some((topic, on)) = change else { return Served::Closed };
+                    let ch = channel(&self.me.prefix, &topic);
+                    let followed =
+                        follow(feed, &mut self.wanted, &self.me.status, ch, on).await;
+                    if let Err(e) = followed {
                         tracing::warn!(error = %e, "Redis (un)subscribe failed; reconnecting");
-                        break;
+                        return Served::Lost;
                     }
                 }
-                barrier = barriers.recv() => {
-                    let Some(done) = barrier else { return };
+                barrier = self.barriers.recv() => {
+                    let Some(done) = barrier else { return Served::Closed };
                     // Changes of interest queued before the barrier take effect first.
-                    let mut failed = None;
-                    while let Ok((topic, on)) = interest.try_recv() {
-                        let ch = channel(prefix, &topic);
-                        if let Err(e) = follow(&mut feed, &mut wanted, status, ch, on).await {
-                            failed = Some(e);
-                            break;
-                        }
-                    }
+                    let applied = self.apply_queued(feed).await;
                     let _ = done.send(());
-                    if let Some(e) = failed {
+                    if let Err(e) = applied {
                         tracing::warn!(error = %e, "Redis (un)subscribe failed; reconnecting");
-                        break;
+                        return Served::Lost;
                     }
                 }
             }
         }
-        status.subscribed.store(false, Ordering::Release);
-        status.following.clear();
-        status.set_error("connection to Redis lost");
-        tracing::warn!("Redis subscriber connection lost; reconnecting");
+    }
+
+    /// Applies every interest change already queued.
+    async fn apply_queued(&mut self, feed: &mut Feed) -> redis::RedisResult<()> {
+        while let Ok((topic, on)) = self.interest.try_recv() {
+            let ch = channel(&self.me.prefix, &topic);
+            follow(feed, &mut self.wanted, &self.me.status, ch, on).await?;
+        }
+        Ok(())
     }
 }
 
