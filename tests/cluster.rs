@@ -203,12 +203,8 @@ async fn typing_and_chat_changes_cross_nodes() {
     assert_eq!(res.status(), 200);
     assert_eq!(b.next_of("chat_updated").await["chat"]["title"], "new");
     let res = nodes[0]
-        .client
-        .delete(nodes[0].url(&format!("/chats/{chat}")))
-        .bearer_auth(&alice.token)
-        .send()
-        .await
-        .unwrap();
+        .delete(&format!("/chats/{chat}"), &alice.token)
+        .await;
     assert_eq!(res.status(), 200);
     assert_eq!(b.next_of("chat_deleted").await["chat_id"], chat);
 }

@@ -298,13 +298,7 @@ async fn a_missing_chat_is_not_found(backend: Backend) {
         )
         .await;
     assert_detail(res, 404, "Chat not found", "PUT").await;
-    let res = app
-        .client
-        .delete(app.url(&path))
-        .bearer_auth(&alice.token)
-        .send()
-        .await
-        .unwrap();
+    let res = app.delete(&path, &alice.token).await;
     assert_detail(res, 404, "Chat not found", "DELETE").await;
 }
 
@@ -331,12 +325,11 @@ async fn a_chat_id_that_is_not_a_uuid_is_a_validation_error(backend: Backend) {
         assert_validation(res, json!(["path", "chat_id"]), "uuid_parsing", &case).await;
     }
     let res = app
-        .client
-        .delete(app.url(&format!("/chats/{}/members/bob", Uuid::new_v4())))
-        .bearer_auth(&alice.token)
-        .send()
-        .await
-        .unwrap();
+        .delete(
+            &format!("/chats/{}/members/bob", Uuid::new_v4()),
+            &alice.token,
+        )
+        .await;
     assert_validation(res, json!(["path", "user_id"]), "uuid_parsing", "member id").await;
 }
 
@@ -374,13 +367,7 @@ async fn deleting_a_chat_removes_it_and_its_messages(backend: Backend) {
     app.post_message(&alice.token, &doomed, "one").await;
     app.post_message(&bob.token, &doomed, "two").await;
 
-    let res = app
-        .client
-        .delete(app.url(&format!("/chats/{doomed}")))
-        .bearer_auth(&alice.token)
-        .send()
-        .await
-        .unwrap();
+    let res = app.delete(&format!("/chats/{doomed}"), &alice.token).await;
     assert_eq!(res.status(), 200);
     assert_eq!(
         body(res).await,
@@ -528,12 +515,11 @@ async fn the_owner_removes_a_member_who_then_loses_access(backend: Backend) {
     app.add_member(&alice.token, &chat_id, bob.id).await;
 
     let res = app
-        .client
-        .delete(app.url(&format!("/chats/{chat_id}/members/{}", bob.id)))
-        .bearer_auth(&alice.token)
-        .send()
-        .await
-        .unwrap();
+        .delete(
+            &format!("/chats/{chat_id}/members/{}", bob.id),
+            &alice.token,
+        )
+        .await;
     assert_eq!(res.status(), 204);
     assert!(res.bytes().await.unwrap().is_empty(), "204 has no body");
 
@@ -560,12 +546,8 @@ async fn a_member_can_leave_a_chat(backend: Backend) {
     let chat_id = id_of(&app.create_chat(&alice.token, "team").await);
     app.add_member(&alice.token, &chat_id, bob.id).await;
     let res = app
-        .client
-        .delete(app.url(&format!("/chats/{chat_id}/members/{}", bob.id)))
-        .bearer_auth(&bob.token)
-        .send()
-        .await
-        .unwrap();
+        .delete(&format!("/chats/{chat_id}/members/{}", bob.id), &bob.token)
+        .await;
     assert_eq!(res.status(), 204);
     assert!(list_chats(&app, &bob.token, "").await.is_empty());
     assert_eq!(
@@ -586,12 +568,11 @@ async fn a_member_cannot_remove_another_member(backend: Backend) {
     app.add_member(&alice.token, &chat_id, bob.id).await;
     app.add_member(&alice.token, &chat_id, carol.id).await;
     let res = app
-        .client
-        .delete(app.url(&format!("/chats/{chat_id}/members/{}", carol.id)))
-        .bearer_auth(&bob.token)
-        .send()
-        .await
-        .unwrap();
+        .delete(
+            &format!("/chats/{chat_id}/members/{}", carol.id),
+            &bob.token,
+        )
+        .await;
     assert_eq!(res.status(), 403);
     assert!(body(res).await["detail"].is_string());
     assert_eq!(
@@ -610,12 +591,11 @@ async fn a_stranger_cannot_remove_members(backend: Backend) {
     let chat_id = id_of(&app.create_chat(&alice.token, "team").await);
     app.add_member(&alice.token, &chat_id, bob.id).await;
     let res = app
-        .client
-        .delete(app.url(&format!("/chats/{chat_id}/members/{}", bob.id)))
-        .bearer_auth(&mallory.token)
-        .send()
-        .await
-        .unwrap();
+        .delete(
+            &format!("/chats/{chat_id}/members/{}", bob.id),
+            &mallory.token,
+        )
+        .await;
     assert_detail(res, 404, "Chat not found", "stranger removes member").await;
     assert_eq!(
         list_chats(&app, &bob.token, "").await.len(),
@@ -629,12 +609,11 @@ async fn removing_someone_who_is_not_a_member_is_not_found(backend: Backend) {
     let alice = TestUser::new();
     let chat_id = id_of(&app.create_chat(&alice.token, "team").await);
     let res = app
-        .client
-        .delete(app.url(&format!("/chats/{chat_id}/members/{}", Uuid::new_v4())))
-        .bearer_auth(&alice.token)
-        .send()
-        .await
-        .unwrap();
+        .delete(
+            &format!("/chats/{chat_id}/members/{}", Uuid::new_v4()),
+            &alice.token,
+        )
+        .await;
     assert_eq!(res.status(), 404);
     assert!(body(res).await["detail"].is_string());
 }
@@ -664,13 +643,7 @@ async fn another_user_cannot_see_or_touch_a_chat_they_are_not_in(backend: Backen
         )
         .await;
     assert_detail(res, 404, "Chat not found", "rename").await;
-    let res = app
-        .client
-        .delete(app.url(&path))
-        .bearer_auth(&mallory.token)
-        .send()
-        .await
-        .unwrap();
+    let res = app.delete(&path, &mallory.token).await;
     assert_detail(res, 404, "Chat not found", "delete").await;
     let res = app
         .post(
@@ -704,13 +677,7 @@ async fn a_member_cannot_delete_the_chat(backend: Backend) {
     app.touch(&bob.token).await;
     let chat_id = id_of(&app.create_chat(&alice.token, "team").await);
     app.add_member(&alice.token, &chat_id, bob.id).await;
-    let res = app
-        .client
-        .delete(app.url(&format!("/chats/{chat_id}")))
-        .bearer_auth(&bob.token)
-        .send()
-        .await
-        .unwrap();
+    let res = app.delete(&format!("/chats/{chat_id}"), &bob.token).await;
     assert_detail(
         res,
         403,

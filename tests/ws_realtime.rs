@@ -365,22 +365,12 @@ async fn rest_changes_reach_sockets_and_deletion_unsubscribes_everyone(backend: 
     assert_eq!(u["chat"]["title"], "renamed");
     // Removing carol unsubscribes her sessions.
     let res = app
-        .client
-        .delete(app.url(&format!("/chats/{chat}/members/{}", carol.id)))
-        .bearer_auth(&alice.token)
-        .send()
-        .await
-        .unwrap();
+        .delete(&format!("/chats/{chat}/members/{}", carol.id), &alice.token)
+        .await;
     assert_eq!(res.status(), 204);
     let un = c.next_of("unsubscribed").await;
     assert_eq!(un["chat_id"], chat);
-    let res = app
-        .client
-        .delete(app.url(&format!("/chats/{chat}")))
-        .bearer_auth(&alice.token)
-        .send()
-        .await
-        .unwrap();
+    let res = app.delete(&format!("/chats/{chat}"), &alice.token).await;
     assert_eq!(res.status(), 200);
     let d = b.next_of("chat_deleted").await;
     assert_eq!(d["chat_id"], chat);

@@ -332,7 +332,7 @@ impl ReplyCopies {
     }
 
     /// Follows the chat's newest reply running on another node for a REST reader: its text so
-    /// far, then its later tokens and its end, read from the copy every [`FOLLOW_EVERY`] until
+    /// far, then its later tokens and its end, read from the copy every `FOLLOW_EVERY` until
     /// it ends, its node goes away or the reader leaves.
     pub async fn follow(self: Arc<Self>, chat_id: Uuid) -> redis::RedisResult<Option<RemoteReply>> {
         let Some(snapshot) = self.snapshots(chat_id).await?.pop() else {

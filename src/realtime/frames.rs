@@ -1,5 +1,5 @@
 //! Every frame of docs/PROTOCOL.md as a Rust type: what a client sends ([`ClientFrame`]) and what
-//! the server sends ([`ServerFrame`]). The AsyncAPI document ([`crate::asyncapi`], served at
+//! the server sends ([`ServerFrame`]). The AsyncAPI document (`routes::asyncapi`, served at
 //! `GET /asyncapi.json`) derives its JSON Schemas from these types.
 //!
 //! How they are kept equal to what the server really does:

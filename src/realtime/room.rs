@@ -181,14 +181,15 @@ impl ChatRoom {
             .inc_by(n);
     }
 
-    /// Delivers one in-order message to members that do not have it yet.
-    fn deliver_seq(&mut self, seq: i64, frame: &ByteString) {
+    /// Delivers one message: to live members past their replay when `to_live` (it continues the
+    /// cursor), and always into the buffers of members still being replayed.
+    fn deliver_seq(&mut self, seq: i64, frame: &ByteString, to_live: bool) {
         let mut n = 0u64;
         for m in self.members.values_mut() {
             match &mut m.state {
                 MemberState::Buffering(buf) => buf.push((Some(seq), frame.clone())),
                 MemberState::Live { skip_through } => {
-                    if seq > *skip_through {
+                    if to_live && seq > *skip_through {
                         m.out.send(frame.clone());
                         n += 1;
                     }
@@ -215,10 +216,13 @@ impl ChatRoom {
             };
             if seq == cursor + 1 {
                 cursor = seq;
+                self.deliver_seq(seq, &frame, true);
+            } else {
+                // seq <= cursor (a late catch-up or gap-fill read, or a copy from the other
+                // pub/sub path): already in every live member's stream or replay. Buffering
+                // members may still need it; their activation drops what the replay holds.
+                self.deliver_seq(seq, &frame, false);
             }
-            // seq <= cursor: already in every live member's stream or replay; buffering
-            // members may still need it, and `deliver_seq` filters per member.
-            self.deliver_seq(seq, &frame);
         }
         self.cursor = Some(cursor);
         if self.pending.is_empty() {

@@ -1,6 +1,6 @@
 //! The OpenAPI 3.1 document, generated from the handlers' annotations and types.
 //!
-//! Each handler documents its own outcomes (200, 404, 409, …); [`ErrorResponses`] then adds the
+//! Each handler documents its own outcomes (200, 404, 409, …); `ErrorResponses` then adds the
 //! statuses every operation of a kind can answer, so that the document lists everything the
 //! server may send (a schema fuzzer checks it in `scripts/test`):
 //!

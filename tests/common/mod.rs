@@ -339,6 +339,12 @@ impl TestApp {
         rb.send().await.expect("request")
     }
 
+    /// DELETE with a bearer token.
+    pub async fn delete(&self, path: &str, token: &str) -> reqwest::Response {
+        let rb = self.client.delete(self.url(path)).bearer_auth(token);
+        rb.send().await.expect("request")
+    }
+
     /// POST JSON.
     pub async fn post(&self, path: &str, token: &str, body: &Value) -> reqwest::Response {
         self.send_json(reqwest::Method::POST, path, Some(token), body)

@@ -324,7 +324,7 @@ fn open_restricted(
 /// Reads an input's packets one at a time. Unlike ffmpeg-next's `packets()` iterator, which
 /// retries a damaged packet forever (a demuxer that keeps answering `AVERROR_INVALIDDATA` —
 /// as the HLS file did — pins the thread at 100% CPU), it gives up after
-/// [`MAX_BAD_PACKETS_IN_A_ROW`] and checks `cancel` between tries.
+/// `MAX_BAD_PACKETS_IN_A_ROW` and checks `cancel` between tries.
 #[derive(Debug, Default)]
 pub struct PacketReader {
     bad_in_a_row: u32,

@@ -181,7 +181,7 @@ pub fn drop_capabilities() -> Result<(), String> {
     }
 }
 
-/// What [`landlock`] did.
+/// What [`landlock()`] did.
 #[derive(Debug, Clone)]
 pub struct LandlockOutcome {
     /// The ruleset restricts the process (fully or partially).
