@@ -35,13 +35,17 @@ use serde::Deserialize;
 use serde_json::json;
 use serde_json::value::RawValue;
 use tokio::sync::watch;
+use tokio::task::JoinHandle;
 use tokio_tungstenite::tungstenite::Message;
 
 use crate::common::{unix_nanos, Target};
 use crate::plan::Plan;
 use crate::progress::{with_ticker, Progress};
 use crate::stats::{fmt_us, svg_chart, LatencySink, LatencyStats, LocalBatch, Summary};
-use crate::ws::{await_setup, open_with_timeout, wait_start, AiOpts, Ctx, Phase, Spec, WsConfig};
+use crate::ws::{
+    await_setup, join_or_abort, plan_checks, wait_start, AiOpts, Ctx, Phase, Spec, Ws, WsConfig,
+    SESSIONS_CLOSE_TIMEOUT,
+};
 
 #[derive(Default)]
 struct AiCounters {
@@ -77,12 +81,49 @@ struct AiCounters {
     direct_tokens: AtomicU64,
 }
 
+impl AiCounters {
+    /// Every counter under its name in the summary (`in_flight` is a gauge, not among them).
+    fn named(&self) -> [(&'static str, &AtomicU64); 28] {
+        [
+            ("prompts_sent", &self.prompts_sent),
+            ("prompts_acked", &self.prompts_acked),
+            ("prompt_errors", &self.prompt_errors),
+            ("prompt_rate_limited", &self.prompt_rate_limited),
+            ("prompt_timeouts", &self.prompt_timeouts),
+            ("generations_started", &self.generations_started),
+            ("generations_finished", &self.generations_finished),
+            ("generations_failed", &self.generations_failed),
+            ("finish_not_stop", &self.finish_not_stop),
+            ("tokens_received", &self.tokens_received),
+            ("tokens_in_finished", &self.tokens_in_finished),
+            ("tokens_unstamped", &self.tokens_unstamped),
+            ("tokens_unknown_generation", &self.tokens_unknown_generation),
+            ("index_duplicates", &self.index_duplicates),
+            ("index_out_of_order", &self.index_out_of_order),
+            ("index_missing", &self.index_missing),
+            ("snapshots", &self.snapshots),
+            ("watcher_finished", &self.watcher_finished),
+            ("watcher_failed", &self.watcher_failed),
+            ("watcher_streams_ok", &self.watcher_streams_ok),
+            ("watcher_streams_bad", &self.watcher_streams_bad),
+            ("watcher_count_mismatch", &self.watcher_count_mismatch),
+            ("watcher_expected_mismatch", &self.watcher_expected_mismatch),
+            ("watcher_text_mismatch", &self.watcher_text_mismatch),
+            ("watchers_disagree", &self.watchers_disagree),
+            ("direct_ok", &self.direct_ok),
+            ("direct_failed", &self.direct_failed),
+            ("direct_tokens", &self.direct_tokens),
+        ]
+    }
+}
+
 /// What the watchers of one generation saw (first finished watcher sets the reference).
 struct GenAgg {
     hash: u64,
     count: u64,
 }
 
+/// What the sessions of an `ai` run share.
 struct AiShared {
     ctx: Arc<Ctx>,
     opts: AiOpts,
@@ -97,6 +138,79 @@ struct AiShared {
     room_gens: Vec<AtomicU64>,
     room_tokens: Vec<AtomicU64>,
     prompt_timeout: Duration,
+}
+
+impl AiShared {
+    fn new(ctx: Arc<Ctx>, opts: AiOpts, rooms: usize, prompt_timeout: Duration) -> Self {
+        Self {
+            ctx,
+            opts,
+            c: AiCounters::default(),
+            token_latency: LatencySink::new(),
+            ttft: LatencySink::new(),
+            started_latency: LatencySink::new(),
+            direct_ttft: LatencySink::new(),
+            direct_token: LatencySink::new(),
+            gens: Mutex::new(HashMap::new()),
+            room_gens: (0..rooms).map(|_| AtomicU64::new(0)).collect(),
+            room_tokens: (0..rooms).map(|_| AtomicU64::new(0)).collect(),
+            prompt_timeout,
+        }
+    }
+
+    /// Checks a watcher's finished stream: every index in order, as many tokens as `usage`
+    /// says (and `--tokens` when given), the text equal to the stored reply. Counts the
+    /// verdict; a failed stream is described in the error samples.
+    fn judge(&self, st: &Stream, usage_tokens: Option<u64>, stored: Option<&Stored>) {
+        let c = &self.c;
+        let mut ok = !st.bad;
+        if usage_tokens != Some(st.count) {
+            c.watcher_count_mismatch.fetch_add(1, Ordering::Relaxed);
+            ok = false;
+        }
+        if let Some(expect) = self.opts.tokens {
+            if st.count != expect as u64 {
+                c.watcher_expected_mismatch.fetch_add(1, Ordering::Relaxed);
+                ok = false;
+            }
+        }
+        let text_ok = stored.is_some_and(|m| fnv(FNV_OFFSET, m.content.as_bytes()) == st.hash);
+        if !text_ok {
+            c.watcher_text_mismatch.fetch_add(1, Ordering::Relaxed);
+            ok = false;
+        }
+        if ok {
+            c.watcher_streams_ok.fetch_add(1, Ordering::Relaxed);
+        } else {
+            c.watcher_streams_bad.fetch_add(1, Ordering::Relaxed);
+            self.ctx.errors.add(format!(
+                "watcher stream failed a check: {} tokens, usage {:?}, expected {:?}, text matches {text_ok}",
+                st.count, usage_tokens, self.opts.tokens
+            ));
+        }
+    }
+
+    /// Compares a watcher's finished stream of `gen` with the first one seen (which becomes
+    /// the reference); counts a disagreement.
+    fn agree(&self, gen: &str, st: &Stream) {
+        if let Ok(mut g) = self.gens.lock() {
+            match g.get(gen) {
+                None => {
+                    g.insert(
+                        gen.to_string(),
+                        GenAgg {
+                            hash: st.hash,
+                            count: st.count,
+                        },
+                    );
+                }
+                Some(a) if a.hash != st.hash || a.count != st.count => {
+                    self.c.watchers_disagree.fetch_add(1, Ordering::Relaxed);
+                }
+                Some(_) => {}
+            }
+        }
+    }
 }
 
 /// A string borrowed from the frame when it has no escapes (`Option<Cow<str>>` alone
@@ -180,6 +294,38 @@ impl Stream {
             bad: false,
         }
     }
+
+    /// A stream not seen from its start, so not checkable.
+    fn unchecked() -> Self {
+        Self {
+            bad: true,
+            ..Self::new()
+        }
+    }
+
+    /// Takes token `index`: the next one is counted and hashed; a gap is counted missing and
+    /// the token still taken; a repeat or an earlier index is counted and dropped. Anything
+    /// but the next index marks the stream bad.
+    fn take(&mut self, index: u64, delta: &str, c: &AiCounters) {
+        if index == self.next {
+            self.next += 1;
+        } else if index > self.next {
+            c.index_missing
+                .fetch_add(index - self.next, Ordering::Relaxed);
+            self.bad = true;
+            self.next = index + 1;
+        } else {
+            if index + 1 == self.next {
+                c.index_duplicates.fetch_add(1, Ordering::Relaxed);
+            } else {
+                c.index_out_of_order.fetch_add(1, Ordering::Relaxed);
+            }
+            self.bad = true;
+            return;
+        }
+        self.count += 1;
+        self.hash = fnv(self.hash, delta.as_bytes());
+    }
 }
 
 /// The prompter's reply in flight.
@@ -207,122 +353,57 @@ async fn sleep_opt(at: Option<tokio::time::Instant>) {
     }
 }
 
+/// One session of an `ai` run: it watches its chat's replies and, when it is the chat's owner
+/// (`prompter` holds its offset in the ramp), prompts again each time its reply ends.
 async fn ai_session(
     sh: Arc<AiShared>,
     spec: Spec,
     prompter: Option<Duration>,
     mut phase_rx: watch::Receiver<Phase>,
 ) {
-    let ctx = &sh.ctx;
-    let permit = match ctx.connect_sem.acquire().await {
-        Ok(p) => p,
-        Err(_) => return,
-    };
-    if *phase_rx.borrow() >= Phase::Stop {
-        return;
-    }
-    let t0 = Instant::now();
-    let opened = open_with_timeout(ctx, &spec, spec.user_idx).await;
-    drop(permit);
-    let Some((mut ws, _)) = opened else {
-        ctx.c.setup_done.fetch_add(1, Ordering::Relaxed);
+    let Some((mut ws, _)) = sh.ctx.open_subscribed(&spec, &phase_rx).await else {
         return;
     };
-    ctx.setup_latency
-        .record_many(&[t0.elapsed().as_micros() as u64]);
-    ctx.c.connected.fetch_add(1, Ordering::Relaxed);
-    ctx.c.alive.fetch_add(1, Ordering::Relaxed);
-    ctx.room_subscribed[spec.room].fetch_add(1, Ordering::Relaxed);
-    ctx.c.setup_done.fetch_add(1, Ordering::Relaxed);
-
-    let mut lat = LocalBatch::new(sh.token_latency.clone());
-    let mut streams: HashMap<String, Stream> = HashMap::new();
-    let mut pending: Option<Pending> = None;
-    let mut next_at: Option<tokio::time::Instant> = None;
-    let mut scheduled = false;
-    let mut n = 0u64;
+    let mut s = AiSession {
+        lat: LocalBatch::new(sh.token_latency.clone()),
+        sh,
+        spec,
+        prompter,
+        streams: HashMap::new(),
+        pending: None,
+        next_at: None,
+        scheduled: false,
+        n: 0,
+    };
     let mut phase = *phase_rx.borrow_and_update();
     let mut graceful = false;
 
     loop {
-        if phase == Phase::Run && !scheduled {
-            scheduled = true;
-            if let Some(offset) = prompter {
-                next_at = Some(tokio::time::Instant::now() + offset);
-            }
-        }
-        if phase >= Phase::Drain {
-            next_at = None;
-        }
+        s.follow(phase);
         if phase >= Phase::Stop {
             graceful = true;
             break;
         }
-        let deadline = pending.as_ref().map(|p| p.deadline);
+        let deadline = s.pending.as_ref().map(|p| p.deadline);
         tokio::select! {
             biased;
             changed = phase_rx.changed() => {
                 phase = if changed.is_err() { Phase::Stop } else { *phase_rx.borrow_and_update() };
             }
-            _ = sleep_opt(next_at) => {
-                next_at = None;
-                n += 1;
-                let id = format!("p{n}");
-                let frame = json!({
-                    "type": "prompt",
-                    "id": id,
-                    "chat_id": &*spec.chat_id,
-                    "content": format!("load prompt {n} from user {}", spec.user_idx),
-                })
-                .to_string();
-                let sent_at = Instant::now();
-                if let Err(e) = ws.send(Message::text(frame)).await {
-                    ctx.c.dropped.fetch_add(1, Ordering::Relaxed);
-                    ctx.errors.add(format!("prompt send failed: {e}"));
+            _ = sleep_opt(s.next_at) => {
+                if !s.prompt(&mut ws).await {
                     break;
                 }
-                sh.c.prompts_sent.fetch_add(1, Ordering::Relaxed);
-                sh.c.in_flight.fetch_add(1, Ordering::Relaxed);
-                pending = Some(Pending {
-                    id,
-                    sent_at,
-                    deadline: tokio::time::Instant::now() + sh.prompt_timeout,
-                    started: false,
-                    first_token: false,
-                });
             }
-            _ = sleep_opt(deadline) => {
-                sh.c.prompt_timeouts.fetch_add(1, Ordering::Relaxed);
-                ctx.errors.add(format!("no generation_finished within {:?} of a prompt", sh.prompt_timeout));
-                pending = None;
-                sh.c.in_flight.fetch_sub(1, Ordering::Relaxed);
-                if phase == Phase::Run {
-                    next_at = Some(tokio::time::Instant::now());
-                }
-            }
+            _ = sleep_opt(deadline) => s.timed_out(phase),
             msg = ws.next() => {
                 match msg {
                     Some(Ok(Message::Text(t))) => {
-                        let out = handle_frame(&sh, &spec, t.as_str(), &mut streams, &mut pending, &mut lat);
-                        match out {
-                            Outcome::Nothing => {}
-                            Outcome::Ended | Outcome::Refused => {
-                                if pending.take().is_some() {
-                                    sh.c.in_flight.fetch_sub(1, Ordering::Relaxed);
-                                }
-                                if phase == Phase::Run && prompter.is_some() {
-                                    let pause = if matches!(out, Outcome::Refused) {
-                                        Duration::from_millis(500)
-                                    } else {
-                                        Duration::ZERO
-                                    };
-                                    next_at = Some(tokio::time::Instant::now() + pause);
-                                }
-                            }
-                        }
+                        let out = s.handle_frame(t.as_str());
+                        s.after(out, phase);
                     }
                     other => {
-                        if ctx.session_read_ended(other) {
+                        if s.sh.ctx.session_read_ended(other) {
                             break;
                         }
                     }
@@ -330,219 +411,292 @@ async fn ai_session(
             }
         }
     }
-    if pending.take().is_some() {
-        sh.c.in_flight.fetch_sub(1, Ordering::Relaxed);
-    }
-    ctx.session_over(&spec, ws, &mut lat, graceful).await;
+    s.forget_pending();
+    let ctx = s.sh.ctx.clone();
+    ctx.session_over(&s.spec, ws, &mut s.lat, graceful).await;
 }
 
-fn handle_frame(
-    sh: &AiShared,
-    spec: &Spec,
-    text: &str,
-    streams: &mut HashMap<String, Stream>,
-    pending: &mut Option<Pending>,
-    lat: &mut LocalBatch,
-) -> Outcome {
-    let now_ns = unix_nanos();
-    let ctx = &sh.ctx;
-    let c = &sh.c;
-    let f: AiFrame = match serde_json::from_str(text) {
-        Ok(f) => f,
-        Err(_) => {
-            ctx.c.other_frames.fetch_add(1, Ordering::Relaxed);
-            return Outcome::Nothing;
+/// What one AI session keeps between frames.
+struct AiSession {
+    sh: Arc<AiShared>,
+    spec: Spec,
+    /// The prompter's first prompt is due this long after the window opens; `None` for
+    /// watchers that do not prompt.
+    prompter: Option<Duration>,
+    /// This watcher's view of each generation it sees.
+    streams: HashMap<String, Stream>,
+    /// The prompter's reply in flight.
+    pending: Option<Pending>,
+    /// When the next prompt is due.
+    next_at: Option<tokio::time::Instant>,
+    /// Whether the first prompt has been scheduled.
+    scheduled: bool,
+    /// Prompts sent so far.
+    n: u64,
+    /// Token latencies (provider emit → receive).
+    lat: LocalBatch,
+}
+
+impl AiSession {
+    /// Schedules the first prompt when the window opens; no prompt from the drain on.
+    fn follow(&mut self, phase: Phase) {
+        if phase == Phase::Run && !self.scheduled {
+            self.scheduled = true;
+            if let Some(offset) = self.prompter {
+                self.next_at = Some(tokio::time::Instant::now() + offset);
+            }
         }
-    };
-    if f.chat_id.as_deref().is_some_and(|id| id != &*spec.chat_id) {
-        ctx.c.foreign_messages.fetch_add(1, Ordering::Relaxed);
-        return Outcome::Nothing;
+        if phase >= Phase::Drain {
+            self.next_at = None;
+        }
     }
-    let gen = f.generation_id.as_deref().unwrap_or("");
-    match &*f.kind {
-        "token" => {
-            c.tokens_received.fetch_add(1, Ordering::Relaxed);
-            let index = f.index.unwrap_or(-1);
-            let delta = f.delta.as_deref().unwrap_or("");
-            match stamp_of(delta) {
-                Some(ns) => lat.record(now_ns.saturating_sub(ns) / 1_000),
-                None => {
-                    c.tokens_unstamped.fetch_add(1, Ordering::Relaxed);
-                }
-            }
-            if index == 0 {
-                if let Some(p) = pending.as_mut().filter(|p| !p.first_token) {
-                    p.first_token = true;
-                    sh.ttft
-                        .record_many(&[p.sent_at.elapsed().as_micros() as u64]);
-                }
-            }
-            let st = match streams.get_mut(gen) {
-                Some(s) => s,
-                None if index == 0 => streams.entry(gen.to_string()).or_insert_with(Stream::new),
-                None => {
-                    // A token of a generation this watcher never saw start.
-                    c.tokens_unknown_generation.fetch_add(1, Ordering::Relaxed);
-                    let mut s = Stream::new();
-                    s.bad = true;
-                    streams.entry(gen.to_string()).or_insert(s)
-                }
-            };
-            let index = index.max(0) as u64;
-            if index == st.next {
-                st.next += 1;
-            } else if index > st.next {
-                c.index_missing
-                    .fetch_add(index - st.next, Ordering::Relaxed);
-                st.bad = true;
-                st.next = index + 1;
+
+    /// Sends the next prompt; false (the session dropped) when the send failed.
+    async fn prompt(&mut self, ws: &mut Ws) -> bool {
+        let (sh, ctx) = (&self.sh, &self.sh.ctx);
+        self.next_at = None;
+        self.n += 1;
+        let n = self.n;
+        let id = format!("p{n}");
+        let frame = json!({
+            "type": "prompt",
+            "id": id,
+            "chat_id": &*self.spec.chat_id,
+            "content": format!("load prompt {n} from user {}", self.spec.user_idx),
+        })
+        .to_string();
+        let sent_at = Instant::now();
+        if let Err(e) = ws.send(Message::text(frame)).await {
+            ctx.c.dropped.fetch_add(1, Ordering::Relaxed);
+            ctx.errors.add(format!("prompt send failed: {e}"));
+            return false;
+        }
+        sh.c.prompts_sent.fetch_add(1, Ordering::Relaxed);
+        sh.c.in_flight.fetch_add(1, Ordering::Relaxed);
+        self.pending = Some(Pending {
+            id,
+            sent_at,
+            deadline: tokio::time::Instant::now() + sh.prompt_timeout,
+            started: false,
+            first_token: false,
+        });
+        true
+    }
+
+    /// The reply in flight did not finish in time: counted, given up, and (in the window)
+    /// the next prompt is due at once.
+    fn timed_out(&mut self, phase: Phase) {
+        let sh = &self.sh;
+        sh.c.prompt_timeouts.fetch_add(1, Ordering::Relaxed);
+        sh.ctx.errors.add(format!(
+            "no generation_finished within {:?} of a prompt",
+            sh.prompt_timeout
+        ));
+        self.pending = None;
+        sh.c.in_flight.fetch_sub(1, Ordering::Relaxed);
+        if phase == Phase::Run {
+            self.next_at = Some(tokio::time::Instant::now());
+        }
+    }
+
+    /// After a frame: when the reply ended or the prompt was refused, the prompter prompts
+    /// again (in the window; half a second later after a refusal).
+    fn after(&mut self, out: Outcome, phase: Phase) {
+        if matches!(out, Outcome::Nothing) {
+            return;
+        }
+        self.forget_pending();
+        if phase == Phase::Run && self.prompter.is_some() {
+            let pause = if matches!(out, Outcome::Refused) {
+                Duration::from_millis(500)
             } else {
-                if index + 1 == st.next {
-                    c.index_duplicates.fetch_add(1, Ordering::Relaxed);
-                } else {
-                    c.index_out_of_order.fetch_add(1, Ordering::Relaxed);
-                }
-                st.bad = true;
+                Duration::ZERO
+            };
+            self.next_at = Some(tokio::time::Instant::now() + pause);
+        }
+    }
+
+    /// Drops the reply in flight, if any, from the in-flight count.
+    fn forget_pending(&mut self) {
+        if self.pending.take().is_some() {
+            self.sh.c.in_flight.fetch_sub(1, Ordering::Relaxed);
+        }
+    }
+
+    /// Takes one text frame into account; what it means for the prompter.
+    fn handle_frame(&mut self, text: &str) -> Outcome {
+        let now_ns = unix_nanos();
+        let ctx = &self.sh.ctx;
+        let f: AiFrame = match serde_json::from_str(text) {
+            Ok(f) => f,
+            Err(_) => {
+                ctx.c.other_frames.fetch_add(1, Ordering::Relaxed);
                 return Outcome::Nothing;
             }
-            st.count += 1;
-            st.hash = fnv(st.hash, delta.as_bytes());
-            Outcome::Nothing
+        };
+        if f.chat_id
+            .as_deref()
+            .is_some_and(|id| id != &*self.spec.chat_id)
+        {
+            ctx.c.foreign_messages.fetch_add(1, Ordering::Relaxed);
+            return Outcome::Nothing;
         }
-        "generation_started" => {
-            streams.entry(gen.to_string()).or_insert_with(Stream::new);
-            if let Some(p) = pending.as_mut().filter(|p| !p.started) {
-                p.started = true;
-                sh.started_latency
+        let gen = f.generation_id.as_deref().unwrap_or("");
+        match &*f.kind {
+            "token" => self.on_token(&f, gen, now_ns),
+            "generation_started" => self.on_started(gen),
+            "generation_snapshot" => self.on_snapshot(&f, gen),
+            "generation_finished" => return self.on_finished(&f, gen),
+            "generation_failed" => return self.on_failed(gen, text),
+            "ack" => self.on_ack(&f),
+            "error" => return self.on_error(&f, text),
+            _ => {
+                ctx.c.other_frames.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        Outcome::Nothing
+    }
+
+    /// `token`: its latency from the stamp, the prompter's time to first token, and the
+    /// generation's stream check.
+    fn on_token(&mut self, f: &AiFrame, gen: &str, now_ns: u64) {
+        let c = &self.sh.c;
+        c.tokens_received.fetch_add(1, Ordering::Relaxed);
+        let index = f.index.unwrap_or(-1);
+        let delta = f.delta.as_deref().unwrap_or("");
+        match stamp_of(delta) {
+            Some(ns) => self.lat.record(now_ns.saturating_sub(ns) / 1_000),
+            None => {
+                c.tokens_unstamped.fetch_add(1, Ordering::Relaxed);
+            }
+        }
+        if index == 0 {
+            if let Some(p) = self.pending.as_mut().filter(|p| !p.first_token) {
+                p.first_token = true;
+                self.sh
+                    .ttft
                     .record_many(&[p.sent_at.elapsed().as_micros() as u64]);
-                c.generations_started.fetch_add(1, Ordering::Relaxed);
             }
-            Outcome::Nothing
         }
-        "generation_snapshot" => {
-            c.snapshots.fetch_add(1, Ordering::Relaxed);
-            // Joined mid-reply: the stream is not checkable from the start.
-            let mut s = Stream::new();
-            s.bad = true;
-            s.next = f.index.unwrap_or(-1).saturating_add(1).max(0) as u64;
-            streams.insert(gen.to_string(), s);
-            Outcome::Nothing
+        let st = match self.streams.get_mut(gen) {
+            Some(s) => s,
+            None if index == 0 => self
+                .streams
+                .entry(gen.to_string())
+                .or_insert_with(Stream::new),
+            None => {
+                // A token of a generation this watcher never saw start.
+                c.tokens_unknown_generation.fetch_add(1, Ordering::Relaxed);
+                self.streams
+                    .entry(gen.to_string())
+                    .or_insert_with(Stream::unchecked)
+            }
+        };
+        st.take(index.max(0) as u64, delta, c);
+    }
+
+    /// `generation_started`: a new stream; for the prompter, prompt → started latency.
+    fn on_started(&mut self, gen: &str) {
+        self.streams
+            .entry(gen.to_string())
+            .or_insert_with(Stream::new);
+        if let Some(p) = self.pending.as_mut().filter(|p| !p.started) {
+            p.started = true;
+            self.sh
+                .started_latency
+                .record_many(&[p.sent_at.elapsed().as_micros() as u64]);
+            self.sh
+                .c
+                .generations_started
+                .fetch_add(1, Ordering::Relaxed);
         }
-        "generation_finished" => {
-            c.watcher_finished.fetch_add(1, Ordering::Relaxed);
-            let st = streams.remove(gen).unwrap_or_else(|| {
-                let mut s = Stream::new();
-                s.bad = true;
-                s
-            });
-            c.tokens_in_finished.fetch_add(st.count, Ordering::Relaxed);
-            let usage_tokens = f
-                .usage
-                .and_then(|u| serde_json::from_str::<UsageBody>(u.get()).ok())
-                .and_then(|u| u.completion_tokens);
-            let stored = f
-                .message
-                .and_then(|m| serde_json::from_str::<Stored>(m.get()).ok());
-            let mut ok = !st.bad;
-            if usage_tokens != Some(st.count) {
-                c.watcher_count_mismatch.fetch_add(1, Ordering::Relaxed);
-                ok = false;
-            }
-            if let Some(expect) = sh.opts.tokens {
-                if st.count != expect as u64 {
-                    c.watcher_expected_mismatch.fetch_add(1, Ordering::Relaxed);
-                    ok = false;
-                }
-            }
-            let text_ok = stored
-                .as_ref()
-                .is_some_and(|m| fnv(FNV_OFFSET, m.content.as_bytes()) == st.hash);
-            if !text_ok {
-                c.watcher_text_mismatch.fetch_add(1, Ordering::Relaxed);
-                ok = false;
-            }
-            if ok {
-                c.watcher_streams_ok.fetch_add(1, Ordering::Relaxed);
-            } else {
-                c.watcher_streams_bad.fetch_add(1, Ordering::Relaxed);
-                ctx.errors.add(format!(
-                    "watcher stream failed a check: {} tokens, usage {:?}, expected {:?}, text matches {text_ok}",
-                    st.count, usage_tokens, sh.opts.tokens
-                ));
-            }
-            if let Ok(mut g) = sh.gens.lock() {
-                match g.get(gen) {
-                    None => {
-                        g.insert(
-                            gen.to_string(),
-                            GenAgg {
-                                hash: st.hash,
-                                count: st.count,
-                            },
-                        );
-                    }
-                    Some(a) if a.hash != st.hash || a.count != st.count => {
-                        c.watchers_disagree.fetch_add(1, Ordering::Relaxed);
-                    }
-                    Some(_) => {}
-                }
-            }
-            if pending.is_some() {
-                c.generations_finished.fetch_add(1, Ordering::Relaxed);
-                sh.room_gens[spec.room].fetch_add(1, Ordering::Relaxed);
-                sh.room_tokens[spec.room].fetch_add(usage_tokens.unwrap_or(0), Ordering::Relaxed);
-                if f.finish_reason.as_deref() != Some("stop") {
-                    c.finish_not_stop.fetch_add(1, Ordering::Relaxed);
-                    ctx.errors.add(format!(
-                        "generation finished with {:?}",
-                        f.finish_reason.as_deref()
-                    ));
-                }
-                return Outcome::Ended;
-            }
-            Outcome::Nothing
+    }
+
+    /// `generation_snapshot`: joined mid-reply, so the stream is not checkable from the start.
+    fn on_snapshot(&mut self, f: &AiFrame, gen: &str) {
+        self.sh.c.snapshots.fetch_add(1, Ordering::Relaxed);
+        let mut s = Stream::unchecked();
+        s.next = f.index.unwrap_or(-1).saturating_add(1).max(0) as u64;
+        self.streams.insert(gen.to_string(), s);
+    }
+
+    /// `generation_finished`: the stream is judged and compared with the other watchers';
+    /// for the prompter the reply ended.
+    fn on_finished(&mut self, f: &AiFrame, gen: &str) -> Outcome {
+        let (sh, c) = (&self.sh, &self.sh.c);
+        c.watcher_finished.fetch_add(1, Ordering::Relaxed);
+        let st = self.streams.remove(gen).unwrap_or_else(Stream::unchecked);
+        c.tokens_in_finished.fetch_add(st.count, Ordering::Relaxed);
+        let usage_tokens = f
+            .usage
+            .and_then(|u| serde_json::from_str::<UsageBody>(u.get()).ok())
+            .and_then(|u| u.completion_tokens);
+        let stored = f
+            .message
+            .and_then(|m| serde_json::from_str::<Stored>(m.get()).ok());
+        sh.judge(&st, usage_tokens, stored.as_ref());
+        sh.agree(gen, &st);
+        if self.pending.is_none() {
+            return Outcome::Nothing;
         }
-        "generation_failed" => {
-            c.watcher_failed.fetch_add(1, Ordering::Relaxed);
-            streams.remove(gen);
-            if pending.is_some() {
-                c.generations_failed.fetch_add(1, Ordering::Relaxed);
-                ctx.errors.add(format!("generation_failed: {text:.300}"));
-                return Outcome::Ended;
-            }
-            Outcome::Nothing
+        c.generations_finished.fetch_add(1, Ordering::Relaxed);
+        sh.room_gens[self.spec.room].fetch_add(1, Ordering::Relaxed);
+        sh.room_tokens[self.spec.room].fetch_add(usage_tokens.unwrap_or(0), Ordering::Relaxed);
+        if f.finish_reason.as_deref() != Some("stop") {
+            c.finish_not_stop.fetch_add(1, Ordering::Relaxed);
+            sh.ctx.errors.add(format!(
+                "generation finished with {:?}",
+                f.finish_reason.as_deref()
+            ));
         }
-        "ack" => {
-            if pending
-                .as_ref()
-                .is_some_and(|p| f.id.as_deref() == Some(p.id.as_str()))
-            {
-                c.prompts_acked.fetch_add(1, Ordering::Relaxed);
-            }
-            Outcome::Nothing
+        Outcome::Ended
+    }
+
+    /// `generation_failed`: the stream is dropped; for the prompter the reply ended.
+    fn on_failed(&mut self, gen: &str, text: &str) -> Outcome {
+        self.sh.c.watcher_failed.fetch_add(1, Ordering::Relaxed);
+        self.streams.remove(gen);
+        if self.pending.is_some() {
+            self.sh.c.generations_failed.fetch_add(1, Ordering::Relaxed);
+            self.sh
+                .ctx
+                .errors
+                .add(format!("generation_failed: {text:.300}"));
+            return Outcome::Ended;
         }
-        "error" => {
-            ctx.c.error_frames.fetch_add(1, Ordering::Relaxed);
+        Outcome::Nothing
+    }
+
+    /// Whether the frame answers the prompt in flight.
+    fn answers_prompt(&self, f: &AiFrame) -> bool {
+        self.pending
+            .as_ref()
+            .is_some_and(|p| f.id.as_deref() == Some(p.id.as_str()))
+    }
+
+    /// `ack`: the prompt in flight was accepted.
+    fn on_ack(&mut self, f: &AiFrame) {
+        if self.answers_prompt(f) {
+            self.sh.c.prompts_acked.fetch_add(1, Ordering::Relaxed);
+        }
+    }
+
+    /// `error`: counted and sampled; when it answers the prompt in flight, it was refused.
+    fn on_error(&mut self, f: &AiFrame, text: &str) -> Outcome {
+        let (c, ctx) = (&self.sh.c, &self.sh.ctx);
+        ctx.c.error_frames.fetch_add(1, Ordering::Relaxed);
+        if f.code.as_deref() == Some("rate_limited") {
+            ctx.c.rate_limited.fetch_add(1, Ordering::Relaxed);
+        }
+        ctx.errors.add(format!("error frame: {text:.300}"));
+        if self.answers_prompt(f) {
+            c.prompt_errors.fetch_add(1, Ordering::Relaxed);
             if f.code.as_deref() == Some("rate_limited") {
-                ctx.c.rate_limited.fetch_add(1, Ordering::Relaxed);
+                c.prompt_rate_limited.fetch_add(1, Ordering::Relaxed);
             }
-            ctx.errors.add(format!("error frame: {text:.300}"));
-            let ours = pending
-                .as_ref()
-                .is_some_and(|p| f.id.as_deref() == Some(p.id.as_str()));
-            if ours {
-                c.prompt_errors.fetch_add(1, Ordering::Relaxed);
-                if f.code.as_deref() == Some("rate_limited") {
-                    c.prompt_rate_limited.fetch_add(1, Ordering::Relaxed);
-                }
-                return Outcome::Refused;
-            }
-            Outcome::Nothing
+            return Outcome::Refused;
         }
-        _ => {
-            ctx.c.other_frames.fetch_add(1, Ordering::Relaxed);
-            Outcome::Nothing
-        }
+        Outcome::Nothing
     }
 }
 
@@ -677,6 +831,7 @@ fn diff_stats(server: &LatencyStats, direct: &LatencyStats) -> serde_json::Value
     })
 }
 
+/// The `ai` scenario (see the module documentation).
 pub async fn run(
     cfg: &WsConfig,
     plan: &Plan,
@@ -686,6 +841,92 @@ pub async fn run(
     summary: &mut Summary,
 ) -> Result<()> {
     let opts = cfg.ai.clone();
+    let owned_idx = owned_sessions(cfg, plan, nofile, summary)?;
+    let owned = owned_idx.len() as u64;
+    let reply_secs = opts.tokens.unwrap_or(200) as f64 / opts.token_rate.max(0.1);
+    let prompt_timeout = Duration::from_secs_f64(reply_secs + 30.0);
+    let rooms = plan.rooms.len();
+    let sh = Arc::new(AiShared::new(
+        ctx.clone(),
+        opts.clone(),
+        rooms,
+        prompt_timeout,
+    ));
+    let (phase_tx, phase_rx) = watch::channel(Phase::Setup);
+    let (mut handles, prompters) = spawn_sessions(cfg, plan, &sh, owned_idx, &phase_rx)?;
+    plan_checks(summary, plan, owned);
+    summary
+        .checks
+        .insert("prompters_owned".into(), prompters.into());
+
+    // Setup.
+    let setup_secs = await_setup(&ctx, cfg, owned, progress, summary).await;
+    wait_start(cfg, progress, summary).await;
+
+    // Measurement: prompters loop for --duration.
+    let _ = phase_tx.send(Phase::Run);
+    let t_run = Instant::now();
+    let direct = start_direct(cfg, &sh);
+    let max_in_flight = prompt_window(cfg, &sh, t_run, progress).await;
+    let run_secs = t_run.elapsed().as_secs_f64();
+
+    // Drain: no new prompts; wait for the replies in flight.
+    let _ = phase_tx.send(Phase::Drain);
+    let drain_limit = prompt_timeout + Duration::from_secs(5);
+    drain(&sh, drain_limit, progress).await;
+    if let Some(d) = direct {
+        let _ = tokio::time::timeout(drain_limit, d).await;
+    }
+    let window = t_run.elapsed();
+    let measured = Measured {
+        owned,
+        prompters,
+        max_in_flight,
+        in_flight_left: sh.c.in_flight.load(Ordering::Relaxed),
+        alive_at_end: ctx.c.alive.load(Ordering::Relaxed),
+        expected_finished: ctx.expected(&sh.room_gens),
+        expected_tokens: ctx.expected(&sh.room_tokens),
+        setup_secs,
+        run_secs,
+        window,
+    };
+
+    let _ = phase_tx.send(Phase::Stop);
+    progress.phase("closing", owned, false);
+    let close_deadline = tokio::time::Instant::now() + SESSIONS_CLOSE_TIMEOUT;
+    join_or_abort(&mut handles, close_deadline, |_| {}).await;
+
+    record_counts(&sh, &ctx, &measured, summary);
+    record_checks(cfg, &sh, &measured, summary);
+    let ttft = record_latencies(&sh, &ctx, summary);
+    record_problems(&opts, &sh, &ctx, summary);
+    write_ttft_chart(cfg, &ttft, summary);
+    Ok(())
+}
+
+/// With `--direct-ttft-samples` and `--mock-url`, the first process's direct calls to the mock
+/// over the window.
+fn start_direct(cfg: &WsConfig, sh: &Arc<AiShared>) -> Option<JoinHandle<()>> {
+    match (&cfg.ai.mock, cfg.ai.direct_samples) {
+        (Some(mock), n) if n > 0 && cfg.process_index == 0 => Some(tokio::spawn(run_direct(
+            sh.clone(),
+            mock.clone(),
+            n,
+            cfg.duration,
+        ))),
+        _ => None,
+    }
+}
+
+/// The users of the plan this process runs a session for (index ≡ I mod K), when it may open
+/// enough files; a note when the plan's shape differs from the options.
+fn owned_sessions(
+    cfg: &WsConfig,
+    plan: &Plan,
+    nofile: u64,
+    summary: &mut Summary,
+) -> Result<Vec<usize>> {
+    let opts = &cfg.ai;
     let k = cfg.process_count as usize;
     let i = cfg.process_index as usize;
     let owned_idx: Vec<usize> = (0..plan.users.len()).filter(|x| x % k == i).collect();
@@ -704,30 +945,25 @@ pub async fn run(
             opts.watchers
         ));
     }
-    let reply_secs = opts.tokens.unwrap_or(200) as f64 / opts.token_rate.max(0.1);
-    let prompt_timeout = Duration::from_secs_f64(reply_secs + 30.0);
-    let sh = Arc::new(AiShared {
-        ctx: ctx.clone(),
-        opts: opts.clone(),
-        c: AiCounters::default(),
-        token_latency: LatencySink::new(),
-        ttft: LatencySink::new(),
-        started_latency: LatencySink::new(),
-        direct_ttft: LatencySink::new(),
-        direct_token: LatencySink::new(),
-        gens: Mutex::new(HashMap::new()),
-        room_gens: (0..plan.rooms.len()).map(|_| AtomicU64::new(0)).collect(),
-        room_tokens: (0..plan.rooms.len()).map(|_| AtomicU64::new(0)).collect(),
-        prompt_timeout,
-    });
-    let ramp = opts.ramp.min(cfg.duration);
+    Ok(owned_idx)
+}
+
+/// Starts a session for every owned user; each chat's owner prompts, its first prompt at a
+/// golden-ratio offset within `--ramp`. Returns the tasks and the number of prompters.
+fn spawn_sessions(
+    cfg: &WsConfig,
+    plan: &Plan,
+    sh: &Arc<AiShared>,
+    owned_idx: Vec<usize>,
+    phase_rx: &watch::Receiver<Phase>,
+) -> Result<(Vec<JoinHandle<()>>, u64)> {
+    let ramp = cfg.ai.ramp.min(cfg.duration);
     let chat_ids: Vec<Arc<str>> = plan
         .rooms
         .iter()
         .map(|r| Arc::from(r.chat_id.as_str()))
         .collect();
     let mut prompters = 0u64;
-    let (phase_tx, phase_rx) = watch::channel(Phase::Setup);
     let mut handles = Vec::with_capacity(owned_idx.len());
     for idx in owned_idx {
         let u = plan
@@ -755,129 +991,64 @@ pub async fn run(
             phase_rx.clone(),
         )));
     }
-    summary
-        .checks
-        .insert("plan_sessions".into(), plan.users.len().into());
-    summary
-        .checks
-        .insert("plan_rooms".into(), plan.rooms.len().into());
-    summary.checks.insert("sessions_owned".into(), owned.into());
-    summary
-        .checks
-        .insert("prompters_owned".into(), prompters.into());
+    Ok((handles, prompters))
+}
 
-    // Setup.
-    let setup_secs = await_setup(&ctx, cfg, owned, progress, summary).await;
-    wait_start(cfg, progress, summary).await;
+/// The live status line: replies in flight, prompts, outcomes, tokens, latencies, errors.
+fn live_line(sh: &AiShared) -> String {
+    let c = &sh.c;
+    let (p50, p99) = sh.token_latency.p50_p99();
+    let (t50, t99) = sh.ttft.p50_p99();
+    format!(
+        "in flight {} · prompts {} · finished {} failed {} · tokens {} · token p50 {} p99 {} · ttft p50 {} p99 {} · errors {}",
+        c.in_flight.load(Ordering::Relaxed),
+        c.prompts_sent.load(Ordering::Relaxed),
+        c.generations_finished.load(Ordering::Relaxed),
+        c.generations_failed.load(Ordering::Relaxed),
+        c.tokens_received.load(Ordering::Relaxed),
+        fmt_us(p50 as f64),
+        fmt_us(p99 as f64),
+        fmt_us(t50 as f64),
+        fmt_us(t99 as f64),
+        sh.ctx.c.error_frames.load(Ordering::Relaxed),
+    )
+}
 
-    // Measurement: prompters loop for --duration.
-    let _ = phase_tx.send(Phase::Run);
-    let t_run = Instant::now();
-    let direct = match (&opts.mock, opts.direct_samples) {
-        (Some(mock), n) if n > 0 && cfg.process_index == 0 => Some(tokio::spawn(run_direct(
-            sh.clone(),
-            mock.clone(),
-            n,
-            cfg.duration,
-        ))),
-        _ => None,
-    };
-    let live = |sh: &AiShared| {
-        let c = &sh.c;
-        let (p50, p99) = sh.token_latency.p50_p99();
-        let (t50, t99) = sh.ttft.p50_p99();
-        format!(
-            "in flight {} · prompts {} · finished {} failed {} · tokens {} · token p50 {} p99 {} · ttft p50 {} p99 {} · errors {}",
-            c.in_flight.load(Ordering::Relaxed),
-            c.prompts_sent.load(Ordering::Relaxed),
-            c.generations_finished.load(Ordering::Relaxed),
-            c.generations_failed.load(Ordering::Relaxed),
-            c.tokens_received.load(Ordering::Relaxed),
-            fmt_us(p50 as f64),
-            fmt_us(p99 as f64),
-            fmt_us(t50 as f64),
-            fmt_us(t99 as f64),
-            sh.ctx.c.error_frames.load(Ordering::Relaxed),
-        )
-    };
+/// Waits out `--duration` from `t_run` while the prompters prompt; returns the most replies
+/// seen in flight at once.
+async fn prompt_window(
+    cfg: &WsConfig,
+    sh: &AiShared,
+    t_run: Instant,
+    progress: &mut Progress,
+) -> u64 {
     progress.phase("ai", cfg.duration.as_secs().max(1), true);
     let mut max_in_flight = 0u64;
     with_ticker(progress, tokio::time::sleep(cfg.duration), || {
         max_in_flight = max_in_flight.max(sh.c.in_flight.load(Ordering::Relaxed));
-        (t_run.elapsed().as_secs(), live(&sh))
+        (t_run.elapsed().as_secs(), live_line(sh))
     })
     .await;
-    let run_secs = t_run.elapsed().as_secs_f64();
+    max_in_flight
+}
 
-    // Drain: no new prompts; wait for the replies in flight.
-    let _ = phase_tx.send(Phase::Drain);
-    let drain_limit = prompt_timeout + Duration::from_secs(5);
-    progress.phase("drain", drain_limit.as_secs(), true);
+/// Waits (at most `limit`) for the replies in flight to finish, then half a second for the
+/// last `generation_finished` frames to reach every watcher.
+async fn drain(sh: &AiShared, limit: Duration, progress: &mut Progress) {
+    progress.phase("drain", limit.as_secs(), true);
     let t_drain = Instant::now();
     with_ticker(
         progress,
         async {
-            while sh.c.in_flight.load(Ordering::Relaxed) > 0 && t_drain.elapsed() < drain_limit {
+            while sh.c.in_flight.load(Ordering::Relaxed) > 0 && t_drain.elapsed() < limit {
                 tokio::time::sleep(Duration::from_millis(50)).await;
             }
             // Let the last generation_finished frames reach every watcher.
             tokio::time::sleep(Duration::from_millis(500)).await;
         },
-        || (t_drain.elapsed().as_secs(), live(&sh)),
+        || (t_drain.elapsed().as_secs(), live_line(sh)),
     )
     .await;
-    if let Some(d) = direct {
-        let _ = tokio::time::timeout(drain_limit, d).await;
-    }
-    let window = t_run.elapsed();
-    let in_flight_left = sh.c.in_flight.load(Ordering::Relaxed);
-
-    let expected_finished: u64 = sh
-        .room_gens
-        .iter()
-        .zip(ctx.room_subscribed.iter())
-        .map(|(g, s)| g.load(Ordering::Relaxed) * s.load(Ordering::Relaxed))
-        .sum();
-    let expected_tokens: u64 = sh
-        .room_tokens
-        .iter()
-        .zip(ctx.room_subscribed.iter())
-        .map(|(g, s)| g.load(Ordering::Relaxed) * s.load(Ordering::Relaxed))
-        .sum();
-    let alive_at_end = ctx.c.alive.load(Ordering::Relaxed);
-
-    let _ = phase_tx.send(Phase::Stop);
-    progress.phase("closing", owned, false);
-    let close_deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    for h in handles.iter_mut() {
-        if tokio::time::timeout_at(close_deadline, &mut *h)
-            .await
-            .is_err()
-        {
-            break;
-        }
-    }
-    for h in &handles {
-        h.abort();
-    }
-
-    let measured = Measured {
-        owned,
-        prompters,
-        max_in_flight,
-        in_flight_left,
-        alive_at_end,
-        expected_finished,
-        expected_tokens,
-        setup_secs,
-        run_secs,
-        window,
-    };
-    record_counts(cfg, &sh, &ctx, &measured, summary);
-    let ttft = record_latencies(&sh, &ctx, summary);
-    record_problems(&opts, &sh, &ctx, summary);
-    write_ttft_chart(cfg, &ttft, summary);
-    Ok(())
 }
 
 /// What a run measured besides the shared counters, for its summary.
@@ -895,77 +1066,39 @@ struct Measured {
     window: Duration,
 }
 
-/// The summary's counters, rates and delivery checks.
-fn record_counts(cfg: &WsConfig, sh: &AiShared, ctx: &Ctx, m: &Measured, summary: &mut Summary) {
-    let Measured {
-        owned,
-        prompters,
-        max_in_flight,
-        in_flight_left,
-        alive_at_end,
-        expected_finished,
-        expected_tokens,
-        setup_secs,
-        run_secs,
-        window,
-    } = *m;
+/// The summary's window, counters and rates.
+fn record_counts(sh: &AiShared, ctx: &Ctx, m: &Measured, summary: &mut Summary) {
     let ld = |a: &AtomicU64| a.load(Ordering::Relaxed);
-    let c = &sh.c;
     let wc = &ctx.c;
-    summary.duration_secs = window.as_secs_f64();
+    summary.duration_secs = m.window.as_secs_f64();
     summary.notes.push(format!(
-        "measurement window: {run_secs:.1}s of prompting (--duration) plus {:.1}s waiting for the replies in flight; rates divide by the whole window",
-        window.as_secs_f64() - run_secs
+        "measurement window: {:.1}s of prompting (--duration) plus {:.1}s waiting for the replies in flight; rates divide by the whole window",
+        m.run_secs,
+        m.window.as_secs_f64() - m.run_secs
     ));
-    summary.counter("sessions_owned", owned);
-    summary.counter("sessions_subscribed", ld(&wc.connected));
-    summary.counter("alive_at_end", alive_at_end);
-    summary.counter("closed_by_server", ld(&wc.closed_by_server));
-    summary.counter("dropped", ld(&wc.dropped));
-    summary.counter("prompters", prompters);
-    summary.counter("max_in_flight_seen", max_in_flight);
-    summary.counter("in_flight_at_end", in_flight_left);
-    for (name, v) in [
-        ("prompts_sent", &c.prompts_sent),
-        ("prompts_acked", &c.prompts_acked),
-        ("prompt_errors", &c.prompt_errors),
-        ("prompt_rate_limited", &c.prompt_rate_limited),
-        ("prompt_timeouts", &c.prompt_timeouts),
-        ("generations_started", &c.generations_started),
-        ("generations_finished", &c.generations_finished),
-        ("generations_failed", &c.generations_failed),
-        ("finish_not_stop", &c.finish_not_stop),
-        ("tokens_received", &c.tokens_received),
-        ("tokens_in_finished", &c.tokens_in_finished),
-        ("tokens_unstamped", &c.tokens_unstamped),
-        ("tokens_unknown_generation", &c.tokens_unknown_generation),
-        ("index_duplicates", &c.index_duplicates),
-        ("index_out_of_order", &c.index_out_of_order),
-        ("index_missing", &c.index_missing),
-        ("snapshots", &c.snapshots),
-        ("watcher_finished", &c.watcher_finished),
-        ("watcher_failed", &c.watcher_failed),
-        ("watcher_streams_ok", &c.watcher_streams_ok),
-        ("watcher_streams_bad", &c.watcher_streams_bad),
-        ("watcher_count_mismatch", &c.watcher_count_mismatch),
-        ("watcher_expected_mismatch", &c.watcher_expected_mismatch),
-        ("watcher_text_mismatch", &c.watcher_text_mismatch),
-        ("watchers_disagree", &c.watchers_disagree),
-        ("direct_ok", &c.direct_ok),
-        ("direct_failed", &c.direct_failed),
-        ("direct_tokens", &c.direct_tokens),
-        ("other_frames", &wc.other_frames),
-        ("foreign_frames", &wc.foreign_messages),
-    ] {
+    ctx.record_sessions(summary, m.owned, m.alive_at_end);
+    summary.counter("prompters", m.prompters);
+    summary.counter("max_in_flight_seen", m.max_in_flight);
+    summary.counter("in_flight_at_end", m.in_flight_left);
+    for (name, v) in sh.c.named() {
         summary.counter(name, ld(v));
     }
+    summary.counter("other_frames", ld(&wc.other_frames));
+    summary.counter("foreign_frames", ld(&wc.foreign_messages));
     summary.rate("tokens_received_per_sec", "tokens_received");
     summary.rate("generations_per_sec", "generations_finished");
     summary.rate("prompts_per_sec", "prompts_sent");
+}
 
+/// The summary's delivery checks: setup time, distinct replies, the token streams, and in a
+/// single-process run what was delivered against what was expected.
+fn record_checks(cfg: &WsConfig, sh: &AiShared, m: &Measured, summary: &mut Summary) {
+    let ld = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    let c = &sh.c;
+    let (expected_finished, expected_tokens) = (m.expected_finished, m.expected_tokens);
     summary.checks.insert(
         "setup_secs".into(),
-        json!((setup_secs * 100.0).round() / 100.0),
+        json!((m.setup_secs * 100.0).round() / 100.0),
     );
     summary.checks.insert(
         "generations_distinct_seen".into(),
@@ -979,40 +1112,41 @@ fn record_counts(cfg: &WsConfig, sh: &AiShared, ctx: &Ctx, m: &Measured, summary
     summary
         .checks
         .insert("token_streams_ok".into(), json!(streams_ok));
-    if cfg.process_count == 1 {
-        summary
-            .checks
-            .insert("expected_watcher_finished".into(), json!(expected_finished));
-        summary
-            .checks
-            .insert("expected_tokens_received".into(), json!(expected_tokens));
-        let ratio = |got: u64, want: u64| {
-            if want == 0 {
-                0.0
-            } else {
-                ((got as f64 / want as f64) * 10_000.0).round() / 10_000.0
-            }
-        };
-        summary.checks.insert(
-            "finished_delivery_ratio".into(),
-            json!(ratio(ld(&c.watcher_finished), expected_finished)),
-        );
-        summary.checks.insert(
-            "token_delivery_ratio".into(),
-            json!(ratio(ld(&c.tokens_in_finished), expected_tokens)),
-        );
-        if ld(&c.watcher_finished) < expected_finished {
-            summary.problems.push(format!(
-                "generation_finished delivered {} times, expected {expected_finished}",
-                ld(&c.watcher_finished)
-            ));
+    if cfg.process_count != 1 {
+        return;
+    }
+    summary
+        .checks
+        .insert("expected_watcher_finished".into(), json!(expected_finished));
+    summary
+        .checks
+        .insert("expected_tokens_received".into(), json!(expected_tokens));
+    let ratio = |got: u64, want: u64| {
+        if want == 0 {
+            0.0
+        } else {
+            ((got as f64 / want as f64) * 10_000.0).round() / 10_000.0
         }
-        if ld(&c.tokens_in_finished) < expected_tokens {
-            summary.problems.push(format!(
-                "tokens delivered in finished replies {}, expected {expected_tokens}",
-                ld(&c.tokens_in_finished)
-            ));
-        }
+    };
+    summary.checks.insert(
+        "finished_delivery_ratio".into(),
+        json!(ratio(ld(&c.watcher_finished), expected_finished)),
+    );
+    summary.checks.insert(
+        "token_delivery_ratio".into(),
+        json!(ratio(ld(&c.tokens_in_finished), expected_tokens)),
+    );
+    if ld(&c.watcher_finished) < expected_finished {
+        summary.problems.push(format!(
+            "generation_finished delivered {} times, expected {expected_finished}",
+            ld(&c.watcher_finished)
+        ));
+    }
+    if ld(&c.tokens_in_finished) < expected_tokens {
+        summary.problems.push(format!(
+            "tokens delivered in finished replies {}, expected {expected_tokens}",
+            ld(&c.tokens_in_finished)
+        ));
     }
 }
 

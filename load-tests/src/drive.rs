@@ -4,18 +4,16 @@
 //! that `ai` can use the session plumbing of `ws` without `ws` knowing `ai`.
 
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::{Arc, Mutex};
+use std::sync::Arc;
 
 use anyhow::{bail, Result};
-use tokio::sync::Semaphore;
-use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 
 use crate::ai;
-use crate::common::{ErrorSamples, Minter};
+use crate::common::Minter;
 use crate::plan::{seed, Plan};
 use crate::progress::Progress;
-use crate::stats::{LatencySink, Summary};
-use crate::ws::{per_sender_rate, run_churn, run_sessions, Counters, Ctx, WsConfig, WsScenario};
+use crate::stats::Summary;
+use crate::ws::{per_sender_rate, run_churn, run_sessions, Ctx, WsConfig, WsScenario};
 
 /// Runs a WebSocket scenario and writes its summary.
 pub async fn run(cfg: WsConfig) -> Result<Summary> {
@@ -30,63 +28,11 @@ pub async fn run(cfg: WsConfig) -> Result<Summary> {
     let mut progress = Progress::new(cfg.progress);
     let minter = Minter::new(&cfg.secret, cfg.duration.as_secs() + 3 * 3600);
     let mut notes = Vec::new();
-
-    let plan = match &cfg.plan {
-        Some(p) => {
-            let plan = Plan::load(p)?;
-            if plan.url != cfg.target.base {
-                notes.push(format!(
-                    "plan was seeded against {} but the run targets {}",
-                    plan.url, cfg.target.base
-                ));
-            }
-            plan
-        }
-        None => {
-            if cfg.process_count > 1 {
-                bail!(
-                    "multi-process runs share one plan: run `echo-load seed ... --out plan.json` once, then pass --plan plan.json to every process"
-                );
-            }
-            let n = match cfg.scenario {
-                WsScenario::Churn => cfg.concurrency,
-                _ => cfg.sessions,
-            };
-            seed(
-                &cfg.target,
-                &minter,
-                n,
-                cfg.room_size,
-                cfg.seed_concurrency,
-                &mut progress,
-            )
-            .await?
-        }
-    };
+    let plan = load_plan(&cfg, &minter, &mut notes, &mut progress).await?;
     if plan.users.is_empty() {
         bail!("the plan has no users");
     }
-
-    let ws_config = WebSocketConfig::default()
-        .read_buffer_size(8 * 1024)
-        .write_buffer_size(0)
-        .max_message_size(Some(4 << 20))
-        .max_frame_size(Some(4 << 20));
-    let ctx = Arc::new(Ctx {
-        target: cfg.target.clone(),
-        minter,
-        ws_config,
-        source_ips: cfg.source_ips.clone(),
-        connect_sem: Semaphore::new(cfg.connect_concurrency.max(1)),
-        c: Counters::default(),
-        errors: ErrorSamples::default(),
-        setup_latency: LatencySink::new(),
-        delivery_latency: LatencySink::new(),
-        cycle_latency: LatencySink::new(),
-        room_acks: (0..plan.rooms.len()).map(|_| AtomicU64::new(0)).collect(),
-        room_subscribed: (0..plan.rooms.len()).map(|_| AtomicU64::new(0)).collect(),
-        welcome: Mutex::new(None),
-    });
+    let ctx = Arc::new(Ctx::new(&cfg, minter, plan.rooms.len()));
 
     let mut summary = Summary::new(
         "ws",
@@ -98,43 +44,60 @@ pub async fn run(cfg: WsConfig) -> Result<Summary> {
     summary.process_count = cfg.process_count;
     summary.notes = notes;
 
+    let (p, s) = (&mut progress, &mut summary);
     match cfg.scenario {
         WsScenario::Idle | WsScenario::Fanout => {
-            run_sessions(
-                &cfg,
-                &plan,
-                ctx.clone(),
-                nofile,
-                &mut progress,
-                &mut summary,
-            )
-            .await?
+            run_sessions(&cfg, &plan, ctx.clone(), nofile, p, s).await?
         }
-        WsScenario::Ai => {
-            ai::run(
-                &cfg,
-                &plan,
-                ctx.clone(),
-                nofile,
-                &mut progress,
-                &mut summary,
-            )
-            .await?
-        }
-        WsScenario::Churn => {
-            run_churn(
-                &cfg,
-                &plan,
-                ctx.clone(),
-                nofile,
-                &mut progress,
-                &mut summary,
-            )
-            .await?
-        }
+        WsScenario::Ai => ai::run(&cfg, &plan, ctx.clone(), nofile, p, s).await?,
+        WsScenario::Churn => run_churn(&cfg, &plan, ctx.clone(), nofile, p, s).await?,
     }
     progress.finish();
+    record_setup_and_frames(&cfg, &plan, &ctx, &mut summary);
+    summary.finish_and_write(&cfg.out)
+}
 
+/// The plan of `--plan` (a note in `notes` when it was seeded against another URL), or one
+/// seeded now for a single process.
+async fn load_plan(
+    cfg: &WsConfig,
+    minter: &Minter,
+    notes: &mut Vec<String>,
+    progress: &mut Progress,
+) -> Result<Plan> {
+    if let Some(p) = &cfg.plan {
+        let plan = Plan::load(p)?;
+        if plan.url != cfg.target.base {
+            notes.push(format!(
+                "plan was seeded against {} but the run targets {}",
+                plan.url, cfg.target.base
+            ));
+        }
+        return Ok(plan);
+    }
+    if cfg.process_count > 1 {
+        bail!(
+            "multi-process runs share one plan: run `echo-load seed ... --out plan.json` once, then pass --plan plan.json to every process"
+        );
+    }
+    let n = match cfg.scenario {
+        WsScenario::Churn => cfg.concurrency,
+        _ => cfg.sessions,
+    };
+    seed(
+        &cfg.target,
+        minter,
+        n,
+        cfg.room_size,
+        cfg.seed_concurrency,
+        progress,
+    )
+    .await
+}
+
+/// The part of the summary every scenario shares: setup failures by stage, unclean closes,
+/// error frames, close codes, the error samples and the server's `welcome`.
+fn record_setup_and_frames(cfg: &WsConfig, plan: &Plan, ctx: &Ctx, summary: &mut Summary) {
     let c = &ctx.c;
     let ld = |a: &AtomicU64| a.load(Ordering::Relaxed);
     summary.counter("setup_failed_tcp", ld(&c.fail_tcp));
@@ -158,7 +121,7 @@ pub async fn run(cfg: WsConfig) -> Result<Summary> {
             .and_then(|r| r.as_f64())
             .filter(|r| *r > 0.0)
         {
-            if let Some(per) = per_sender_rate(&cfg, &plan) {
+            if let Some(per) = per_sender_rate(cfg, plan) {
                 if per > rate {
                     summary.notes.push(format!(
                         "per-sender rate {per:.1}/s exceeds the server's announced rate_per_sec {rate}"
@@ -171,5 +134,4 @@ pub async fn run(cfg: WsConfig) -> Result<Summary> {
     summary.problem_if_nonzero("setup_failed", "session setups failed");
     summary.problem_if_nonzero("error_frames", "error frames received");
     summary.problem_if_nonzero("rate_limited", "rate_limited errors");
-    summary.finish_and_write(&cfg.out)
 }

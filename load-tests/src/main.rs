@@ -267,184 +267,11 @@ async fn main() {
     }
 }
 
+/// Runs the subcommand; the summary of a measured run.
 async fn real_main(cli: Cli) -> Result<Option<stats::Summary>> {
     match cli.cmd {
-        Cmd::Rest(a) => {
-            let q = a.common.quick;
-            let target = Target::parse(&a.common.url)?;
-            let connections = pick(a.connections, q, 4, 64);
-            let duration = pick(a.duration, q, 2, 10);
-            let chats = pick(a.chats, q, 4, 100);
-            if connections == 0 || duration == 0 {
-                bail!("--connections and --duration must be at least 1");
-            }
-            if duration > MAX_DURATION {
-                bail!("--duration is capped at {MAX_DURATION} seconds");
-            }
-            let secret = if a.scenario == RestScenario::Root {
-                secret_of(&a.common).ok()
-            } else {
-                Some(secret_of(&a.common)?)
-            };
-            let name = format!(
-                "rest-{}",
-                serde_json::to_value(a.scenario)?.as_str().unwrap_or("rest")
-            );
-            let params = json!({
-                "scenario": a.scenario,
-                "connections": connections,
-                "duration_secs": duration,
-                "chats": chats,
-                "quick": q,
-            });
-            rest::run(rest::RestConfig {
-                scenario: a.scenario,
-                target,
-                connections,
-                duration: Duration::from_secs(duration),
-                chats,
-                secret,
-                progress: !a.common.no_progress,
-                out: output_path(a.common.out.as_deref(), &name, 0, 1),
-                params,
-            })
-            .await
-            .map(Some)
-        }
-        Cmd::Ws(a) => {
-            let a = *a;
-            let q = a.common.quick;
-            let target = Target::parse(&a.common.url)?;
-            let secret = secret_of(&a.common)?;
-            let (def_sessions, def_room, def_duration) = match a.scenario {
-                WsScenario::Idle => (2000, 20, 30),
-                WsScenario::Fanout => (1000, 50, 10),
-                WsScenario::Churn => (32, 10, 10),
-                WsScenario::Ai => (500, 5, 10),
-            };
-            let replies = pick(a.replies, q, 2, 100);
-            let watchers = pick(a.watchers, q, 3, 5);
-            let (sessions, room_size) = if a.scenario == WsScenario::Ai {
-                if replies == 0 || watchers == 0 {
-                    bail!("--replies and --watchers must be at least 1");
-                }
-                (replies * watchers, watchers)
-            } else {
-                (
-                    pick(a.sessions, q, 8, def_sessions),
-                    pick(a.room_size, q, 4, def_room),
-                )
-            };
-            let token_rate = a.token_rate.unwrap_or(50.0);
-            if !(token_rate.is_finite() && token_rate > 0.0) {
-                bail!("--token-rate must be a positive number");
-            }
-            let reply_secs = a.tokens.unwrap_or(200) as f64 / token_rate;
-            let ramp = pick(a.ramp, q, 0.0, reply_secs);
-            if !(ramp.is_finite() && ramp >= 0.0) {
-                bail!("--ramp must be a non-negative number of seconds");
-            }
-            let mock = a.mock_url.as_deref().map(Target::parse).transpose()?;
-            let senders = a.senders.unwrap_or(1);
-            let rate = pick(a.rate, q, 10.0, 200.0);
-            let duration = pick(a.duration, q, 3, def_duration);
-            let drain = pick(a.drain, q, 1, 2);
-            let concurrency = pick(a.concurrency, q, 2, 32);
-            let n_ips = a.source_ips.unwrap_or(4);
-            let seed_concurrency = a.seed_concurrency.unwrap_or(32);
-            let connect_concurrency = a.connect_concurrency.unwrap_or(128);
-            let setup_timeout = pick(a.setup_timeout, q, 20, 120);
-            if duration == 0 || sessions == 0 || room_size == 0 || concurrency == 0 {
-                bail!("--duration, --sessions, --room-size and --concurrency must be at least 1");
-            }
-            if duration > MAX_DURATION || drain > 60 {
-                bail!("--duration is capped at {MAX_DURATION} seconds and --drain at 60");
-            }
-            if !(rate.is_finite() && rate >= 0.0) {
-                bail!("--rate must be a non-negative number");
-            }
-            let ips = source_ips(&target, n_ips)?;
-            let name = format!(
-                "ws-{}",
-                serde_json::to_value(a.scenario)?.as_str().unwrap_or("ws")
-            );
-            let mut params = json!({
-                "scenario": a.scenario,
-                "plan": a.plan.as_ref().map(|p| p.display().to_string()),
-                "sessions": sessions,
-                "room_size": room_size,
-                "senders_per_room": senders,
-                "rate_total": rate,
-                "duration_secs": duration,
-                "drain_secs": drain,
-                "concurrency": concurrency,
-                "source_ips": ips.iter().map(|i| i.to_string()).collect::<Vec<_>>(),
-                "process_index": a.process_index,
-                "process_count": a.process_count,
-                "connect_concurrency": connect_concurrency,
-                "seed_concurrency": seed_concurrency,
-                "start_at": a.start_at,
-                "quick": q,
-            });
-            if a.scenario == WsScenario::Ai {
-                params["replies"] = json!(replies);
-                params["watchers"] = json!(watchers);
-                params["tokens"] = json!(a.tokens);
-                params["token_rate"] = json!(token_rate);
-                params["ramp_secs"] = json!(ramp);
-                params["direct_ttft_samples"] = json!(a.direct_ttft_samples.unwrap_or(0));
-                params["mock_url"] = json!(mock.as_ref().map(|m| m.base.clone()));
-                for k in [
-                    "senders_per_room",
-                    "rate_total",
-                    "drain_secs",
-                    "concurrency",
-                ] {
-                    if let Some(o) = params.as_object_mut() {
-                        o.remove(k);
-                    }
-                }
-            }
-            drive::run(ws::WsConfig {
-                scenario: a.scenario,
-                target,
-                secret,
-                plan: a.plan,
-                sessions,
-                room_size,
-                senders,
-                rate,
-                duration: Duration::from_secs(duration),
-                drain: Duration::from_secs(drain),
-                concurrency,
-                source_ips: ips,
-                process_index: a.process_index,
-                process_count: a.process_count,
-                seed_concurrency,
-                connect_concurrency,
-                setup_timeout: Duration::from_secs(setup_timeout),
-                start_at: a.start_at,
-                progress: !a.common.no_progress,
-                out: output_path(
-                    a.common.out.as_deref(),
-                    &name,
-                    a.process_index,
-                    a.process_count,
-                ),
-                params,
-                ai: ws::AiOpts {
-                    replies,
-                    watchers,
-                    tokens: a.tokens,
-                    token_rate,
-                    ramp: Duration::from_secs_f64(ramp),
-                    direct_samples: a.direct_ttft_samples.unwrap_or(0),
-                    mock,
-                },
-            })
-            .await
-            .map(Some)
-        }
+        Cmd::Rest(a) => rest::run(rest_config(a)?).await.map(Some),
+        Cmd::Ws(a) => drive::run(ws_config(*a)?).await.map(Some),
         Cmd::OpenaiMock(a) => {
             if a.duration == 0 || a.duration > MAX_DURATION {
                 bail!("--duration must be between 1 and {MAX_DURATION} seconds");
@@ -463,38 +290,232 @@ async fn real_main(cli: Cli) -> Result<Option<stats::Summary>> {
             Ok(None)
         }
         Cmd::Seed(a) => {
-            let q = a.common.quick;
-            let target = Target::parse(&a.common.url)?;
-            let secret = secret_of(&a.common)?;
-            let sessions = pick(a.sessions, q, 8, 1000);
-            let room_size = pick(a.room_size, q, 4, 50);
-            let conc = a.seed_concurrency.unwrap_or(32);
-            common::raise_nofile();
-            let minter = Minter::new(&secret, 3600);
-            let mut progress = progress::Progress::new(!a.common.no_progress);
-            let t0 = std::time::Instant::now();
-            let plan =
-                plan::seed(&target, &minter, sessions, room_size, conc, &mut progress).await?;
-            progress.finish();
-            let out = a.common.out.clone().unwrap_or_else(|| {
-                common::default_results_dir()
-                    .join(format!("plan-{}.json", common::timestamp_slug()))
-            });
-            plan.save(&out)?;
-            println!(
-                "{}",
-                serde_json::to_string_pretty(&json!({
-                    "plan": out.display().to_string(),
-                    "users": plan.users.len(),
-                    "rooms": plan.rooms.len(),
-                    "room_size": room_size,
-                    "seconds": (t0.elapsed().as_secs_f64() * 100.0).round() / 100.0,
-                }))?
-            );
+            seed_plan(a).await?;
             Ok(None)
         }
         Cmd::Merge(a) => stats::merge(&a.files, a.out.as_deref()).map(Some),
     }
+}
+
+/// `rest`: the options with their defaults applied and checked.
+fn rest_config(a: RestArgs) -> Result<rest::RestConfig> {
+    let q = a.common.quick;
+    let target = Target::parse(&a.common.url)?;
+    let connections = pick(a.connections, q, 4, 64);
+    let duration = pick(a.duration, q, 2, 10);
+    let chats = pick(a.chats, q, 4, 100);
+    if connections == 0 || duration == 0 {
+        bail!("--connections and --duration must be at least 1");
+    }
+    if duration > MAX_DURATION {
+        bail!("--duration is capped at {MAX_DURATION} seconds");
+    }
+    let secret = if a.scenario == RestScenario::Root {
+        secret_of(&a.common).ok()
+    } else {
+        Some(secret_of(&a.common)?)
+    };
+    let name = format!(
+        "rest-{}",
+        serde_json::to_value(a.scenario)?.as_str().unwrap_or("rest")
+    );
+    let params = json!({
+        "scenario": a.scenario,
+        "connections": connections,
+        "duration_secs": duration,
+        "chats": chats,
+        "quick": q,
+    });
+    Ok(rest::RestConfig {
+        scenario: a.scenario,
+        target,
+        connections,
+        duration: Duration::from_secs(duration),
+        chats,
+        secret,
+        progress: !a.common.no_progress,
+        out: output_path(a.common.out.as_deref(), &name, 0, 1),
+        params,
+    })
+}
+
+/// `ws`: the options with their defaults (per scenario, and `--quick`) applied and checked.
+fn ws_config(a: WsArgs) -> Result<ws::WsConfig> {
+    let q = a.common.quick;
+    let target = Target::parse(&a.common.url)?;
+    let secret = secret_of(&a.common)?;
+    let (def_sessions, def_room, def_duration) = match a.scenario {
+        WsScenario::Idle => (2000, 20, 30),
+        WsScenario::Fanout => (1000, 50, 10),
+        WsScenario::Churn => (32, 10, 10),
+        WsScenario::Ai => (500, 5, 10),
+    };
+    let (ai, ramp) = ai_opts(&a)?;
+    let (sessions, room_size) = if a.scenario == WsScenario::Ai {
+        (ai.replies * ai.watchers, ai.watchers)
+    } else {
+        (
+            pick(a.sessions, q, 8, def_sessions),
+            pick(a.room_size, q, 4, def_room),
+        )
+    };
+    let senders = a.senders.unwrap_or(1);
+    let rate = pick(a.rate, q, 10.0, 200.0);
+    let duration = pick(a.duration, q, 3, def_duration);
+    let drain = pick(a.drain, q, 1, 2);
+    let concurrency = pick(a.concurrency, q, 2, 32);
+    let n_ips = a.source_ips.unwrap_or(4);
+    if duration == 0 || sessions == 0 || room_size == 0 || concurrency == 0 {
+        bail!("--duration, --sessions, --room-size and --concurrency must be at least 1");
+    }
+    if duration > MAX_DURATION || drain > 60 {
+        bail!("--duration is capped at {MAX_DURATION} seconds and --drain at 60");
+    }
+    if !(rate.is_finite() && rate >= 0.0) {
+        bail!("--rate must be a non-negative number");
+    }
+    let ips = source_ips(&target, n_ips)?;
+    let name = format!(
+        "ws-{}",
+        serde_json::to_value(a.scenario)?.as_str().unwrap_or("ws")
+    );
+    let mut cfg = ws::WsConfig {
+        scenario: a.scenario,
+        target,
+        secret,
+        plan: a.plan,
+        sessions,
+        room_size,
+        senders,
+        rate,
+        duration: Duration::from_secs(duration),
+        drain: Duration::from_secs(drain),
+        concurrency,
+        source_ips: ips,
+        process_index: a.process_index,
+        process_count: a.process_count,
+        seed_concurrency: a.seed_concurrency.unwrap_or(32),
+        connect_concurrency: a.connect_concurrency.unwrap_or(128),
+        setup_timeout: Duration::from_secs(pick(a.setup_timeout, q, 20, 120)),
+        start_at: a.start_at,
+        progress: !a.common.no_progress,
+        out: output_path(
+            a.common.out.as_deref(),
+            &name,
+            a.process_index,
+            a.process_count,
+        ),
+        params: serde_json::Value::Null,
+        ai,
+    };
+    cfg.params = ws_params(&cfg, q, ramp);
+    Ok(cfg)
+}
+
+/// The `ai` options of `ws` with their defaults applied and checked, and `--ramp` in seconds.
+fn ai_opts(a: &WsArgs) -> Result<(ws::AiOpts, f64)> {
+    let q = a.common.quick;
+    let replies = pick(a.replies, q, 2, 100);
+    let watchers = pick(a.watchers, q, 3, 5);
+    if a.scenario == WsScenario::Ai && (replies == 0 || watchers == 0) {
+        bail!("--replies and --watchers must be at least 1");
+    }
+    let token_rate = a.token_rate.unwrap_or(50.0);
+    if !(token_rate.is_finite() && token_rate > 0.0) {
+        bail!("--token-rate must be a positive number");
+    }
+    let reply_secs = a.tokens.unwrap_or(200) as f64 / token_rate;
+    let ramp = pick(a.ramp, q, 0.0, reply_secs);
+    if !(ramp.is_finite() && ramp >= 0.0) {
+        bail!("--ramp must be a non-negative number of seconds");
+    }
+    let mock = a.mock_url.as_deref().map(Target::parse).transpose()?;
+    let opts = ws::AiOpts {
+        replies,
+        watchers,
+        tokens: a.tokens,
+        token_rate,
+        ramp: Duration::from_secs_f64(ramp),
+        direct_samples: a.direct_ttft_samples.unwrap_or(0),
+        mock,
+    };
+    Ok((opts, ramp))
+}
+
+/// The effective options of a `ws` run, for its summary (`ai` has its own, without the
+/// fanout and churn ones).
+fn ws_params(cfg: &ws::WsConfig, quick: bool, ramp_secs: f64) -> serde_json::Value {
+    let mut params = json!({
+        "scenario": cfg.scenario,
+        "plan": cfg.plan.as_ref().map(|p| p.display().to_string()),
+        "sessions": cfg.sessions,
+        "room_size": cfg.room_size,
+        "senders_per_room": cfg.senders,
+        "rate_total": cfg.rate,
+        "duration_secs": cfg.duration.as_secs(),
+        "drain_secs": cfg.drain.as_secs(),
+        "concurrency": cfg.concurrency,
+        "source_ips": cfg.source_ips.iter().map(|i| i.to_string()).collect::<Vec<_>>(),
+        "process_index": cfg.process_index,
+        "process_count": cfg.process_count,
+        "connect_concurrency": cfg.connect_concurrency,
+        "seed_concurrency": cfg.seed_concurrency,
+        "start_at": cfg.start_at,
+        "quick": quick,
+    });
+    if cfg.scenario == WsScenario::Ai {
+        let ai = &cfg.ai;
+        params["replies"] = json!(ai.replies);
+        params["watchers"] = json!(ai.watchers);
+        params["tokens"] = json!(ai.tokens);
+        params["token_rate"] = json!(ai.token_rate);
+        params["ramp_secs"] = json!(ramp_secs);
+        params["direct_ttft_samples"] = json!(ai.direct_samples);
+        params["mock_url"] = json!(ai.mock.as_ref().map(|m| m.base.clone()));
+        for k in [
+            "senders_per_room",
+            "rate_total",
+            "drain_secs",
+            "concurrency",
+        ] {
+            if let Some(o) = params.as_object_mut() {
+                o.remove(k);
+            }
+        }
+    }
+    params
+}
+
+/// `seed`: creates the users, rooms and memberships and writes the plan; prints where, and
+/// what it holds.
+async fn seed_plan(a: SeedArgs) -> Result<()> {
+    let q = a.common.quick;
+    let target = Target::parse(&a.common.url)?;
+    let secret = secret_of(&a.common)?;
+    let sessions = pick(a.sessions, q, 8, 1000);
+    let room_size = pick(a.room_size, q, 4, 50);
+    let conc = a.seed_concurrency.unwrap_or(32);
+    common::raise_nofile();
+    let minter = Minter::new(&secret, 3600);
+    let mut progress = progress::Progress::new(!a.common.no_progress);
+    let t0 = std::time::Instant::now();
+    let plan = plan::seed(&target, &minter, sessions, room_size, conc, &mut progress).await?;
+    progress.finish();
+    let out = a.common.out.clone().unwrap_or_else(|| {
+        common::default_results_dir().join(format!("plan-{}.json", common::timestamp_slug()))
+    });
+    plan.save(&out)?;
+    println!(
+        "{}",
+        serde_json::to_string_pretty(&json!({
+            "plan": out.display().to_string(),
+            "users": plan.users.len(),
+            "rooms": plan.rooms.len(),
+            "room_size": room_size,
+            "seconds": (t0.elapsed().as_secs_f64() * 100.0).round() / 100.0,
+        }))?
+    );
+    Ok(())
 }
 
 #[cfg(test)]

@@ -76,15 +76,7 @@ pub async fn run(cfg: MockConfig) -> Result<serde_json::Value> {
         bail!("--rate must be a non-negative number");
     }
     crate::common::raise_nofile();
-    let addr = SocketAddr::new(cfg.host, cfg.port);
-    let sock = if addr.is_ipv4() {
-        TcpSocket::new_v4()?
-    } else {
-        TcpSocket::new_v6()?
-    };
-    sock.set_reuseaddr(true)?;
-    sock.bind(addr).with_context(|| format!("binding {addr}"))?;
-    let listener = sock.listen(4096)?;
+    let listener = listen(SocketAddr::new(cfg.host, cfg.port))?;
     let local = listener.local_addr()?;
     let deadline = tokio::time::Instant::now() + cfg.duration;
     let st = Arc::new(MockState {
@@ -98,13 +90,50 @@ pub async fn run(cfg: MockConfig) -> Result<serde_json::Value> {
         st.cfg.tokens, st.cfg.rate, st.cfg.first_token, st.cfg.duration
     );
     let t0 = Instant::now();
+    let reason = serve(&st, &listener, deadline, t0).await;
+    let summary = exit_summary(&st, local, reason, t0);
+    let text = serde_json::to_string_pretty(&summary)?;
+    println!("{text}");
+    if let Some(out) = &st.cfg.out {
+        if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
+            std::fs::create_dir_all(dir)?;
+        }
+        std::fs::write(out, format!("{text}\n"))
+            .with_context(|| format!("writing {}", out.display()))?;
+    }
+    Ok(summary)
+}
+
+/// A listening socket on `addr` (address reuse on, backlog 4096).
+fn listen(addr: SocketAddr) -> Result<tokio::net::TcpListener> {
+    let sock = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    sock.set_reuseaddr(true)?;
+    sock.bind(addr).with_context(|| format!("binding {addr}"))?;
+    Ok(sock.listen(4096)?)
+}
+
+/// Accepts connections until `deadline`, SIGINT or SIGTERM, with a status line every 5 s;
+/// returns why it stopped.
+async fn serve(
+    st: &Arc<MockState>,
+    listener: &tokio::net::TcpListener,
+    deadline: tokio::time::Instant,
+    t0: Instant,
+) -> &'static str {
     let mut status = tokio::time::interval(Duration::from_secs(5));
     status.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Skip);
-    let mut last_tokens = 0u64;
-    let mut last_t = Instant::now();
+    let mut line = StatusLine {
+        t0,
+        last_tokens: 0,
+        last_t: Instant::now(),
+    };
     let mut sigterm =
         tokio::signal::unix::signal(tokio::signal::unix::SignalKind::terminate()).ok();
-    let reason = loop {
+    loop {
         tokio::select! {
             _ = tokio::time::sleep_until(deadline) => break "duration elapsed",
             _ = tokio::signal::ctrl_c() => break "SIGINT",
@@ -126,28 +155,45 @@ pub async fn run(cfg: MockConfig) -> Result<serde_json::Value> {
             },
             _ = status.tick() => {
                 if st.cfg.progress {
-                    let tok = st.c.tokens.load(Ordering::Relaxed);
-                    let dt = last_t.elapsed().as_secs_f64().max(1e-3);
-                    let (p50, p99) = st.emit_lag.p50_p99();
-                    eprintln!(
-                        "[openai-mock] {:.0}s · active streams {} (max {}) · requests {} · tokens {tok} ({:.0}/s) · emit lag p50 {} p99 {}",
-                        t0.elapsed().as_secs_f64(),
-                        st.c.active.load(Ordering::Relaxed),
-                        st.c.max_active.load(Ordering::Relaxed),
-                        st.c.requests.load(Ordering::Relaxed),
-                        (tok - last_tokens) as f64 / dt,
-                        fmt_us(p50 as f64),
-                        fmt_us(p99 as f64),
-                    );
-                    last_tokens = tok;
-                    last_t = Instant::now();
+                    line.print(st);
                 }
             }
         }
-    };
+    }
+}
+
+/// The periodic status line on stderr (token rate since the previous line).
+struct StatusLine {
+    t0: Instant,
+    last_tokens: u64,
+    last_t: Instant,
+}
+
+impl StatusLine {
+    fn print(&mut self, st: &MockState) {
+        let tok = st.c.tokens.load(Ordering::Relaxed);
+        let dt = self.last_t.elapsed().as_secs_f64().max(1e-3);
+        let (p50, p99) = st.emit_lag.p50_p99();
+        eprintln!(
+            "[openai-mock] {:.0}s · active streams {} (max {}) · requests {} · tokens {tok} ({:.0}/s) · emit lag p50 {} p99 {}",
+            self.t0.elapsed().as_secs_f64(),
+            st.c.active.load(Ordering::Relaxed),
+            st.c.max_active.load(Ordering::Relaxed),
+            st.c.requests.load(Ordering::Relaxed),
+            (tok - self.last_tokens) as f64 / dt,
+            fmt_us(p50 as f64),
+            fmt_us(p99 as f64),
+        );
+        self.last_tokens = tok;
+        self.last_t = Instant::now();
+    }
+}
+
+/// The JSON summary printed when the mock exits.
+fn exit_summary(st: &MockState, local: SocketAddr, reason: &str, t0: Instant) -> serde_json::Value {
     let ld = |a: &AtomicU64| a.load(Ordering::Relaxed);
     let c = &st.c;
-    let summary = json!({
+    json!({
         "tool": format!("echo-load {} openai-mock", env!("CARGO_PKG_VERSION")),
         "listen": format!("http://{local}/v1"),
         "stopped_because": reason,
@@ -170,17 +216,7 @@ pub async fn run(cfg: MockConfig) -> Result<serde_json::Value> {
             "tokens_emitted": ld(&c.tokens),
         },
         "emit_lag_us": LatencyStats::of(&st.emit_lag.snapshot()),
-    });
-    let text = serde_json::to_string_pretty(&summary)?;
-    println!("{text}");
-    if let Some(out) = &st.cfg.out {
-        if let Some(dir) = out.parent().filter(|d| !d.as_os_str().is_empty()) {
-            std::fs::create_dir_all(dir)?;
-        }
-        std::fs::write(out, format!("{text}\n"))
-            .with_context(|| format!("writing {}", out.display()))?;
-    }
-    Ok(summary)
+    })
 }
 
 /// One parsed request.
@@ -197,21 +233,102 @@ enum ReadOutcome {
     Bad(&'static str),
 }
 
+/// A step of reading a request: `Err` ends the read with that outcome (the peer closed, or the
+/// request is refused).
+type Step<T> = std::result::Result<T, ReadOutcome>;
+
+/// What the request line and the headers say.
+struct Head {
+    method: String,
+    path: String,
+    http10: bool,
+    content_length: Option<usize>,
+    chunked: bool,
+    conn_close: bool,
+    conn_keep: bool,
+}
+
+impl Head {
+    /// Takes note of one header line.
+    fn header(&mut self, line: &str) -> Step<()> {
+        let Some((name, value)) = line.split_once(':') else {
+            return Err(ReadOutcome::Bad("malformed header"));
+        };
+        let value = value.trim();
+        match name.trim().to_ascii_lowercase().as_str() {
+            "content-length" => match value.parse() {
+                Ok(v) => self.content_length = Some(v),
+                Err(_) => return Err(ReadOutcome::Bad("bad content-length")),
+            },
+            "transfer-encoding" => self.chunked = value.to_ascii_lowercase().contains("chunked"),
+            "connection" => {
+                let v = value.to_ascii_lowercase();
+                self.conn_close = v.contains("close");
+                self.conn_keep = v.contains("keep-alive");
+            }
+            _ => {}
+        }
+        Ok(())
+    }
+
+    /// HTTP/1.0 keeps the connection only when asked to, HTTP/1.1 unless asked not to.
+    fn keep_alive(&self) -> bool {
+        if self.http10 {
+            self.conn_keep
+        } else {
+            !self.conn_close
+        }
+    }
+}
+
 async fn read_request<R: tokio::io::AsyncBufRead + Unpin>(rd: &mut R) -> Result<ReadOutcome> {
     let mut line = Vec::new();
+    let head = match read_head(rd, &mut line).await? {
+        Ok(h) => h,
+        Err(out) => return Ok(out),
+    };
+    let body = match read_body(rd, &head, &mut line).await? {
+        Ok(b) => b,
+        Err(out) => return Ok(out),
+    };
+    let keep_alive = head.keep_alive();
+    Ok(ReadOutcome::Request(Request {
+        method: head.method,
+        path: head.path,
+        keep_alive,
+        body,
+    }))
+}
+
+/// Reads one line of the request head into `line`, counting it towards the head's length.
+async fn head_line<R: tokio::io::AsyncBufRead + Unpin>(
+    rd: &mut R,
+    line: &mut Vec<u8>,
+    head_len: &mut usize,
+) -> Result<Step<()>> {
+    line.clear();
+    let n = rd.read_until(b'\n', line).await?;
+    if n == 0 {
+        return Ok(Err(ReadOutcome::Closed));
+    }
+    *head_len += n;
+    if *head_len > MAX_HEAD {
+        return Ok(Err(ReadOutcome::Bad("request head too large")));
+    }
+    Ok(Ok(()))
+}
+
+/// The request line (skipping stray empty lines between requests) and the headers.
+async fn read_head<R: tokio::io::AsyncBufRead + Unpin>(
+    rd: &mut R,
+    line: &mut Vec<u8>,
+) -> Result<Step<Head>> {
     let mut head_len = 0usize;
-    // Request line (skipping stray empty lines between requests).
     let request_line = loop {
-        line.clear();
-        let n = rd.read_until(b'\n', &mut line).await?;
-        if n == 0 {
-            return Ok(ReadOutcome::Closed);
+        if let Err(out) = head_line(rd, line, &mut head_len).await? {
+            return Ok(Err(out));
         }
-        head_len += n;
-        if head_len > MAX_HEAD {
-            return Ok(ReadOutcome::Bad("request head too large"));
-        }
-        let l = String::from_utf8_lossy(&line).trim().to_string();
+        let l = String::from_utf8_lossy(line).trim().to_string();
         if !l.is_empty() {
             break l;
         }
@@ -219,95 +336,90 @@ async fn read_request<R: tokio::io::AsyncBufRead + Unpin>(rd: &mut R) -> Result<
     let mut parts = request_line.split_ascii_whitespace();
     let (Some(method), Some(path), Some(version)) = (parts.next(), parts.next(), parts.next())
     else {
-        return Ok(ReadOutcome::Bad("malformed request line"));
+        return Ok(Err(ReadOutcome::Bad("malformed request line")));
     };
-    let (method, path) = (method.to_string(), path.to_string());
-    let http10 = version.eq_ignore_ascii_case("HTTP/1.0");
-    let mut content_length: Option<usize> = None;
-    let mut chunked = false;
-    let mut conn_close = false;
-    let mut conn_keep = false;
+    let mut head = Head {
+        method: method.to_string(),
+        path: path.to_string(),
+        http10: version.eq_ignore_ascii_case("HTTP/1.0"),
+        content_length: None,
+        chunked: false,
+        conn_close: false,
+        conn_keep: false,
+    };
     loop {
-        line.clear();
-        let n = rd.read_until(b'\n', &mut line).await?;
-        if n == 0 {
-            return Ok(ReadOutcome::Closed);
+        if let Err(out) = head_line(rd, line, &mut head_len).await? {
+            return Ok(Err(out));
         }
-        head_len += n;
-        if head_len > MAX_HEAD {
-            return Ok(ReadOutcome::Bad("request head too large"));
-        }
-        let l = String::from_utf8_lossy(&line);
+        let l = String::from_utf8_lossy(line);
         let l = l.trim_end_matches(['\r', '\n']);
         if l.is_empty() {
-            break;
+            return Ok(Ok(head));
         }
-        let Some((name, value)) = l.split_once(':') else {
-            return Ok(ReadOutcome::Bad("malformed header"));
-        };
-        let value = value.trim();
-        match name.trim().to_ascii_lowercase().as_str() {
-            "content-length" => match value.parse() {
-                Ok(v) => content_length = Some(v),
-                Err(_) => return Ok(ReadOutcome::Bad("bad content-length")),
-            },
-            "transfer-encoding" => chunked = value.to_ascii_lowercase().contains("chunked"),
-            "connection" => {
-                let v = value.to_ascii_lowercase();
-                conn_close = v.contains("close");
-                conn_keep = v.contains("keep-alive");
-            }
-            _ => {}
+        if let Err(out) = head.header(l) {
+            return Ok(Err(out));
         }
     }
+}
+
+/// The body: chunked, by `content-length`, or none.
+async fn read_body<R: tokio::io::AsyncBufRead + Unpin>(
+    rd: &mut R,
+    head: &Head,
+    line: &mut Vec<u8>,
+) -> Result<Step<Vec<u8>>> {
+    if head.chunked {
+        return read_chunked(rd, line).await;
+    }
     let mut body = Vec::new();
-    if chunked {
-        loop {
-            line.clear();
-            if rd.read_until(b'\n', &mut line).await? == 0 {
-                return Ok(ReadOutcome::Closed);
-            }
-            let size_str = String::from_utf8_lossy(&line);
-            let size_str = size_str.trim().split(';').next().unwrap_or("").to_string();
-            let Ok(size) = usize::from_str_radix(&size_str, 16) else {
-                return Ok(ReadOutcome::Bad("bad chunk size"));
-            };
-            if body.len() + size > MAX_BODY {
-                return Ok(ReadOutcome::Bad("body too large"));
-            }
-            if size == 0 {
-                // Trailers until an empty line.
-                loop {
-                    line.clear();
-                    if rd.read_until(b'\n', &mut line).await? == 0 {
-                        break;
-                    }
-                    if line == b"\r\n" || line == b"\n" {
-                        break;
-                    }
-                }
-                break;
-            }
-            let start = body.len();
-            body.resize(start + size, 0);
-            rd.read_exact(&mut body[start..]).await?;
-            let mut crlf = [0u8; 2];
-            rd.read_exact(&mut crlf).await?;
-        }
-    } else if let Some(n) = content_length {
+    if let Some(n) = head.content_length {
         if n > MAX_BODY {
-            return Ok(ReadOutcome::Bad("body too large"));
+            return Ok(Err(ReadOutcome::Bad("body too large")));
         }
         body.resize(n, 0);
         rd.read_exact(&mut body).await?;
     }
-    let keep_alive = if http10 { conn_keep } else { !conn_close };
-    Ok(ReadOutcome::Request(Request {
-        method,
-        path,
-        keep_alive,
-        body,
-    }))
+    Ok(Ok(body))
+}
+
+/// A chunked body, up to and including its trailers.
+async fn read_chunked<R: tokio::io::AsyncBufRead + Unpin>(
+    rd: &mut R,
+    line: &mut Vec<u8>,
+) -> Result<Step<Vec<u8>>> {
+    let mut body = Vec::new();
+    loop {
+        line.clear();
+        if rd.read_until(b'\n', line).await? == 0 {
+            return Ok(Err(ReadOutcome::Closed));
+        }
+        let size_str = String::from_utf8_lossy(line);
+        let size_str = size_str.trim().split(';').next().unwrap_or("").to_string();
+        let Ok(size) = usize::from_str_radix(&size_str, 16) else {
+            return Ok(Err(ReadOutcome::Bad("bad chunk size")));
+        };
+        if body.len() + size > MAX_BODY {
+            return Ok(Err(ReadOutcome::Bad("body too large")));
+        }
+        if size == 0 {
+            // Trailers until an empty line.
+            loop {
+                line.clear();
+                if rd.read_until(b'\n', line).await? == 0 {
+                    break;
+                }
+                if *line == b"\r\n" || *line == b"\n" {
+                    break;
+                }
+            }
+            return Ok(Ok(body));
+        }
+        let start = body.len();
+        body.resize(start + size, 0);
+        rd.read_exact(&mut body[start..]).await?;
+        let mut crlf = [0u8; 2];
+        rd.read_exact(&mut crlf).await?;
+    }
 }
 
 async fn write_simple(
@@ -386,123 +498,29 @@ async fn connection(st: Arc<MockState>, stream: TcpStream) {
     }
 }
 
-/// Returns false when the connection must be closed.
+/// Answers a chat completion request with a stream; returns false when the connection must
+/// be closed.
 async fn completion(st: &MockState, wr: &mut (impl AsyncWriteExt + Unpin), req: &Request) -> bool {
     let t_req = tokio::time::Instant::now();
-    let body: serde_json::Value = match serde_json::from_slice(&req.body) {
-        Ok(v) => v,
-        Err(e) => {
+    let reply = match Reply::of(st, &req.body) {
+        Ok(r) => r,
+        Err(message) => {
             st.c.bad_requests.fetch_add(1, Ordering::Relaxed);
             return write_simple(
                 wr,
                 "400 Bad Request",
-                &json!({"error": {"message": format!("body is not JSON: {e}"), "type": "invalid_request_error"}}),
+                &json!({"error": {"message": message, "type": "invalid_request_error"}}),
                 req.keep_alive,
             )
             .await
             .is_ok();
         }
     };
-    if body.get("stream").and_then(|s| s.as_bool()) != Some(true) {
-        st.c.bad_requests.fetch_add(1, Ordering::Relaxed);
-        return write_simple(
-            wr,
-            "400 Bad Request",
-            &json!({"error": {"message": "this mock only streams: set \"stream\": true", "type": "invalid_request_error"}}),
-            req.keep_alive,
-        )
-        .await
-        .is_ok();
-    }
-    let model = body
-        .get("model")
-        .and_then(|m| m.as_str())
-        .unwrap_or("mock-model");
-    let model_json = serde_json::to_string(model).unwrap_or_else(|_| "\"mock-model\"".into());
-    let cap = body
-        .get("max_completion_tokens")
-        .or_else(|| body.get("max_tokens"))
-        .and_then(|v| v.as_u64())
-        .map(|v| v as usize);
-    let n_tokens = cap.map_or(st.cfg.tokens, |c| c.min(st.cfg.tokens));
-    let finish = if n_tokens < st.cfg.tokens {
-        "length"
-    } else {
-        "stop"
-    };
-    let include_usage = body
-        .pointer("/stream_options/include_usage")
-        .and_then(|v| v.as_bool())
-        .unwrap_or(false);
-    let id = format!("chatcmpl-mock-{}", st.seq.fetch_add(1, Ordering::Relaxed));
-    let created = unix_secs();
-    let prefix = format!(
-        r#"{{"id":"{id}","object":"chat.completion.chunk","created":{created},"model":{model_json},"#
-    );
-    let chunk = |payload: &str| -> Vec<u8> {
-        let data = format!("data: {prefix}{payload}}}\n\n");
-        let mut out = Vec::with_capacity(data.len() + 12);
-        out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
-        out.extend_from_slice(data.as_bytes());
-        out.extend_from_slice(b"\r\n");
-        out
-    };
-
     st.c.streams_started.fetch_add(1, Ordering::Relaxed);
     let active = st.c.active.fetch_add(1, Ordering::Relaxed) + 1;
     st.c.max_active.fetch_max(active, Ordering::Relaxed);
     let mut lag = LocalBatch::new(st.emit_lag.clone());
-    let result: std::io::Result<()> = async {
-        let mut head = Vec::with_capacity(512);
-        head.extend_from_slice(
-            b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\ntransfer-encoding: chunked\r\n",
-        );
-        head.extend_from_slice(if req.keep_alive {
-            b"connection: keep-alive\r\n\r\n"
-        } else {
-            b"connection: close\r\n\r\n"
-        });
-        head.extend_from_slice(&chunk(
-            r#""choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}]"#,
-        ));
-        wr.write_all(&head).await?;
-        let first = t_req + st.cfg.first_token;
-        let step = if st.cfg.rate > 0.0 {
-            Duration::from_secs_f64(1.0 / st.cfg.rate)
-        } else {
-            Duration::ZERO
-        };
-        for i in 0..n_tokens {
-            let due = first + step.mul_f64(i as f64);
-            // A past deadline still waits for the timer's next 1 ms tick: skip it.
-            if due > tokio::time::Instant::now() {
-                tokio::time::sleep_until(due).await;
-            }
-            let late = tokio::time::Instant::now().saturating_duration_since(due);
-            lag.record(late.as_micros() as u64);
-            let payload = format!(
-                r#""choices":[{{"index":0,"delta":{{"content":"{}|"}},"finish_reason":null}}]"#,
-                unix_nanos()
-            );
-            wr.write_all(&chunk(&payload)).await?;
-            st.c.tokens.fetch_add(1, Ordering::Relaxed);
-        }
-        let mut tail = chunk(&format!(
-            r#""choices":[{{"index":0,"delta":{{}},"finish_reason":"{finish}"}}]"#
-        ));
-        if include_usage {
-            let prompt_tokens = 17;
-            tail.extend_from_slice(&chunk(&format!(
-                r#""choices":[],"usage":{{"prompt_tokens":{prompt_tokens},"completion_tokens":{n_tokens},"total_tokens":{}}}"#,
-                prompt_tokens + n_tokens
-            )));
-        }
-        let done = "data: [DONE]\n\n";
-        tail.extend_from_slice(format!("{:x}\r\n{done}\r\n0\r\n\r\n", done.len()).as_bytes());
-        wr.write_all(&tail).await?;
-        wr.flush().await
-    }
-    .await;
+    let result = reply.stream(st, wr, req.keep_alive, t_req, &mut lag).await;
     lag.flush();
     st.c.active.fetch_sub(1, Ordering::Relaxed);
     match result {
@@ -514,6 +532,141 @@ async fn completion(st: &MockState, wr: &mut (impl AsyncWriteExt + Unpin), req: 
             st.c.streams_aborted.fetch_add(1, Ordering::Relaxed);
             false
         }
+    }
+}
+
+/// The streamed reply a request asks for.
+struct Reply {
+    /// Content chunks (tokens) to send.
+    n_tokens: usize,
+    /// `finish_reason` of the finish chunk.
+    finish: &'static str,
+    include_usage: bool,
+    /// The start of every chunk's JSON: id, object, created, model.
+    prefix: String,
+}
+
+impl Reply {
+    /// The reply to a request body, or why the request is refused.
+    fn of(st: &MockState, body: &[u8]) -> std::result::Result<Self, String> {
+        let body: serde_json::Value =
+            serde_json::from_slice(body).map_err(|e| format!("body is not JSON: {e}"))?;
+        if body.get("stream").and_then(|s| s.as_bool()) != Some(true) {
+            return Err("this mock only streams: set \"stream\": true".into());
+        }
+        let model = body
+            .get("model")
+            .and_then(|m| m.as_str())
+            .unwrap_or("mock-model");
+        let model_json = serde_json::to_string(model).unwrap_or_else(|_| "\"mock-model\"".into());
+        let cap = body
+            .get("max_completion_tokens")
+            .or_else(|| body.get("max_tokens"))
+            .and_then(|v| v.as_u64())
+            .map(|v| v as usize);
+        let n_tokens = cap.map_or(st.cfg.tokens, |c| c.min(st.cfg.tokens));
+        let finish = if n_tokens < st.cfg.tokens {
+            "length"
+        } else {
+            "stop"
+        };
+        let include_usage = body
+            .pointer("/stream_options/include_usage")
+            .and_then(|v| v.as_bool())
+            .unwrap_or(false);
+        let id = format!("chatcmpl-mock-{}", st.seq.fetch_add(1, Ordering::Relaxed));
+        let created = unix_secs();
+        let prefix = format!(
+            r#"{{"id":"{id}","object":"chat.completion.chunk","created":{created},"model":{model_json},"#
+        );
+        Ok(Self {
+            n_tokens,
+            finish,
+            include_usage,
+            prefix,
+        })
+    }
+
+    /// One server-sent event carrying a chunk whose JSON ends with `payload`, as an HTTP chunk.
+    fn chunk(&self, payload: &str) -> Vec<u8> {
+        let data = format!("data: {}{payload}}}\n\n", self.prefix);
+        let mut out = Vec::with_capacity(data.len() + 12);
+        out.extend_from_slice(format!("{:x}\r\n", data.len()).as_bytes());
+        out.extend_from_slice(data.as_bytes());
+        out.extend_from_slice(b"\r\n");
+        out
+    }
+
+    /// Writes the response: head and role chunk, the tokens on schedule (their lateness
+    /// recorded in `lag`), then the finish, usage and `[DONE]` events.
+    async fn stream(
+        &self,
+        st: &MockState,
+        wr: &mut (impl AsyncWriteExt + Unpin),
+        keep_alive: bool,
+        t_req: tokio::time::Instant,
+        lag: &mut LocalBatch,
+    ) -> std::io::Result<()> {
+        wr.write_all(&self.head(keep_alive)).await?;
+        let first = t_req + st.cfg.first_token;
+        let step = if st.cfg.rate > 0.0 {
+            Duration::from_secs_f64(1.0 / st.cfg.rate)
+        } else {
+            Duration::ZERO
+        };
+        for i in 0..self.n_tokens {
+            let due = first + step.mul_f64(i as f64);
+            // A past deadline still waits for the timer's next 1 ms tick: skip it.
+            if due > tokio::time::Instant::now() {
+                tokio::time::sleep_until(due).await;
+            }
+            let late = tokio::time::Instant::now().saturating_duration_since(due);
+            lag.record(late.as_micros() as u64);
+            let payload = format!(
+                r#""choices":[{{"index":0,"delta":{{"content":"{}|"}},"finish_reason":null}}]"#,
+                unix_nanos()
+            );
+            wr.write_all(&self.chunk(&payload)).await?;
+            st.c.tokens.fetch_add(1, Ordering::Relaxed);
+        }
+        wr.write_all(&self.tail()).await?;
+        wr.flush().await
+    }
+
+    /// The response head and the role chunk.
+    fn head(&self, keep_alive: bool) -> Vec<u8> {
+        let mut head = Vec::with_capacity(512);
+        head.extend_from_slice(
+            b"HTTP/1.1 200 OK\r\ncontent-type: text/event-stream\r\ncache-control: no-cache\r\ntransfer-encoding: chunked\r\n",
+        );
+        head.extend_from_slice(if keep_alive {
+            b"connection: keep-alive\r\n\r\n"
+        } else {
+            b"connection: close\r\n\r\n"
+        });
+        head.extend_from_slice(&self.chunk(
+            r#""choices":[{"index":0,"delta":{"role":"assistant","content":""},"finish_reason":null}]"#,
+        ));
+        head
+    }
+
+    /// The finish chunk, the usage chunk when asked for, `[DONE]` and the last HTTP chunk.
+    fn tail(&self) -> Vec<u8> {
+        let finish = self.finish;
+        let mut tail = self.chunk(&format!(
+            r#""choices":[{{"index":0,"delta":{{}},"finish_reason":"{finish}"}}]"#
+        ));
+        if self.include_usage {
+            let prompt_tokens = 17;
+            let n_tokens = self.n_tokens;
+            tail.extend_from_slice(&self.chunk(&format!(
+                r#""choices":[],"usage":{{"prompt_tokens":{prompt_tokens},"completion_tokens":{n_tokens},"total_tokens":{}}}"#,
+                prompt_tokens + n_tokens
+            )));
+        }
+        let done = "data: [DONE]\n\n";
+        tail.extend_from_slice(format!("{:x}\r\n{done}\r\n0\r\n\r\n", done.len()).as_bytes());
+        tail
     }
 }
 

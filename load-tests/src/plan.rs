@@ -5,7 +5,6 @@
 
 use std::path::Path;
 use std::sync::atomic::{AtomicU64, Ordering};
-use std::sync::Arc;
 
 use anyhow::{bail, Context, Result};
 use futures_util::StreamExt;
@@ -100,175 +99,16 @@ pub async fn seed(
         bail!("--room-size must be at least 1");
     }
     let concurrency = concurrency.max(1);
-    let api = Api::new(target, concurrency);
-    let tag = &Uuid::new_v4().simple().to_string()[..8];
-    let users: Vec<PlanUser> = (0..sessions)
-        .map(|i| {
-            let id = Uuid::new_v4();
-            PlanUser {
-                email: format!("load-{tag}-{i}@load.echo.test"),
-                id,
-                room: i / room_size,
-            }
-        })
-        .collect();
-    let n_rooms = sessions.div_ceil(room_size);
-    let errors = ErrorSamples::default();
-
-    // 1. Users: the first authenticated request upserts the user row.
-    let done = Arc::new(AtomicU64::new(0));
-    let failed = Arc::new(AtomicU64::new(0));
-    progress.phase("users", sessions as u64, false);
-    let fut = futures_util::stream::iter(users.iter())
-        .map(|u| {
-            let api = &api;
-            let done = &done;
-            let failed = &failed;
-            let errors = &errors;
-            async move {
-                let r = async {
-                    let tok = minter.token(&u.id, &u.email)?;
-                    api.call(Method::GET, "/users/me", Some(&tok), None, &[200])
-                        .await
-                }
-                .await;
-                match r {
-                    Ok(_) => done.fetch_add(1, Ordering::Relaxed),
-                    Err(e) => {
-                        errors.add(format!("{e:#}"));
-                        failed.fetch_add(1, Ordering::Relaxed)
-                    }
-                };
-            }
-        })
-        .buffer_unordered(concurrency)
-        .collect::<Vec<()>>();
-    with_ticker(progress, fut, || {
-        let d = done.load(Ordering::Relaxed);
-        let f = failed.load(Ordering::Relaxed);
-        (d + f, format!("upserted {d} failed {f}"))
-    })
-    .await;
-    check_failures("user upserts", &failed, &errors)?;
-
-    // 2. Rooms, each created by its owner (first member).
-    done.store(0, Ordering::Relaxed);
-    progress.phase("rooms", n_rooms as u64, false);
-    let fut = futures_util::stream::iter(0..n_rooms)
-        .map(|r| {
-            let api = &api;
-            let done = &done;
-            let failed = &failed;
-            let errors = &errors;
-            let owner = &users[r * room_size];
-            async move {
-                let r = async {
-                    let tok = minter.token(&owner.id, &owner.email)?;
-                    let body = json!({ "title": format!("load room {r} ({tag})") });
-                    let (_, v) = api
-                        .call(
-                            Method::POST,
-                            "/chats/",
-                            Some(&tok),
-                            Some(&body),
-                            &[200, 201],
-                        )
-                        .await?;
-                    let id = v
-                        .get("id")
-                        .and_then(|x| x.as_str())
-                        .context("POST /chats/ response has no string `id`")?
-                        .to_string();
-                    Ok::<_, anyhow::Error>(id)
-                }
-                .await;
-                match r {
-                    Ok(id) => {
-                        done.fetch_add(1, Ordering::Relaxed);
-                        Some(id)
-                    }
-                    Err(e) => {
-                        errors.add(format!("{e:#}"));
-                        failed.fetch_add(1, Ordering::Relaxed);
-                        None
-                    }
-                }
-            }
-        })
-        .buffered(concurrency)
-        .collect::<Vec<Option<String>>>();
-    let ids = with_ticker(progress, fut, || {
-        let d = done.load(Ordering::Relaxed);
-        (d, format!("created {d}/{n_rooms}"))
-    })
-    .await;
-    check_failures("room creations", &failed, &errors)?;
-    let rooms: Vec<PlanRoom> = ids
-        .into_iter()
-        .enumerate()
-        .map(|(r, id)| {
-            let lo = r * room_size;
-            let hi = ((r + 1) * room_size).min(sessions);
-            PlanRoom {
-                chat_id: id.unwrap_or_default(),
-                owner: lo,
-                members: (lo..hi).collect(),
-            }
-        })
-        .collect();
-
-    // 3. Memberships, added by each room's owner.
-    let adds: Vec<(usize, usize)> = rooms
-        .iter()
-        .enumerate()
-        .flat_map(|(r, room)| room.members.iter().skip(1).map(move |&m| (r, m)))
-        .collect();
-    done.store(0, Ordering::Relaxed);
-    let n_adds = adds.len();
-    progress.phase("members", n_adds as u64, false);
-    let fut = futures_util::stream::iter(adds.iter())
-        .map(|&(r, m)| {
-            let api = &api;
-            let done = &done;
-            let failed = &failed;
-            let errors = &errors;
-            let room = &rooms[r];
-            let owner = &users[room.owner];
-            let member = &users[m];
-            async move {
-                let r = async {
-                    let tok = minter.token(&owner.id, &owner.email)?;
-                    let body = json!({ "user_id": member.id });
-                    let path = format!("/chats/{}/members", room.chat_id);
-                    // 409: already a member (a retried request that had succeeded).
-                    api.call(
-                        Method::POST,
-                        &path,
-                        Some(&tok),
-                        Some(&body),
-                        &[200, 201, 409],
-                    )
-                    .await
-                }
-                .await;
-                match r {
-                    Ok(_) => done.fetch_add(1, Ordering::Relaxed),
-                    Err(e) => {
-                        errors.add(format!("{e:#}"));
-                        failed.fetch_add(1, Ordering::Relaxed)
-                    }
-                };
-            }
-        })
-        .buffer_unordered(concurrency)
-        .collect::<Vec<()>>();
-    with_ticker(progress, fut, || {
-        let d = done.load(Ordering::Relaxed);
-        (d, format!("added {d}/{n_adds}"))
-    })
-    .await;
-    check_failures("member additions", &failed, &errors)?;
-
+    let seeder = Seeder {
+        api: Api::new(target, concurrency),
+        minter,
+        concurrency,
+        tag: Uuid::new_v4().simple().to_string()[..8].to_string(),
+    };
+    let users = seeder.new_users(sessions, room_size);
+    seeder.upsert_users(&users, progress).await?;
+    let rooms = seeder.create_rooms(&users, room_size, progress).await?;
+    seeder.add_members(&users, &rooms, progress).await?;
     Ok(Plan {
         version: PLAN_VERSION,
         url: target.base.clone(),
@@ -279,14 +119,208 @@ pub async fn seed(
     })
 }
 
-fn check_failures(what: &str, failed: &AtomicU64, errors: &ErrorSamples) -> Result<()> {
-    let f = failed.load(Ordering::Relaxed);
-    if f > 0 {
-        let sample = errors.snapshot();
-        bail!(
-            "seeding failed: {f} {what} failed; first errors:\n  {}",
-            sample.join("\n  ")
-        );
+/// What every seeding step uses: the API client, the token minter, how many requests run at
+/// once and the run's tag (in every email and room title).
+struct Seeder<'a> {
+    api: Api,
+    minter: &'a Minter,
+    concurrency: usize,
+    tag: String,
+}
+
+/// The outcome of one seeding step's requests, counted as they finish.
+#[derive(Default)]
+struct Tally {
+    done: AtomicU64,
+    failed: AtomicU64,
+    errors: ErrorSamples,
+}
+
+impl Tally {
+    /// Counts one request's result; the value when it succeeded (its error kept as a sample
+    /// when it failed).
+    fn count<T>(&self, r: Result<T>) -> Option<T> {
+        match r {
+            Ok(v) => {
+                self.done.fetch_add(1, Ordering::Relaxed);
+                Some(v)
+            }
+            Err(e) => {
+                self.errors.add(format!("{e:#}"));
+                self.failed.fetch_add(1, Ordering::Relaxed);
+                None
+            }
+        }
     }
-    Ok(())
+
+    /// Fails the seeding when any request of the step (`what`) failed, quoting the first errors.
+    fn check(&self, what: &str) -> Result<()> {
+        let f = self.failed.load(Ordering::Relaxed);
+        if f > 0 {
+            let sample = self.errors.snapshot();
+            bail!(
+                "seeding failed: {f} {what} failed; first errors:\n  {}",
+                sample.join("\n  ")
+            );
+        }
+        Ok(())
+    }
+}
+
+impl Seeder<'_> {
+    /// `sessions` new users, `room_size` to a room in order.
+    fn new_users(&self, sessions: usize, room_size: usize) -> Vec<PlanUser> {
+        (0..sessions)
+            .map(|i| {
+                let id = Uuid::new_v4();
+                PlanUser {
+                    email: format!("load-{}-{i}@load.echo.test", self.tag),
+                    id,
+                    room: i / room_size,
+                }
+            })
+            .collect()
+    }
+
+    /// Step 1, users: the first authenticated request upserts the user row.
+    async fn upsert_users(&self, users: &[PlanUser], progress: &mut Progress) -> Result<()> {
+        let tally = Tally::default();
+        progress.phase("users", users.len() as u64, false);
+        let fut = futures_util::stream::iter(users.iter())
+            .map(|u| {
+                let tally = &tally;
+                async move {
+                    let r = async {
+                        let tok = self.minter.token(&u.id, &u.email)?;
+                        self.api
+                            .call(Method::GET, "/users/me", Some(&tok), None, &[200])
+                            .await
+                    }
+                    .await;
+                    tally.count(r);
+                }
+            })
+            .buffer_unordered(self.concurrency)
+            .collect::<Vec<()>>();
+        with_ticker(progress, fut, || {
+            let d = tally.done.load(Ordering::Relaxed);
+            let f = tally.failed.load(Ordering::Relaxed);
+            (d + f, format!("upserted {d} failed {f}"))
+        })
+        .await;
+        tally.check("user upserts")
+    }
+
+    /// Step 2, rooms, each created by its owner (first member).
+    async fn create_rooms(
+        &self,
+        users: &[PlanUser],
+        room_size: usize,
+        progress: &mut Progress,
+    ) -> Result<Vec<PlanRoom>> {
+        let sessions = users.len();
+        let n_rooms = sessions.div_ceil(room_size);
+        let tally = Tally::default();
+        progress.phase("rooms", n_rooms as u64, false);
+        let fut = futures_util::stream::iter(0..n_rooms)
+            .map(|r| {
+                let tally = &tally;
+                let owner = &users[r * room_size];
+                async move { tally.count(self.create_room(owner, r).await) }
+            })
+            .buffered(self.concurrency)
+            .collect::<Vec<Option<String>>>();
+        let ids = with_ticker(progress, fut, || {
+            let d = tally.done.load(Ordering::Relaxed);
+            (d, format!("created {d}/{n_rooms}"))
+        })
+        .await;
+        tally.check("room creations")?;
+        Ok(ids
+            .into_iter()
+            .enumerate()
+            .map(|(r, id)| {
+                let lo = r * room_size;
+                let hi = ((r + 1) * room_size).min(sessions);
+                PlanRoom {
+                    chat_id: id.unwrap_or_default(),
+                    owner: lo,
+                    members: (lo..hi).collect(),
+                }
+            })
+            .collect())
+    }
+
+    /// Room `r`, created by `owner`; its chat id.
+    async fn create_room(&self, owner: &PlanUser, r: usize) -> Result<String> {
+        let tok = self.minter.token(&owner.id, &owner.email)?;
+        let body = json!({ "title": format!("load room {r} ({})", self.tag) });
+        let (_, v) = self
+            .api
+            .call(
+                Method::POST,
+                "/chats/",
+                Some(&tok),
+                Some(&body),
+                &[200, 201],
+            )
+            .await?;
+        let id = v
+            .get("id")
+            .and_then(|x| x.as_str())
+            .context("POST /chats/ response has no string `id`")?
+            .to_string();
+        Ok(id)
+    }
+
+    /// Step 3, memberships, added by each room's owner.
+    async fn add_members(
+        &self,
+        users: &[PlanUser],
+        rooms: &[PlanRoom],
+        progress: &mut Progress,
+    ) -> Result<()> {
+        let adds: Vec<(usize, usize)> = rooms
+            .iter()
+            .enumerate()
+            .flat_map(|(r, room)| room.members.iter().skip(1).map(move |&m| (r, m)))
+            .collect();
+        let tally = Tally::default();
+        let n_adds = adds.len();
+        progress.phase("members", n_adds as u64, false);
+        let fut = futures_util::stream::iter(adds.iter())
+            .map(|&(r, m)| {
+                let tally = &tally;
+                let room = &rooms[r];
+                let owner = &users[room.owner];
+                let member = &users[m];
+                async move {
+                    let r = async {
+                        let tok = self.minter.token(&owner.id, &owner.email)?;
+                        let body = json!({ "user_id": member.id });
+                        let path = format!("/chats/{}/members", room.chat_id);
+                        // 409: already a member (a retried request that had succeeded).
+                        self.api
+                            .call(
+                                Method::POST,
+                                &path,
+                                Some(&tok),
+                                Some(&body),
+                                &[200, 201, 409],
+                            )
+                            .await
+                    }
+                    .await;
+                    tally.count(r);
+                }
+            })
+            .buffer_unordered(self.concurrency)
+            .collect::<Vec<()>>();
+        with_ticker(progress, fut, || {
+            let d = tally.done.load(Ordering::Relaxed);
+            (d, format!("added {d}/{n_adds}"))
+        })
+        .await;
+        tally.check("member additions")
+    }
 }

@@ -138,105 +138,15 @@ pub async fn run(cfg: RestConfig) -> Result<Summary> {
     );
 
     let builder = Arc::new(setup(&cfg, &mut progress).await?);
-    let stop = Arc::new(AtomicBool::new(false));
-    let errors = Arc::new(ErrorSamples::default());
-    let stats: Vec<Arc<WorkerStats>> = (0..cfg.connections)
-        .map(|_| Arc::new(WorkerStats::new()))
-        .collect();
-
-    let mut handles = Vec::with_capacity(cfg.connections);
     let started = Instant::now();
-    for (w, st) in stats.iter().enumerate() {
-        handles.push(tokio::spawn(worker(
-            w as u64,
-            cfg.connections as u64,
-            cfg.target.addr,
-            builder.clone(),
-            st.clone(),
-            stop.clone(),
-            errors.clone(),
-        )));
-    }
-
-    let total = |stats: &[Arc<WorkerStats>]| -> (u64, u64, u64) {
-        stats.iter().fold((0, 0, 0), |acc, s| {
-            (
-                acc.0 + s.ok.load(Ordering::Relaxed),
-                acc.1 + s.non2xx.load(Ordering::Relaxed),
-                acc.2
-                    + s.transport.load(Ordering::Relaxed)
-                    + s.connect_errors.load(Ordering::Relaxed),
-            )
-        })
-    };
-
-    let secs = cfg.duration.as_secs().max(1);
-    progress.phase(&format!("rest {}", cfg.scenario.name()), secs, true);
-    let end = started + cfg.duration;
-    let mut last = (Instant::now(), 0u64);
-    let mut iv = tokio::time::interval(Duration::from_millis(250));
-    loop {
-        iv.tick().await;
-        let now = Instant::now();
-        let (ok, bad, terr) = total(&stats);
-        let n = ok + bad;
-        let dt = now.duration_since(last.0).as_secs_f64().max(1e-3);
-        let rate = (n - last.1) as f64 / dt;
-        last = (now, n);
-        progress.update(
-            now.duration_since(started).as_secs(),
-            format!("{n} req · {rate:.0} req/s · non-2xx {bad} · transport errors {terr}"),
-        );
-        if now >= end {
-            break;
-        }
-    }
-    stop.store(true, Ordering::Relaxed);
+    let mut workers = Workers::spawn(&cfg, builder);
+    workers.show_progress(&cfg, started, &mut progress).await;
+    workers.stop.store(true, Ordering::Relaxed);
     let elapsed = started.elapsed();
-    // In-flight requests finish quickly; stragglers are aborted after a grace period.
-    let grace = tokio::time::sleep(Duration::from_secs(3));
-    tokio::pin!(grace);
-    for h in handles.iter_mut() {
-        tokio::select! {
-            _ = &mut *h => {}
-            _ = &mut grace => break,
-        }
-    }
-    let stuck = handles.iter().filter(|h| !h.is_finished()).count() as u64;
-    for h in &handles {
-        h.abort();
-    }
+    let stuck = workers.join().await;
     progress.finish();
 
-    let mut hist = new_hist();
-    let mut c = |name: &str, f: &dyn Fn(&WorkerStats) -> u64| {
-        summary.counter(name, stats.iter().map(|s| f(s)).sum());
-    };
-    c("ok", &|s| s.ok.load(Ordering::Relaxed));
-    c("errors_non_2xx", &|s| s.non2xx.load(Ordering::Relaxed));
-    c("errors_transport", &|s| s.transport.load(Ordering::Relaxed));
-    c("connect_errors", &|s| {
-        s.connect_errors.load(Ordering::Relaxed)
-    });
-    c("reconnects", &|s| s.reconnects.load(Ordering::Relaxed));
-    for (i, name) in [
-        "status_1xx",
-        "status_2xx",
-        "status_3xx",
-        "status_4xx",
-        "status_5xx",
-        "status_other",
-    ]
-    .iter()
-    .enumerate()
-    {
-        c(name, &|s| s.class[i].load(Ordering::Relaxed));
-    }
-    for s in &stats {
-        if let Ok(h) = s.hist.lock() {
-            let _ = hist.add(&*h);
-        }
-    }
+    workers.record(&mut summary);
     let ok = summary.counters.get("ok").copied().unwrap_or(0);
     let bad = summary.counters.get("errors_non_2xx").copied().unwrap_or(0);
     summary.counter("requests", ok + bad);
@@ -249,8 +159,8 @@ pub async fn run(cfg: RestConfig) -> Result<Summary> {
     summary.duration_secs = elapsed.as_secs_f64();
     summary.rate("req_per_sec", "requests");
     summary.rate("ok_per_sec", "ok");
-    summary.latency("request", "request latency", &hist, true);
-    summary.errors_sample = errors.snapshot();
+    summary.latency("request", "request latency", &workers.histogram(), true);
+    summary.errors_sample = workers.errors.snapshot();
     summary.problem_if_nonzero("errors_non_2xx", "non-2xx responses");
     summary.problem_if_nonzero("errors_transport", "transport errors");
     summary.problem_if_nonzero("connect_errors", "connect errors");
@@ -262,6 +172,138 @@ pub async fn run(cfg: RestConfig) -> Result<Summary> {
             .push("no successful request: is the server running?".into());
     }
     summary.finish_and_write(&cfg.out)
+}
+
+/// The worker tasks of a run (one per connection) and what they share.
+struct Workers {
+    stats: Vec<Arc<WorkerStats>>,
+    handles: Vec<tokio::task::JoinHandle<()>>,
+    /// Set when the run is over.
+    stop: Arc<AtomicBool>,
+    errors: Arc<ErrorSamples>,
+}
+
+impl Workers {
+    /// Starts `--connections` workers sending what `builder` builds.
+    fn spawn(cfg: &RestConfig, builder: Arc<ReqBuilder>) -> Self {
+        let stop = Arc::new(AtomicBool::new(false));
+        let errors = Arc::new(ErrorSamples::default());
+        let stats: Vec<Arc<WorkerStats>> = (0..cfg.connections)
+            .map(|_| Arc::new(WorkerStats::new()))
+            .collect();
+        let mut handles = Vec::with_capacity(cfg.connections);
+        for (w, st) in stats.iter().enumerate() {
+            handles.push(tokio::spawn(worker(
+                w as u64,
+                cfg.connections as u64,
+                cfg.target.addr,
+                builder.clone(),
+                st.clone(),
+                stop.clone(),
+                errors.clone(),
+            )));
+        }
+        Self {
+            stats,
+            handles,
+            stop,
+            errors,
+        }
+    }
+
+    /// Responses so far: 2xx, other statuses, transport and connect errors.
+    fn totals(&self) -> (u64, u64, u64) {
+        self.stats.iter().fold((0, 0, 0), |acc, s| {
+            (
+                acc.0 + s.ok.load(Ordering::Relaxed),
+                acc.1 + s.non2xx.load(Ordering::Relaxed),
+                acc.2
+                    + s.transport.load(Ordering::Relaxed)
+                    + s.connect_errors.load(Ordering::Relaxed),
+            )
+        })
+    }
+
+    /// Shows the request rate every 250 ms until `--duration` after `started`.
+    async fn show_progress(&self, cfg: &RestConfig, started: Instant, progress: &mut Progress) {
+        let secs = cfg.duration.as_secs().max(1);
+        progress.phase(&format!("rest {}", cfg.scenario.name()), secs, true);
+        let end = started + cfg.duration;
+        let mut last = (Instant::now(), 0u64);
+        let mut iv = tokio::time::interval(Duration::from_millis(250));
+        loop {
+            iv.tick().await;
+            let now = Instant::now();
+            let (ok, bad, terr) = self.totals();
+            let n = ok + bad;
+            let dt = now.duration_since(last.0).as_secs_f64().max(1e-3);
+            let rate = (n - last.1) as f64 / dt;
+            last = (now, n);
+            progress.update(
+                now.duration_since(started).as_secs(),
+                format!("{n} req · {rate:.0} req/s · non-2xx {bad} · transport errors {terr}"),
+            );
+            if now >= end {
+                break;
+            }
+        }
+    }
+
+    /// Waits for the stopped workers; in-flight requests finish quickly, stragglers are
+    /// aborted after a grace period. Returns how many were still running then.
+    async fn join(&mut self) -> u64 {
+        let grace = tokio::time::sleep(Duration::from_secs(3));
+        tokio::pin!(grace);
+        for h in self.handles.iter_mut() {
+            tokio::select! {
+                _ = &mut *h => {}
+                _ = &mut grace => break,
+            }
+        }
+        let stuck = self.handles.iter().filter(|h| !h.is_finished()).count() as u64;
+        for h in &self.handles {
+            h.abort();
+        }
+        stuck
+    }
+
+    /// The summary's counters, summed over the workers.
+    fn record(&self, summary: &mut Summary) {
+        let mut c = |name: &str, f: &dyn Fn(&WorkerStats) -> u64| {
+            summary.counter(name, self.stats.iter().map(|s| f(s)).sum());
+        };
+        c("ok", &|s| s.ok.load(Ordering::Relaxed));
+        c("errors_non_2xx", &|s| s.non2xx.load(Ordering::Relaxed));
+        c("errors_transport", &|s| s.transport.load(Ordering::Relaxed));
+        c("connect_errors", &|s| {
+            s.connect_errors.load(Ordering::Relaxed)
+        });
+        c("reconnects", &|s| s.reconnects.load(Ordering::Relaxed));
+        for (i, name) in [
+            "status_1xx",
+            "status_2xx",
+            "status_3xx",
+            "status_4xx",
+            "status_5xx",
+            "status_other",
+        ]
+        .iter()
+        .enumerate()
+        {
+            c(name, &|s| s.class[i].load(Ordering::Relaxed));
+        }
+    }
+
+    /// The request latencies of all workers.
+    fn histogram(&self) -> Histogram<u64> {
+        let mut hist = new_hist();
+        for s in &self.stats {
+            if let Ok(h) = s.hist.lock() {
+                let _ = hist.add(&*h);
+            }
+        }
+        hist
+    }
 }
 
 /// Scenario setup: tokens, user upsert, chats for the `messages` scenario.

@@ -468,12 +468,90 @@ fn bucket_bounds() -> Vec<f64> {
     v
 }
 
+/// Geometry of the chart (pixels): the image, and the plot area inside its margins.
+#[derive(Clone, Copy)]
+struct Plot {
+    w: f64,
+    ht: f64,
+    /// Left and top margins.
+    ml: f64,
+    mt: f64,
+    /// Width and height of the plot area.
+    pw: f64,
+    ph: f64,
+}
+
+impl Plot {
+    fn new() -> Self {
+        let (w, ht) = (960.0_f64, 500.0_f64);
+        let (ml, mr, mt, mb) = (80.0, 30.0, 84.0, 100.0);
+        Self {
+            w,
+            ht,
+            ml,
+            mt,
+            pw: w - ml - mr,
+            ph: ht - mt - mb,
+        }
+    }
+}
+
+/// A histogram's counts on the log-spaced buckets, and the range of buckets shown.
+struct Bars {
+    bounds: Vec<f64>,
+    counts: Vec<u64>,
+    /// First and last bucket shown.
+    lo: usize,
+    hi: usize,
+}
+
+impl Bars {
+    fn of(h: &Histogram<u64>) -> Self {
+        let bounds = bucket_bounds();
+        let mut bars = Self {
+            counts: vec![0u64; bounds.len()],
+            bounds,
+            lo: 0,
+            hi: 0,
+        };
+        for it in h.iter_recorded() {
+            let v = h.highest_equivalent(it.value_iterated_to()) as f64;
+            let i = bars.idx_of(v);
+            bars.counts[i] += it.count_at_value();
+        }
+        let n_bounds = bars.bounds.len();
+        let mut lo = bars.idx_of(h.min() as f64).saturating_sub(1);
+        let mut hi = bars.idx_of(h.highest_equivalent(h.max()) as f64);
+        // Show at least 12 buckets so a narrow distribution still reads as a histogram.
+        while hi - lo + 1 < 12 && (lo > 0 || hi + 1 < n_bounds) {
+            lo = lo.saturating_sub(1);
+            if hi - lo + 1 < 12 && hi + 1 < n_bounds {
+                hi += 1;
+            }
+        }
+        bars.lo = lo;
+        bars.hi = hi;
+        bars
+    }
+
+    /// The bucket holding `v` (the last one for anything beyond).
+    fn idx_of(&self, v: f64) -> usize {
+        self.bounds
+            .iter()
+            .position(|&b| v <= b)
+            .unwrap_or(self.bounds.len() - 1)
+    }
+
+    /// The counts of the buckets shown.
+    fn shown(&self) -> &[u64] {
+        &self.counts[self.lo..=self.hi]
+    }
+}
+
 /// Hand-written SVG bar chart of a latency histogram on log-spaced buckets.
 pub fn svg_chart(title: &str, subtitle: &str, h: &Histogram<u64>) -> String {
-    let (w, ht) = (960.0_f64, 500.0_f64);
-    let (ml, mr, mt, mb) = (80.0, 30.0, 84.0, 100.0);
-    let pw = w - ml - mr;
-    let ph = ht - mt - mb;
+    let p = Plot::new();
+    let Plot { w, ht, .. } = p;
     let mut s = String::new();
     let _ = write!(
         s,
@@ -499,34 +577,23 @@ pub fn svg_chart(title: &str, subtitle: &str, h: &Histogram<u64>) -> String {
         return s;
     }
 
-    let bounds = bucket_bounds();
-    let idx_of = |v: f64| {
-        bounds
-            .iter()
-            .position(|&b| v <= b)
-            .unwrap_or(bounds.len() - 1)
-    };
-    let mut counts = vec![0u64; bounds.len()];
-    for it in h.iter_recorded() {
-        let v = h.highest_equivalent(it.value_iterated_to()) as f64;
-        counts[idx_of(v)] += it.count_at_value();
-    }
-    let mut lo = idx_of(h.min() as f64).saturating_sub(1);
-    let mut hi = idx_of(h.highest_equivalent(h.max()) as f64);
-    // Show at least 12 buckets so a narrow distribution still reads as a histogram.
-    while hi - lo + 1 < 12 && (lo > 0 || hi + 1 < bounds.len()) {
-        lo = lo.saturating_sub(1);
-        if hi - lo + 1 < 12 && hi + 1 < bounds.len() {
-            hi += 1;
-        }
-    }
-    let shown = &counts[lo..=hi];
-    let n = shown.len().max(1) as f64;
+    let bars = Bars::of(h);
+    let shown = bars.shown();
     // 10 % headroom above the tallest bar.
     let maxc = (shown.iter().copied().max().unwrap_or(1).max(1) as f64 * 1.1).ceil();
-    let bw = pw / n;
+    let bw = p.pw / shown.len().max(1) as f64;
+    draw_axes(&mut s, &p, maxc);
+    draw_bars(&mut s, &p, &bars, maxc, bw);
+    draw_percentiles(&mut s, &p, &bars, h, bw);
+    s.push_str("</svg>\n");
+    s
+}
 
-    // Axes and y grid.
+/// The axes, the y grid with its counts and the axis titles.
+fn draw_axes(s: &mut String, p: &Plot, maxc: f64) {
+    let Plot {
+        ht, ml, mt, pw, ph, ..
+    } = *p;
     let _ = writeln!(
         s,
         r##"<line x1="{ml}" y1="{y0}" x2="{x1}" y2="{y0}" stroke="#000"/><line x1="{ml}" y1="{mt}" x2="{ml}" y2="{y0}" stroke="#000"/>"##,
@@ -556,13 +623,18 @@ pub fn svg_chart(title: &str, subtitle: &str, h: &Histogram<u64>) -> String {
         x = ml + pw / 2.0,
         y = ht - 12.0
     );
+}
 
-    // Bars and x labels.
+/// One bar per bucket shown, with its upper bound as x label (about 30 labels at most).
+fn draw_bars(s: &mut String, p: &Plot, bars: &Bars, maxc: f64, bw: f64) {
+    let Plot { ml, mt, ph, .. } = *p;
+    let shown = bars.shown();
+    let n = shown.len().max(1) as f64;
     let label_every = ((n / 30.0).ceil() as usize).max(1);
     for (i, &c) in shown.iter().enumerate() {
         let x = ml + i as f64 * bw;
         let bh = c as f64 / maxc * ph;
-        let ub = bounds[lo + i];
+        let ub = bars.bounds[bars.lo + i];
         let _ = writeln!(
             s,
             r##"<rect x="{x:.1}" y="{y:.1}" width="{bwi:.1}" height="{bh:.1}" fill="#4a7bd0"><title>≤{lab}: {c}</title></rect>"##,
@@ -580,8 +652,12 @@ pub fn svg_chart(title: &str, subtitle: &str, h: &Histogram<u64>) -> String {
             );
         }
     }
+}
 
-    // Percentile markers.
+/// The p50, p90 and p99 markers with their legend, and the count, mean and max.
+fn draw_percentiles(s: &mut String, p: &Plot, bars: &Bars, h: &Histogram<u64>, bw: f64) {
+    let Plot { ml, mt, pw, ph, .. } = *p;
+    let shown = bars.shown();
     let marks = [
         ("p50", h.value_at_quantile(0.5), "#2a2"),
         ("p90", h.value_at_quantile(0.9), "#d80"),
@@ -590,11 +666,17 @@ pub fn svg_chart(title: &str, subtitle: &str, h: &Histogram<u64>) -> String {
     let mut legend_x = ml;
     for (name, v, color) in marks.iter() {
         // Position inside the bucket, interpolated on the log scale.
-        let vi = idx_of(*v as f64);
-        let ub = bounds[vi];
-        let lb = if vi == 0 { ub / 1.25 } else { bounds[vi - 1] };
+        let vi = bars.idx_of(*v as f64);
+        let ub = bars.bounds[vi];
+        let lb = if vi == 0 {
+            ub / 1.25
+        } else {
+            bars.bounds[vi - 1]
+        };
         let frac = (((*v as f64).max(lb).ln() - lb.ln()) / (ub.ln() - lb.ln())).clamp(0.0, 1.0);
-        let i = vi.saturating_sub(lo).min(shown.len().saturating_sub(1));
+        let i = vi
+            .saturating_sub(bars.lo)
+            .min(shown.len().saturating_sub(1));
         let x = ml + (i as f64 + frac) * bw;
         let _ = writeln!(
             s,
@@ -621,36 +703,12 @@ pub fn svg_chart(title: &str, subtitle: &str, h: &Histogram<u64>) -> String {
         mean = fmt_us(h.mean()),
         mx = fmt_us(h.max() as f64)
     );
-    s.push_str("</svg>\n");
-    s
 }
 
 /// Combine the summaries of cooperating processes into one.
 pub fn merge(files: &[PathBuf], out: Option<&Path>) -> Result<Summary> {
-    if files.is_empty() {
-        bail!("merge needs at least one summary file");
-    }
-    let mut parts = Vec::new();
-    for f in files {
-        let text =
-            std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
-        let s: Summary = serde_json::from_str(&text)
-            .with_context(|| format!("{} is not an echo-load summary", f.display()))?;
-        parts.push(s);
-    }
-    let first = parts[0].clone();
-    for p in &parts[1..] {
-        if p.kind != first.kind || p.scenario != first.scenario {
-            bail!(
-                "cannot merge {} {} with {} {}",
-                first.kind,
-                first.scenario,
-                p.kind,
-                p.scenario
-            );
-        }
-    }
-    let mut m = first.clone();
+    let parts = read_parts(files)?;
+    let mut m = parts[0].clone();
     m.counters.clear();
     m.latency.clear();
     m.errors_sample.clear();
@@ -664,47 +722,7 @@ pub fn merge(files: &[PathBuf], out: Option<&Path>) -> Result<Summary> {
     m.merged_from = files.iter().map(|f| f.display().to_string()).collect();
     let mut hists: BTreeMap<String, (String, Histogram<u64>)> = BTreeMap::new();
     for p in &parts {
-        m.duration_secs = m.duration_secs.max(p.duration_secs);
-        if p.started_at < m.started_at {
-            m.started_at = p.started_at.clone();
-        }
-        for (k, v) in &p.counters {
-            *m.counters.entry(k.clone()).or_insert(0) += v;
-        }
-        for (k, b) in &p.latency {
-            let e = hists
-                .entry(k.clone())
-                .or_insert_with(|| (b.what.clone(), new_hist()));
-            let _ = e.1.add(b.to_hist());
-        }
-        for e in &p.errors_sample {
-            if m.errors_sample.len() < 40 && !m.errors_sample.contains(e) {
-                m.errors_sample.push(e.clone());
-            }
-        }
-        for pr in &p.problems {
-            m.problems
-                .push(format!("process {}: {pr}", p.process_index));
-        }
-        for nte in &p.notes {
-            if !m.notes.contains(nte) {
-                m.notes.push(nte.clone());
-            }
-        }
-        for (k, v) in &p.checks {
-            // Counts add up, booleans must all hold, plan facts and anything else keep
-            // the first value.
-            let merged = match (m.checks.get(k), v) {
-                (None, _) => v.clone(),
-                (Some(prev), _) if k.starts_with("plan_") => prev.clone(),
-                (Some(serde_json::Value::Bool(a)), serde_json::Value::Bool(b)) => (*a && *b).into(),
-                (Some(prev), _) if prev.is_u64() && v.is_u64() => {
-                    (prev.as_u64().unwrap_or(0) + v.as_u64().unwrap_or(0)).into()
-                }
-                (Some(prev), _) => prev.clone(),
-            };
-            m.checks.insert(k.clone(), merged);
-        }
+        m.absorb(p, &mut hists);
     }
     for (k, (what, h)) in hists {
         m.latency.insert(k, LatencyBlock::new(&what, &h));
@@ -719,6 +737,90 @@ pub fn merge(files: &[PathBuf], out: Option<&Path>) -> Result<Summary> {
         )),
     };
     m.finish_and_write(&out)
+}
+
+/// The summaries to merge, all of one kind and scenario (at least one).
+fn read_parts(files: &[PathBuf]) -> Result<Vec<Summary>> {
+    if files.is_empty() {
+        bail!("merge needs at least one summary file");
+    }
+    let mut parts: Vec<Summary> = Vec::new();
+    for f in files {
+        let text =
+            std::fs::read_to_string(f).with_context(|| format!("reading {}", f.display()))?;
+        let s: Summary = serde_json::from_str(&text)
+            .with_context(|| format!("{} is not an echo-load summary", f.display()))?;
+        parts.push(s);
+    }
+    let first = &parts[0];
+    for p in &parts[1..] {
+        if p.kind != first.kind || p.scenario != first.scenario {
+            bail!(
+                "cannot merge {} {} with {} {}",
+                first.kind,
+                first.scenario,
+                p.kind,
+                p.scenario
+            );
+        }
+    }
+    Ok(parts)
+}
+
+impl Summary {
+    /// Adds one process's summary to this merged one; its latency histograms go to `hists`
+    /// (name → what was measured, histogram).
+    fn absorb(&mut self, p: &Summary, hists: &mut BTreeMap<String, (String, Histogram<u64>)>) {
+        self.duration_secs = self.duration_secs.max(p.duration_secs);
+        if p.started_at < self.started_at {
+            self.started_at = p.started_at.clone();
+        }
+        for (k, v) in &p.counters {
+            *self.counters.entry(k.clone()).or_insert(0) += v;
+        }
+        for (k, b) in &p.latency {
+            let e = hists
+                .entry(k.clone())
+                .or_insert_with(|| (b.what.clone(), new_hist()));
+            let _ = e.1.add(b.to_hist());
+        }
+        for e in &p.errors_sample {
+            if self.errors_sample.len() < 40 && !self.errors_sample.contains(e) {
+                self.errors_sample.push(e.clone());
+            }
+        }
+        for pr in &p.problems {
+            self.problems
+                .push(format!("process {}: {pr}", p.process_index));
+        }
+        for nte in &p.notes {
+            if !self.notes.contains(nte) {
+                self.notes.push(nte.clone());
+            }
+        }
+        for (k, v) in &p.checks {
+            let merged = merge_check(k, self.checks.get(k), v);
+            self.checks.insert(k.clone(), merged);
+        }
+    }
+}
+
+/// One check of the merged summary from the value so far and a process's value: counts add
+/// up, booleans must all hold, plan facts and anything else keep the first value.
+fn merge_check(
+    k: &str,
+    prev: Option<&serde_json::Value>,
+    v: &serde_json::Value,
+) -> serde_json::Value {
+    match (prev, v) {
+        (None, _) => v.clone(),
+        (Some(prev), _) if k.starts_with("plan_") => prev.clone(),
+        (Some(serde_json::Value::Bool(a)), serde_json::Value::Bool(b)) => (*a && *b).into(),
+        (Some(prev), _) if prev.is_u64() && v.is_u64() => {
+            (prev.as_u64().unwrap_or(0) + v.as_u64().unwrap_or(0)).into()
+        }
+        (Some(prev), _) => prev.clone(),
+    }
 }
 
 #[cfg(test)]

@@ -12,11 +12,13 @@ use std::time::{Duration, Instant};
 
 use anyhow::{anyhow, bail, Context, Result};
 use futures_util::{SinkExt, StreamExt};
+use hdrhistogram::Histogram;
 use serde::Deserialize;
 use serde_json::json;
 use serde_json::value::RawValue;
 use tokio::net::{TcpSocket, TcpStream};
 use tokio::sync::{watch, Semaphore};
+use tokio::task::JoinHandle;
 use tokio::time::{Interval, MissedTickBehavior};
 use tokio_tungstenite::tungstenite::protocol::WebSocketConfig;
 use tokio_tungstenite::tungstenite::{Error as WsError, Message};
@@ -28,7 +30,8 @@ use crate::plan::Plan;
 use crate::progress::{with_ticker, Progress};
 use crate::stats::{LatencySink, LocalBatch, Summary};
 
-type Ws = WebSocketStream<TcpStream>;
+/// A client WebSocket session.
+pub(crate) type Ws = WebSocketStream<TcpStream>;
 
 /// Time allowed for one session's connect + welcome + subscribe.
 const SETUP_TIMEOUT: Duration = Duration::from_secs(15);
@@ -174,6 +177,80 @@ pub(crate) struct Ctx {
 }
 
 impl Ctx {
+    /// The context of a run's sessions: the target, token minting, the WebSocket limits, at
+    /// most `--connect-concurrency` handshakes at once, and counters for `rooms` rooms.
+    pub(crate) fn new(cfg: &WsConfig, minter: Minter, rooms: usize) -> Self {
+        let ws_config = WebSocketConfig::default()
+            .read_buffer_size(8 * 1024)
+            .write_buffer_size(0)
+            .max_message_size(Some(4 << 20))
+            .max_frame_size(Some(4 << 20));
+        Self {
+            target: cfg.target.clone(),
+            minter,
+            ws_config,
+            source_ips: cfg.source_ips.clone(),
+            connect_sem: Semaphore::new(cfg.connect_concurrency.max(1)),
+            c: Counters::default(),
+            errors: ErrorSamples::default(),
+            setup_latency: LatencySink::new(),
+            delivery_latency: LatencySink::new(),
+            cycle_latency: LatencySink::new(),
+            room_acks: (0..rooms).map(|_| AtomicU64::new(0)).collect(),
+            room_subscribed: (0..rooms).map(|_| AtomicU64::new(0)).collect(),
+            welcome: Mutex::new(None),
+        }
+    }
+
+    /// Opens a measured session once a connect slot is free (unless the run is stopping)
+    /// and counts it: its setup time, connected, alive and subscribed in its room. Every
+    /// attempt counts towards `setup_done`. Returns the stream and the room's last seq.
+    pub(crate) async fn open_subscribed(
+        &self,
+        spec: &Spec,
+        phase_rx: &watch::Receiver<Phase>,
+    ) -> Option<(Ws, Option<i64>)> {
+        let permit = self.connect_sem.acquire().await.ok()?;
+        if *phase_rx.borrow() >= Phase::Stop {
+            return None;
+        }
+        let t0 = Instant::now();
+        let opened = open_with_timeout(self, spec, spec.user_idx).await;
+        drop(permit);
+        let Some(opened) = opened else {
+            self.c.setup_done.fetch_add(1, Ordering::Relaxed);
+            return None;
+        };
+        self.setup_latency
+            .record_many(&[t0.elapsed().as_micros() as u64]);
+        self.c.connected.fetch_add(1, Ordering::Relaxed);
+        self.c.alive.fetch_add(1, Ordering::Relaxed);
+        self.room_subscribed[spec.room].fetch_add(1, Ordering::Relaxed);
+        self.c.setup_done.fetch_add(1, Ordering::Relaxed);
+        Some(opened)
+    }
+
+    /// The sum over rooms of `per_room` × the sessions subscribed there: how often the items
+    /// counted per room should have been received, each reaching every subscriber of its room.
+    pub(crate) fn expected(&self, per_room: &[AtomicU64]) -> u64 {
+        per_room
+            .iter()
+            .zip(self.room_subscribed.iter())
+            .map(|(a, s)| a.load(Ordering::Relaxed) * s.load(Ordering::Relaxed))
+            .sum()
+    }
+
+    /// The summary's session counters: owned, subscribed, alive at the end, closed by the
+    /// server, dropped.
+    pub(crate) fn record_sessions(&self, summary: &mut Summary, owned: u64, alive_at_end: u64) {
+        let ld = |a: &AtomicU64| a.load(Ordering::Relaxed);
+        summary.counter("sessions_owned", owned);
+        summary.counter("sessions_subscribed", ld(&self.c.connected));
+        summary.counter("alive_at_end", alive_at_end);
+        summary.counter("closed_by_server", ld(&self.c.closed_by_server));
+        summary.counter("dropped", ld(&self.c.dropped));
+    }
+
     /// Counts and explains a session read that was not a text frame; true when it ended the
     /// session (the server closed it, the read failed, or the connection went away).
     pub(crate) fn session_read_ended(
@@ -331,29 +408,7 @@ async fn open_session(
     spec: &Spec,
     ip_hint: usize,
 ) -> std::result::Result<(Ws, Option<i64>), SetupError> {
-    let addr = ctx.target.addr;
-    let stream = at(
-        Stage::Tcp,
-        async {
-            let sock = if addr.is_ipv4() {
-                TcpSocket::new_v4()?
-            } else {
-                TcpSocket::new_v6()?
-            };
-            if let Some(ip) = ctx.pick_ip(ip_hint) {
-                sock.bind(std::net::SocketAddr::new(ip, 0))
-                    .with_context(|| format!("bind {ip}:0"))?;
-            }
-            let s = sock
-                .connect(addr)
-                .await
-                .with_context(|| format!("connect {addr}"))?;
-            s.set_nodelay(true)?;
-            Ok(s)
-        }
-        .await,
-    )?;
-
+    let stream = at(Stage::Tcp, connect_tcp(ctx, ip_hint).await)?;
     let token = at(Stage::Upgrade, ctx.minter.token(&spec.user, &spec.email))?;
     let url = ctx.target.ws_url(&token);
     let (mut ws, _resp) = at(
@@ -362,29 +417,53 @@ async fn open_session(
             .await
             .map_err(describe_ws_error),
     )?;
-
     let first = at(Stage::Welcome, next_text(&mut ws).await)?;
-    at(
-        Stage::Welcome,
-        async {
-            let f: InFrame = serde_json::from_str(&first)
-                .with_context(|| format!("first frame is not JSON: {first:.200}"))?;
-            if f.kind != "welcome" {
-                bail!(
-                    "first frame is {:?}, expected welcome: {first:.200}",
-                    f.kind
-                );
-            }
-            if let Ok(mut w) = ctx.welcome.lock() {
-                if w.is_none() {
-                    *w = serde_json::from_str(&first).ok();
-                }
-            }
-            Ok(())
-        }
-        .await,
-    )?;
+    at(Stage::Welcome, check_welcome(ctx, &first))?;
+    let last_seq = subscribe(&mut ws, spec).await?;
+    Ok((ws, last_seq))
+}
 
+/// A TCP connection to the target from the source address picked by `ip_hint`.
+async fn connect_tcp(ctx: &Ctx, ip_hint: usize) -> Result<TcpStream> {
+    let addr = ctx.target.addr;
+    let sock = if addr.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    if let Some(ip) = ctx.pick_ip(ip_hint) {
+        sock.bind(std::net::SocketAddr::new(ip, 0))
+            .with_context(|| format!("bind {ip}:0"))?;
+    }
+    let s = sock
+        .connect(addr)
+        .await
+        .with_context(|| format!("connect {addr}"))?;
+    s.set_nodelay(true)?;
+    Ok(s)
+}
+
+/// Checks that the first frame is `welcome`; the first one seen is kept for the summary.
+fn check_welcome(ctx: &Ctx, first: &str) -> Result<()> {
+    let f: InFrame = serde_json::from_str(first)
+        .with_context(|| format!("first frame is not JSON: {first:.200}"))?;
+    if f.kind != "welcome" {
+        bail!(
+            "first frame is {:?}, expected welcome: {first:.200}",
+            f.kind
+        );
+    }
+    if let Ok(mut w) = ctx.welcome.lock() {
+        if w.is_none() {
+            *w = serde_json::from_str(first).ok();
+        }
+    }
+    Ok(())
+}
+
+/// Subscribes to the session's room and waits for `subscribed`; returns the room's last seq
+/// (the higher of `last_seq` and any message that arrived before the reply).
+async fn subscribe(ws: &mut Ws, spec: &Spec) -> std::result::Result<Option<i64>, SetupError> {
     let sub = json!({"type": "subscribe", "id": "s1", "chat_id": &*spec.chat_id}).to_string();
     at(
         Stage::Subscribe,
@@ -392,7 +471,7 @@ async fn open_session(
     )?;
     let mut early_seq: Option<i64> = None;
     for _ in 0..10_000 {
-        let text = at(Stage::Subscribe, next_text(&mut ws).await)?;
+        let text = at(Stage::Subscribe, next_text(ws).await)?;
         let f: InFrame = match serde_json::from_str(&text) {
             Ok(f) => f,
             Err(_) => continue,
@@ -403,7 +482,7 @@ async fn open_session(
                     (Some(a), Some(b)) => Some(a.max(b)),
                     (a, b) => a.or(b),
                 };
-                return Ok((ws, last));
+                return Ok(last);
             }
             "error" if f.id.as_deref().is_none_or(|i| i == "s1") => {
                 return Err(SetupError {
@@ -439,11 +518,9 @@ fn count_setup_failure(ctx: &Ctx, e: SetupError) {
     ctx.errors.add(format!("{:?}: {:#}", e.stage, e.err));
 }
 
-pub(crate) async fn open_with_timeout(
-    ctx: &Ctx,
-    spec: &Spec,
-    ip_hint: usize,
-) -> Option<(Ws, Option<i64>)> {
+/// [`open_session`] within [`SETUP_TIMEOUT`]; a failure is counted (by stage, or as a timeout) and
+/// sampled.
+async fn open_with_timeout(ctx: &Ctx, spec: &Spec, ip_hint: usize) -> Option<(Ws, Option<i64>)> {
     match tokio::time::timeout(SETUP_TIMEOUT, open_session(ctx, spec, ip_hint)).await {
         Ok(Ok(v)) => Some(v),
         Ok(Err(e)) => {
@@ -519,28 +596,12 @@ impl SeqCheck {
     }
 }
 
+/// One idle or fanout session: opens and subscribes, then (a sender, during the window) sends
+/// stamped messages every period while checking and timing what its room delivers.
 async fn session_task(ctx: Arc<Ctx>, spec: Spec, mut phase_rx: watch::Receiver<Phase>) {
-    let permit = match ctx.connect_sem.acquire().await {
-        Ok(p) => p,
-        Err(_) => return,
-    };
-    if *phase_rx.borrow() >= Phase::Stop {
-        return;
-    }
-    let t0 = Instant::now();
-    let opened = open_with_timeout(&ctx, &spec, spec.user_idx).await;
-    drop(permit);
-    let Some((mut ws, last_seq)) = opened else {
-        ctx.c.setup_done.fetch_add(1, Ordering::Relaxed);
+    let Some((mut ws, last_seq)) = ctx.open_subscribed(&spec, &phase_rx).await else {
         return;
     };
-    ctx.setup_latency
-        .record_many(&[t0.elapsed().as_micros() as u64]);
-    ctx.c.connected.fetch_add(1, Ordering::Relaxed);
-    ctx.c.alive.fetch_add(1, Ordering::Relaxed);
-    ctx.room_subscribed[spec.room].fetch_add(1, Ordering::Relaxed);
-    ctx.c.setup_done.fetch_add(1, Ordering::Relaxed);
-
     let mut seq = SeqCheck { last: last_seq };
     let mut lat = LocalBatch::new(ctx.delivery_latency.clone());
     let mut send_iv: Option<Interval> = None;
@@ -571,20 +632,9 @@ async fn session_task(ctx: Arc<Ctx>, spec: Spec, mut phase_rx: watch::Receiver<P
             }
             _ = maybe_tick(&mut send_iv) => {
                 n += 1;
-                let content = format!(r#"{{"t":{},"u":{},"n":{}}}"#, unix_nanos(), spec.user_idx, n);
-                let frame = json!({
-                    "type": "send",
-                    "id": format!("m{n}"),
-                    "chat_id": &*spec.chat_id,
-                    "content": content,
-                })
-                .to_string();
-                if let Err(e) = ws.send(Message::text(frame)).await {
-                    ctx.c.dropped.fetch_add(1, Ordering::Relaxed);
-                    ctx.errors.add(format!("send failed: {e}"));
+                if !send_stamped(&ctx, &spec, &mut ws, n).await {
                     break;
                 }
-                ctx.c.sent.fetch_add(1, Ordering::Relaxed);
             }
             msg = ws.next() => {
                 match msg {
@@ -601,6 +651,31 @@ async fn session_task(ctx: Arc<Ctx>, spec: Spec, mut phase_rx: watch::Receiver<P
         }
     }
     ctx.session_over(&spec, ws, &mut lat, graceful).await;
+}
+
+/// Sends the session's `n`th message, stamped with the time; false (the session dropped)
+/// when the send failed.
+async fn send_stamped(ctx: &Ctx, spec: &Spec, ws: &mut Ws, n: u64) -> bool {
+    let content = format!(
+        r#"{{"t":{},"u":{},"n":{}}}"#,
+        unix_nanos(),
+        spec.user_idx,
+        n
+    );
+    let frame = json!({
+        "type": "send",
+        "id": format!("m{n}"),
+        "chat_id": &*spec.chat_id,
+        "content": content,
+    })
+    .to_string();
+    if let Err(e) = ws.send(Message::text(frame)).await {
+        ctx.c.dropped.fetch_add(1, Ordering::Relaxed);
+        ctx.errors.add(format!("send failed: {e}"));
+        return false;
+    }
+    ctx.c.sent.fetch_add(1, Ordering::Relaxed);
+    true
 }
 
 fn handle_frame(
@@ -812,6 +887,42 @@ pub(crate) async fn wait_start(cfg: &WsConfig, progress: &mut Progress, summary:
     }
 }
 
+/// Time the sessions get to close gracefully at the end of a run.
+pub(crate) const SESSIONS_CLOSE_TIMEOUT: Duration = Duration::from_secs(10);
+
+/// Waits for the tasks in order until `deadline`, telling `joined` how many have ended so far,
+/// then aborts whatever is left.
+pub(crate) async fn join_or_abort(
+    handles: &mut [JoinHandle<()>],
+    deadline: tokio::time::Instant,
+    mut joined: impl FnMut(u64),
+) {
+    let mut n = 0u64;
+    for h in handles.iter_mut() {
+        if tokio::time::timeout_at(deadline, &mut *h).await.is_err() {
+            break;
+        }
+        n += 1;
+        joined(n);
+    }
+    for h in handles.iter() {
+        h.abort();
+    }
+}
+
+/// The summary's facts about the plan and this process's share of its sessions.
+pub(crate) fn plan_checks(summary: &mut Summary, plan: &Plan, owned: u64) {
+    summary
+        .checks
+        .insert("plan_sessions".into(), plan.users.len().into());
+    summary
+        .checks
+        .insert("plan_rooms".into(), plan.rooms.len().into());
+    summary.checks.insert("sessions_owned".into(), owned.into());
+}
+
+/// The `idle` and `fanout` scenarios: every owned session subscribes, the senders send during
+/// the window (fanout), then everything closes.
 pub(crate) async fn run_sessions(
     cfg: &WsConfig,
     plan: &Plan,
@@ -830,23 +941,8 @@ pub(crate) async fn run_sessions(
         );
     }
     let n_senders = specs.iter().filter(|s| s.sender_period.is_some()).count();
-    if let Some(p) = specs.iter().find_map(|s| s.sender_period) {
-        let per = 1.0 / p.as_secs_f64();
-        if per > SERVER_RATE_LIMIT {
-            let msg = format!(
-                "per-sender rate {per:.1}/s exceeds the server's {SERVER_RATE_LIMIT}/s session limit: expect rate_limited errors; add rooms or --senders"
-            );
-            progress.println(&format!("warning: {msg}"));
-            summary.notes.push(msg);
-        }
-    }
-    summary
-        .checks
-        .insert("plan_sessions".into(), plan.users.len().into());
-    summary
-        .checks
-        .insert("plan_rooms".into(), plan.rooms.len().into());
-    summary.checks.insert("sessions_owned".into(), owned.into());
+    warn_sender_rate(&specs, progress, summary);
+    plan_checks(summary, plan, owned);
     summary
         .checks
         .insert("senders_owned".into(), n_senders.into());
@@ -865,167 +961,155 @@ pub(crate) async fn run_sessions(
     // Measurement window.
     let _ = phase_tx.send(Phase::Run);
     let t_run = Instant::now();
-    let secs = cfg.duration.as_secs().max(1);
-    progress.phase(cfg.scenario.name(), secs, true);
-    let scenario = cfg.scenario;
-    {
-        let c = &ctx.c;
-        let sink = &ctx.delivery_latency;
-        let fut = tokio::time::sleep(cfg.duration);
-        let mut last = (Instant::now(), 0u64);
-        with_ticker(progress, fut, || {
-            let el = t_run.elapsed().as_secs();
-            let alive = c.alive.load(Ordering::Relaxed);
-            let msg = if scenario == WsScenario::Fanout {
-                let d = c.delivered.load(Ordering::Relaxed);
-                let now = Instant::now();
-                let dt = now.duration_since(last.0).as_secs_f64().max(1e-3);
-                let rate = (d.saturating_sub(last.1)) as f64 / dt;
-                last = (now, d);
-                let (p50, p99) = sink.p50_p99();
-                format!(
-                    "alive {alive} · sent {} acked {} · delivered {d} ({rate:.0}/s) · latency p50 {} p99 {} · seq dup/ooo/missing {}/{}/{} · errors {}",
-                    c.sent.load(Ordering::Relaxed),
-                    c.acked.load(Ordering::Relaxed),
-                    crate::stats::fmt_us(p50 as f64),
-                    crate::stats::fmt_us(p99 as f64),
-                    c.seq_duplicates.load(Ordering::Relaxed),
-                    c.seq_out_of_order.load(Ordering::Relaxed),
-                    c.seq_missing.load(Ordering::Relaxed),
-                    c.error_frames.load(Ordering::Relaxed),
-                )
-            } else {
-                format!(
-                    "alive {alive}/{connected_at_start} · closed by server {} · dropped {}",
-                    c.closed_by_server.load(Ordering::Relaxed),
-                    c.dropped.load(Ordering::Relaxed)
-                )
-            };
-            (el, msg)
-        })
-        .await;
-    }
+    watch_window(cfg, &ctx, connected_at_start, t_run, progress).await;
     let window = t_run.elapsed();
     let alive_at_end = ctx.c.alive.load(Ordering::Relaxed);
-
-    if scenario == WsScenario::Fanout && !cfg.drain.is_zero() {
+    if cfg.scenario == WsScenario::Fanout && !cfg.drain.is_zero() {
         let _ = phase_tx.send(Phase::Drain);
-        progress.phase("drain", cfg.drain.as_secs().max(1), true);
-        let t = Instant::now();
-        let c = &ctx.c;
-        with_ticker(progress, tokio::time::sleep(cfg.drain), || {
-            (
-                t.elapsed().as_secs(),
-                format!("delivered {}", c.delivered.load(Ordering::Relaxed)),
-            )
-        })
-        .await;
+        drain(cfg, &ctx, progress).await;
     }
-
     // Expected deliveries (meaningful in single-process runs only).
-    let expected: u64 = ctx
-        .room_acks
-        .iter()
-        .zip(ctx.room_subscribed.iter())
-        .map(|(a, s)| a.load(Ordering::Relaxed) * s.load(Ordering::Relaxed))
-        .sum();
+    let expected = ctx.expected(&ctx.room_acks);
 
     let _ = phase_tx.send(Phase::Stop);
     progress.phase("closing", owned, false);
-    let close_deadline = tokio::time::Instant::now() + Duration::from_secs(10);
-    let mut closed = 0u64;
-    for h in handles.iter_mut() {
-        if tokio::time::timeout_at(close_deadline, &mut *h)
-            .await
-            .is_err()
-        {
-            break;
-        }
-        closed += 1;
+    let close_deadline = tokio::time::Instant::now() + SESSIONS_CLOSE_TIMEOUT;
+    join_or_abort(&mut handles, close_deadline, |closed| {
         if closed.is_multiple_of(256) {
             progress.update(closed, String::new());
         }
-    }
-    for h in &handles {
-        h.abort();
-    }
+    })
+    .await;
 
+    let run = SessionsRun {
+        owned,
+        alive_at_end,
+        window,
+        setup_secs,
+        connected_at_start,
+        expected,
+    };
+    record_sessions(cfg, &ctx, &run, summary);
+    Ok(())
+}
+
+/// Warns (on screen and in the notes) when the senders would exceed the server's rate limit.
+fn warn_sender_rate(specs: &[Spec], progress: &mut Progress, summary: &mut Summary) {
+    if let Some(p) = specs.iter().find_map(|s| s.sender_period) {
+        let per = 1.0 / p.as_secs_f64();
+        if per > SERVER_RATE_LIMIT {
+            let msg = format!(
+                "per-sender rate {per:.1}/s exceeds the server's {SERVER_RATE_LIMIT}/s session limit: expect rate_limited errors; add rooms or --senders"
+            );
+            progress.println(&format!("warning: {msg}"));
+            summary.notes.push(msg);
+        }
+    }
+}
+
+/// Waits out the measurement window started at `t_run`, showing the sessions alive (idle) or
+/// what is sent and delivered (fanout).
+async fn watch_window(
+    cfg: &WsConfig,
+    ctx: &Ctx,
+    connected_at_start: u64,
+    t_run: Instant,
+    progress: &mut Progress,
+) {
+    let secs = cfg.duration.as_secs().max(1);
+    progress.phase(cfg.scenario.name(), secs, true);
+    let scenario = cfg.scenario;
     let c = &ctx.c;
-    let ld = |a: &AtomicU64| a.load(Ordering::Relaxed);
-    summary.duration_secs = window.as_secs_f64();
-    summary.counter("sessions_owned", owned);
-    summary.counter("sessions_subscribed", ld(&c.connected));
-    summary.counter("alive_at_end", alive_at_end);
-    summary.counter("closed_by_server", ld(&c.closed_by_server));
-    summary.counter("dropped", ld(&c.dropped));
+    let fut = tokio::time::sleep(cfg.duration);
+    let mut last = (Instant::now(), 0u64);
+    with_ticker(progress, fut, || {
+        let el = t_run.elapsed().as_secs();
+        let alive = c.alive.load(Ordering::Relaxed);
+        let msg = if scenario == WsScenario::Fanout {
+            fanout_status(ctx, alive, &mut last)
+        } else {
+            format!(
+                "alive {alive}/{connected_at_start} · closed by server {} · dropped {}",
+                c.closed_by_server.load(Ordering::Relaxed),
+                c.dropped.load(Ordering::Relaxed)
+            )
+        };
+        (el, msg)
+    })
+    .await;
+}
+
+/// The fanout status line; `last` holds the time and the deliveries of the previous one.
+fn fanout_status(ctx: &Ctx, alive: u64, last: &mut (Instant, u64)) -> String {
+    let c = &ctx.c;
+    let d = c.delivered.load(Ordering::Relaxed);
+    let now = Instant::now();
+    let dt = now.duration_since(last.0).as_secs_f64().max(1e-3);
+    let rate = (d.saturating_sub(last.1)) as f64 / dt;
+    *last = (now, d);
+    let (p50, p99) = ctx.delivery_latency.p50_p99();
+    format!(
+        "alive {alive} · sent {} acked {} · delivered {d} ({rate:.0}/s) · latency p50 {} p99 {} · seq dup/ooo/missing {}/{}/{} · errors {}",
+        c.sent.load(Ordering::Relaxed),
+        c.acked.load(Ordering::Relaxed),
+        crate::stats::fmt_us(p50 as f64),
+        crate::stats::fmt_us(p99 as f64),
+        c.seq_duplicates.load(Ordering::Relaxed),
+        c.seq_out_of_order.load(Ordering::Relaxed),
+        c.seq_missing.load(Ordering::Relaxed),
+        c.error_frames.load(Ordering::Relaxed),
+    )
+}
+
+/// Fanout: keeps receiving for `--drain` after the senders stopped.
+async fn drain(cfg: &WsConfig, ctx: &Ctx, progress: &mut Progress) {
+    progress.phase("drain", cfg.drain.as_secs().max(1), true);
+    let t = Instant::now();
+    let c = &ctx.c;
+    with_ticker(progress, tokio::time::sleep(cfg.drain), || {
+        (
+            t.elapsed().as_secs(),
+            format!("delivered {}", c.delivered.load(Ordering::Relaxed)),
+        )
+    })
+    .await;
+}
+
+/// What an idle or fanout run measured besides the shared counters, for its summary.
+struct SessionsRun {
+    owned: u64,
+    alive_at_end: u64,
+    /// Length of the measurement window.
+    window: Duration,
+    setup_secs: f64,
+    /// Sessions subscribed when the setup ended.
+    connected_at_start: u64,
+    /// Deliveries expected from the acknowledged messages.
+    expected: u64,
+}
+
+/// The summary of an idle or fanout run.
+fn record_sessions(cfg: &WsConfig, ctx: &Ctx, run: &SessionsRun, summary: &mut Summary) {
+    let c = &ctx.c;
+    summary.duration_secs = run.window.as_secs_f64();
+    ctx.record_sessions(summary, run.owned, run.alive_at_end);
     summary.problem_if_nonzero("closed_by_server", "sessions closed by the server");
     summary.problem_if_nonzero("dropped", "sessions dropped without a close frame");
-    if ld(&c.connected) == 0 {
+    if c.connected.load(Ordering::Relaxed) == 0 {
         summary.nothing_worked = true;
         summary.problems.push("no session could subscribe".into());
     }
     summary.checks.insert(
         "setup_secs".into(),
-        json!((setup_secs * 100.0).round() / 100.0),
+        json!((run.setup_secs * 100.0).round() / 100.0),
     );
     summary.checks.insert(
         "setup_sessions_per_sec".into(),
-        json!(((connected_at_start as f64 / setup_secs.max(1e-3)) * 10.0).round() / 10.0),
+        json!(((run.connected_at_start as f64 / run.setup_secs.max(1e-3)) * 10.0).round() / 10.0),
     );
     let setup_h = ctx.setup_latency.snapshot();
-    if scenario == WsScenario::Fanout {
-        summary.counter("sent", ld(&c.sent));
-        summary.counter("acked", ld(&c.acked));
-        summary.counter("delivered", ld(&c.delivered));
-        summary.counter("foreign_messages", ld(&c.foreign_messages));
-        summary.counter("seq_duplicates", ld(&c.seq_duplicates));
-        summary.counter("seq_out_of_order", ld(&c.seq_out_of_order));
-        summary.counter("seq_missing", ld(&c.seq_missing));
-        summary.counter("other_frames", ld(&c.other_frames));
-        summary.rate("delivered_per_sec", "delivered");
-        summary.rate("sent_per_sec", "sent");
-        summary.rate("acked_per_sec", "acked");
-        let seq_ok = ld(&c.seq_duplicates) == 0 && ld(&c.seq_out_of_order) == 0;
-        summary.checks.insert("seq_order_ok".into(), json!(seq_ok));
-        if cfg.process_count == 1 {
-            summary
-                .checks
-                .insert("expected_deliveries".into(), json!(expected));
-            let ratio = if expected > 0 {
-                ld(&c.delivered) as f64 / expected as f64
-            } else {
-                0.0
-            };
-            summary.checks.insert(
-                "delivery_ratio".into(),
-                json!((ratio * 10_000.0).round() / 10_000.0),
-            );
-        }
-        summary.latency(
-            "delivery",
-            "send-to-receive latency",
-            &ctx.delivery_latency.snapshot(),
-            true,
-        );
-        summary.latency(
-            "setup",
-            "session setup (connect → subscribed)",
-            &setup_h,
-            false,
-        );
-        summary.problem_if_nonzero("seq_duplicates", "duplicate messages (same seq twice)");
-        summary.problem_if_nonzero("seq_out_of_order", "messages out of seq order");
-        summary.problem_if_nonzero("seq_missing", "seq gaps (missing messages)");
-        if cfg.process_count == 1 && expected > 0 && ld(&c.delivered) < expected {
-            summary.problems.push(format!(
-                "delivered {} of {expected} expected messages",
-                ld(&c.delivered)
-            ));
-        }
-        if ld(&c.delivered) == 0 {
-            summary.nothing_worked = true;
-            summary.problems.push("no message was delivered".into());
-        }
+    if cfg.scenario == WsScenario::Fanout {
+        record_fanout(cfg, ctx, run.expected, &setup_h, summary);
     } else {
         summary.latency(
             "setup",
@@ -1034,9 +1118,74 @@ pub(crate) async fn run_sessions(
             true,
         );
     }
-    Ok(())
 }
 
+/// The fanout part of the summary: messages, seq checks, delivery against `expected`.
+fn record_fanout(
+    cfg: &WsConfig,
+    ctx: &Ctx,
+    expected: u64,
+    setup_h: &Histogram<u64>,
+    summary: &mut Summary,
+) {
+    let c = &ctx.c;
+    let ld = |a: &AtomicU64| a.load(Ordering::Relaxed);
+    summary.counter("sent", ld(&c.sent));
+    summary.counter("acked", ld(&c.acked));
+    summary.counter("delivered", ld(&c.delivered));
+    summary.counter("foreign_messages", ld(&c.foreign_messages));
+    summary.counter("seq_duplicates", ld(&c.seq_duplicates));
+    summary.counter("seq_out_of_order", ld(&c.seq_out_of_order));
+    summary.counter("seq_missing", ld(&c.seq_missing));
+    summary.counter("other_frames", ld(&c.other_frames));
+    summary.rate("delivered_per_sec", "delivered");
+    summary.rate("sent_per_sec", "sent");
+    summary.rate("acked_per_sec", "acked");
+    let seq_ok = ld(&c.seq_duplicates) == 0 && ld(&c.seq_out_of_order) == 0;
+    summary.checks.insert("seq_order_ok".into(), json!(seq_ok));
+    if cfg.process_count == 1 {
+        summary
+            .checks
+            .insert("expected_deliveries".into(), json!(expected));
+        let ratio = if expected > 0 {
+            ld(&c.delivered) as f64 / expected as f64
+        } else {
+            0.0
+        };
+        summary.checks.insert(
+            "delivery_ratio".into(),
+            json!((ratio * 10_000.0).round() / 10_000.0),
+        );
+    }
+    summary.latency(
+        "delivery",
+        "send-to-receive latency",
+        &ctx.delivery_latency.snapshot(),
+        true,
+    );
+    summary.latency(
+        "setup",
+        "session setup (connect → subscribed)",
+        setup_h,
+        false,
+    );
+    summary.problem_if_nonzero("seq_duplicates", "duplicate messages (same seq twice)");
+    summary.problem_if_nonzero("seq_out_of_order", "messages out of seq order");
+    summary.problem_if_nonzero("seq_missing", "seq gaps (missing messages)");
+    if cfg.process_count == 1 && expected > 0 && ld(&c.delivered) < expected {
+        summary.problems.push(format!(
+            "delivered {} of {expected} expected messages",
+            ld(&c.delivered)
+        ));
+    }
+    if ld(&c.delivered) == 0 {
+        summary.nothing_worked = true;
+        summary.problems.push("no message was delivered".into());
+    }
+}
+
+/// The `churn` scenario: `--concurrency` workers loop connect → subscribe → close for
+/// `--duration`.
 pub(crate) async fn run_churn(
     cfg: &WsConfig,
     plan: &Plan,
@@ -1071,40 +1220,14 @@ pub(crate) async fn run_churn(
             phase_rx.clone(),
         )));
     }
-    progress.phase("churn", cfg.duration.as_secs().max(1), true);
-    {
-        let c = &ctx.c;
-        let mut last = (Instant::now(), 0u64);
-        with_ticker(progress, tokio::time::sleep(cfg.duration), || {
-            let ok = c.cycles_ok.load(Ordering::Relaxed);
-            let now = Instant::now();
-            let dt = now.duration_since(last.0).as_secs_f64().max(1e-3);
-            let rate = ok.saturating_sub(last.1) as f64 / dt;
-            last = (now, ok);
-            (
-                t_run.elapsed().as_secs(),
-                format!(
-                    "sessions {ok} ({rate:.0}/s) · failed {} · unclean closes {}",
-                    c.cycles_failed.load(Ordering::Relaxed),
-                    c.close_unclean.load(Ordering::Relaxed)
-                ),
-            )
-        })
-        .await;
-    }
+    watch_churn(cfg, &ctx, t_run, progress).await;
     let window = t_run.elapsed();
     let ok_at_end = ctx.c.cycles_ok.load(Ordering::Relaxed);
     let failed_at_end = ctx.c.cycles_failed.load(Ordering::Relaxed);
     let _ = phase_tx.send(Phase::Stop);
     let deadline = tokio::time::Instant::now() + SETUP_TIMEOUT + CLOSE_TIMEOUT;
-    for h in handles.iter_mut() {
-        if tokio::time::timeout_at(deadline, &mut *h).await.is_err() {
-            break;
-        }
-    }
-    for h in &handles {
-        h.abort();
-    }
+    join_or_abort(&mut handles, deadline, |_| {}).await;
+
     summary.duration_secs = window.as_secs_f64();
     summary.counter("workers_owned", owned);
     summary.counter("sessions", ok_at_end);
@@ -1131,4 +1254,27 @@ pub(crate) async fn run_churn(
             .push("no session completed: is the server running?".into());
     }
     Ok(())
+}
+
+/// Waits out the churn window started at `t_run`, showing the cycle rate.
+async fn watch_churn(cfg: &WsConfig, ctx: &Ctx, t_run: Instant, progress: &mut Progress) {
+    progress.phase("churn", cfg.duration.as_secs().max(1), true);
+    let c = &ctx.c;
+    let mut last = (Instant::now(), 0u64);
+    with_ticker(progress, tokio::time::sleep(cfg.duration), || {
+        let ok = c.cycles_ok.load(Ordering::Relaxed);
+        let now = Instant::now();
+        let dt = now.duration_since(last.0).as_secs_f64().max(1e-3);
+        let rate = ok.saturating_sub(last.1) as f64 / dt;
+        last = (now, ok);
+        (
+            t_run.elapsed().as_secs(),
+            format!(
+                "sessions {ok} ({rate:.0}/s) · failed {} · unclean closes {}",
+                c.cycles_failed.load(Ordering::Relaxed),
+                c.close_unclean.load(Ordering::Relaxed)
+            ),
+        )
+    })
+    .await;
 }
