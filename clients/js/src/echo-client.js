@@ -417,7 +417,7 @@ function describeDetail(status, detail) {
  */
 export class Emitter {
   constructor() {
-    /** @type {Map<keyof Events, Set<(value: any) => void>>} */
+    /** @type {Map<keyof Events, Set<(value: any) => void>>} @internal */
     this.listeners = new Map();
   }
 
@@ -599,6 +599,7 @@ export class EchoClient extends Emitter {
     if (!urls.length) throw new TypeError('connect: `url` names no server');
     /** The configured servers (`{http, ws}` each). */
     this.servers = urls.map(serverUrls);
+    /** @internal */
     this.options = options;
     this.getToken = options.getToken;
     this.baseDelayMs = options.baseDelayMs ?? 1000;
@@ -628,36 +629,42 @@ export class EchoClient extends Emitter {
       getToken: () => this.token || this.getToken(),
       fetch: options.fetch,
     });
-    /** @type {WebSocketLike | null} */
+    /** @type {WebSocketLike | null} @internal */
     this.ws = null;
-    /** @type {Map<string, {resolve: (f: ServerFrame) => void, reject: (e: Error) => void, timer: ReturnType<typeof setTimeout>}>} */
+    /** @type {Map<string, {resolve: (f: ServerFrame) => void, reject: (e: Error) => void, timer: ReturnType<typeof setTimeout>}>} @internal */
     this.pending = new Map();
+    /** @internal */
     this.nextId = 1;
+    /** @internal */
     this.connectedOnce = false;
-    /** @type {ReturnType<typeof setTimeout> | undefined} */
+    /** @type {ReturnType<typeof setTimeout> | undefined} @internal */
     this.timer = undefined;
-    /** @type {ReturnType<typeof setTimeout> | undefined} */
+    /** @type {ReturnType<typeof setTimeout> | undefined} @internal */
     this.refreshTimer = undefined;
-    /** @type {ReturnType<typeof setInterval> | undefined} */
+    /** @type {ReturnType<typeof setInterval> | undefined} @internal */
     this.heartbeat = undefined;
-    /** @type {ReturnType<typeof setTimeout> | undefined} */
+    /** @type {ReturnType<typeof setTimeout> | undefined} @internal */
     this.welcomeTimer = undefined;
-    /** When the planned refresh is due (epoch ms). */
+    /** When the planned refresh is due (epoch ms). @internal */
     this.refreshDueAt = 0;
+    /** @internal */
     this.storage = options.outbox ?? memoryStorage();
-    /** @type {Map<string, OutboxEntry>} */
+    /** @type {Map<string, OutboxEntry>} @internal */
     this.outbox = new Map();
     for (const e of this.storage.load()) {
       if (e && typeof e.client_msg_id === 'string' && typeof e.chat_id === 'string') {
         this.outbox.set(e.client_msg_id, e);
       }
     }
-    /** Sends on the wire now, by client_msg_id. @type {Set<string>} */
+    /** Entries this client settled or dropped, so that saving does not bring them back. @type {Set<string>} @internal */
+    this.removed = new Set();
+    /** Sends on the wire now, by client_msg_id. @type {Set<string>} @internal */
     this.inflight = new Set();
-    /** Promises of `send()` callers, by client_msg_id. @type {Map<string, {resolve: (m: Message) => void, reject: (e: Error) => void}[]>} */
+    /** Promises of `send()` callers, by client_msg_id. @type {Map<string, {resolve: (m: Message) => void, reject: (e: Error) => void}[]>} @internal */
     this.sendWaiters = new Map();
-    /** Retries of sends refused for now (`unavailable`, `rate_limited`), by client_msg_id. */
+    /** Retries of sends refused for now (`unavailable`, `rate_limited`), by client_msg_id. @internal */
     this.retryTries = new Map();
+    /** @internal */
     this.onOnline = () => {
       if (this.state === 'offline' || this.state === 'reconnecting') this.schedule(Math.random() * 300);
     };
@@ -716,18 +723,20 @@ export class EchoClient extends Emitter {
   /**
    * @param {ConnectionState} state
    * @param {Partial<StateEvent>} [extra]
+   * @internal
    */
   setState(state, extra = {}) {
     this.state = state;
     this.emit('state', { state, attempt: this.attempt, ...extra });
   }
 
-  /** @returns {boolean} */
+  /** @returns {boolean} @internal */
   networkDown() {
     const nav = /** @type {{onLine?: boolean} | undefined} */ (globalThis.navigator);
     return nav?.onLine === false;
   }
 
+  /** @internal */
   async open() {
     clearTimeout(this.timer);
     if (this.networkDown()) {
@@ -814,6 +823,7 @@ export class EchoClient extends Emitter {
    * @param {number} delayMs
    * @param {string} [reason]
    * @param {EchoError} [error]
+   * @internal
    */
   schedule(delayMs, reason = this.reason, error) {
     clearTimeout(this.timer);
@@ -827,7 +837,7 @@ export class EchoClient extends Emitter {
     this.timer = setTimeout(() => this.open(), delayMs);
   }
 
-  /** @param {Welcome} welcome */
+  /** @param {Welcome} welcome @internal */
   onWelcome(welcome) {
     const reconnect = this.connectedOnce;
     this.connectedOnce = true;
@@ -842,7 +852,7 @@ export class EchoClient extends Emitter {
     for (const room of this.rooms.values()) room.subscribeNow();
   }
 
-  /** An application-level ping: a socket that stopped delivering is closed and reopened. */
+  /** An application-level ping: a socket that stopped delivering is closed and reopened. @internal */
   checkAlive() {
     if (this.state !== 'online') return;
     this.request({ type: 'ping' }).catch((e) => {
@@ -850,7 +860,7 @@ export class EchoClient extends Emitter {
     });
   }
 
-  /** Plans the next `refresh_token`: `refreshMarginMs` before `exp`, at most a quarter early. */
+  /** Plans the next `refresh_token`: `refreshMarginMs` before `exp`, at most a quarter early. @internal */
   scheduleRefresh() {
     clearTimeout(this.refreshTimer);
     const left = msUntilExpiry(this.token);
@@ -862,7 +872,7 @@ export class EchoClient extends Emitter {
     this.refreshTimer = setTimeout(() => this.refresh(), delay);
   }
 
-  /** Extends the live session with a newer token from `getToken` (`refresh_token`). */
+  /** Extends the live session with a newer token from `getToken` (`refresh_token`). @internal */
   async refresh() {
     if (this.state !== 'online') return;
     if (Date.now() < this.refreshDueAt - 1000) {
@@ -899,7 +909,7 @@ export class EchoClient extends Emitter {
     }
   }
 
-  /** @param {ServerFrame} frame */
+  /** @param {ServerFrame} frame @internal */
   onFrame(frame) {
     if (frame.id && this.pending.has(frame.id)) {
       const p = this.pending.get(frame.id);
@@ -966,7 +976,7 @@ export class EchoClient extends Emitter {
     if (ws && ws.readyState === 1 && this.state === 'online') ws.send(JSON.stringify(frame));
   }
 
-  /** @param {Error} error */
+  /** @param {Error} error @internal */
   failPending(error) {
     for (const p of this.pending.values()) {
       clearTimeout(p.timer);
@@ -1054,15 +1064,23 @@ export class EchoClient extends Emitter {
     this.fail(entry, new EchoError('the send was discarded'));
   }
 
+  /**
+   * Writes the outbox to its storage, keeping entries another client sharing the storage (a
+   * second tab) added meanwhile.
+   * @internal
+   */
   saveOutbox() {
     const entries = this.pendingSends();
-    this.storage.save(entries);
+    const mine = new Set(entries.map((e) => e.client_msg_id));
+    const others = this.storage.load().filter((e) => e && !mine.has(e.client_msg_id) && !this.removed.has(e.client_msg_id));
+    this.storage.save([...others, ...entries]);
     this.emit('outbox', { entries });
   }
 
   /**
    * Transmits every outbox entry of a room (after each subscription).
    * @param {Room} room
+   * @internal
    */
   flushOutbox(room) {
     for (const entry of this.pendingSends(room.chatId)) this.transmit(entry.client_msg_id);
@@ -1071,6 +1089,7 @@ export class EchoClient extends Emitter {
   /**
    * Sends (or re-sends, under the same `client_msg_id`) one outbox entry.
    * @param {string} clientMsgId
+   * @internal
    */
   async transmit(clientMsgId) {
     const entry = this.outbox.get(clientMsgId);
@@ -1108,9 +1127,11 @@ export class EchoClient extends Emitter {
   /**
    * @param {OutboxEntry} entry
    * @param {Message} message
+   * @internal
    */
   settle(entry, message) {
     if (!this.outbox.delete(entry.client_msg_id)) return;
+    this.removed.add(entry.client_msg_id);
     this.retryTries.delete(entry.client_msg_id);
     this.saveOutbox();
     const waiters = this.sendWaiters.get(entry.client_msg_id) || [];
@@ -1122,9 +1143,11 @@ export class EchoClient extends Emitter {
   /**
    * @param {OutboxEntry} entry
    * @param {EchoError} error
+   * @internal
    */
   fail(entry, error) {
     if (!this.outbox.delete(entry.client_msg_id)) return;
+    this.removed.add(entry.client_msg_id);
     this.retryTries.delete(entry.client_msg_id);
     this.saveOutbox();
     const waiters = this.sendWaiters.get(entry.client_msg_id) || [];
@@ -1138,6 +1161,7 @@ export class EchoClient extends Emitter {
    * @param {string} generationId
    * @param {string} chatId
    * @returns {Reply}
+   * @internal
    */
   reply(generationId, chatId) {
     let reply = this.replies.get(generationId);
@@ -1192,6 +1216,7 @@ export class Room extends Emitter {
    */
   constructor(client, chatId, sinceSeq) {
     super();
+    /** @internal */
     this.client = client;
     this.chatId = chatId;
     /** The highest `seq` held: where the next subscription resumes. @type {number | null} */
@@ -1202,20 +1227,21 @@ export class Room extends Emitter {
     this.closed = false;
     /** Users online in the room. @type {Set<string>} */
     this.online = new Set();
-    /** Recent messages by id, to settle sends. @type {Map<string, Message>} */
+    /** Recent messages by id, to settle sends. @type {Map<string, Message>} @internal */
     this.recent = new Map();
-    /** @type {Map<string, ((m: Message) => void)[]>} */
+    /** @type {Map<string, ((m: Message) => void)[]>} @internal */
     this.messageWaiters = new Map();
-    /** Whether a `subscribe` is in flight. */
+    /** Whether a `subscribe` is in flight. @internal */
     this.subscribing = false;
-    /** @type {((e: SubscribedEvent) => void) | null} */
+    /** @type {((e: SubscribedEvent) => void) | null} @internal */
     this.resolveReady = null;
-    /** @type {((e: Error) => void) | null} */
+    /** @type {((e: Error) => void) | null} @internal */
     this.rejectReady = null;
-    /** Replies in flight in this room. @type {Map<string, Reply>} */
+    /** Replies in flight in this room. @type {Map<string, Reply>} @internal */
     this.replies = new Map();
-    /** Replies that got a snapshot during the current subscribe. @type {Set<string>} */
+    /** Replies that got a snapshot during the current subscribe. @type {Set<string>} @internal */
     this.snapshotted = new Set();
+    /** @internal */
     this.everSubscribed = false;
     /** @type {Promise<SubscribedEvent>} */
     this.ready = new Promise((resolve, reject) => {
@@ -1235,7 +1261,7 @@ export class Room extends Emitter {
     if (this.lastSeq === null || seq > this.lastSeq) this.lastSeq = seq;
   }
 
-  /** Sends `subscribe` (with `since_seq` when a `seq` is held). */
+  /** Sends `subscribe` (with `since_seq` when a `seq` is held). @internal */
   async subscribeNow() {
     if (this.closed || this.subscribing || this.subscribed || this.client.state !== 'online') return;
     const client = this.client;
@@ -1273,7 +1299,10 @@ export class Room extends Emitter {
     if (this.lastSeq === null || lastSeq > this.lastSeq) this.lastSeq = lastSeq;
     // Replies that were streaming and got no snapshot now ended while we were away.
     for (const r of [...this.replies.values()]) {
-      if (!this.snapshotted.has(r.generationId) && r.stale) r.endedUnseen();
+      if (!this.snapshotted.has(r.generationId) && r.stale) {
+        this.replies.delete(r.generationId);
+        r.endedUnseen();
+      }
     }
     /** @type {SubscribedEvent} */
     const event = { lastSeq, recovered, missed, sinceSeq, online: [...this.online], resumed };
@@ -1282,6 +1311,7 @@ export class Room extends Emitter {
     client.flushOutbox(this);
   }
 
+  /** @internal */
   onDropped() {
     this.subscribed = false;
     this.online.clear();
@@ -1291,6 +1321,7 @@ export class Room extends Emitter {
   /**
    * A message of this chat from the server: delivered once, in `seq` order.
    * @param {Message} m
+   * @internal
    */
   onMessage(m) {
     if (this.lastSeq !== null && m.seq <= this.lastSeq) {
@@ -1303,7 +1334,7 @@ export class Room extends Emitter {
     this.emit('message', m);
   }
 
-  /** @param {Message} m */
+  /** @param {Message} m @internal */
   remember(m) {
     this.recent.set(m.id, m);
     if (this.recent.size > this.client.messageCacheSize) {
@@ -1322,6 +1353,7 @@ export class Room extends Emitter {
    * @param {string} messageId
    * @param {number} seq
    * @returns {Promise<Message>}
+   * @internal
    */
   async messageOf(messageId, seq) {
     const known = this.recent.get(messageId);
@@ -1338,6 +1370,7 @@ export class Room extends Emitter {
     for (;;) {
       const again = this.recent.get(messageId);
       if (again) return again;
+      if (this.client.state === 'stopped') throw new DisconnectedError('the client was closed');
       try {
         const page = await this.client.rest.messages(this.chatId, { after_seq: seq - 1, limit: 1 });
         const m = page.find((x) => x.id === messageId);
@@ -1357,7 +1390,7 @@ export class Room extends Emitter {
     }
   }
 
-  /** @param {ServerFrame} f */
+  /** @param {ServerFrame} f @internal */
   onFrame(f) {
     switch (f.type) {
       case 'message':
@@ -1423,6 +1456,7 @@ export class Room extends Emitter {
   /**
    * The room's reply for a generation (announced to `generation` listeners on first sight).
    * @param {string} generationId
+   * @internal
    */
   track(generationId) {
     let r = this.replies.get(generationId);
@@ -1489,7 +1523,7 @@ export class Room extends Emitter {
     this.emit('unsubscribed', { removed: false });
   }
 
-  /** @param {EchoError} [why] Fails the chat's unsent messages with it. */
+  /** @param {EchoError} [why] Fails the chat's unsent messages with it. @internal */
   close(why) {
     this.closed = true;
     this.subscribed = false;
@@ -1515,6 +1549,7 @@ export class Reply {
    * @param {string} chatId
    */
   constructor(client, generationId, chatId) {
+    /** @internal */
     this.client = client;
     this.generationId = generationId;
     this.chatId = chatId;
@@ -1537,14 +1572,15 @@ export class Reply {
     /** @type {string | null} */
     this.error = null;
     this.done = false;
-    /** Set while disconnected: tokens may have been missed. */
+    /** Set while disconnected: tokens may have been missed. @internal */
     this.stale = false;
+    /** @internal */
     this.announced = false;
-    /** @type {Set<() => void>} */
+    /** @type {Set<() => void>} @internal */
     this.wakers = new Set();
-    /** @type {(r: ReplyResult) => void} */
+    /** @type {(r: ReplyResult) => void} @internal */
     this.resolveResult = () => {};
-    /** @type {(e: Error) => void} */
+    /** @type {(e: Error) => void} @internal */
     this.rejectResult = () => {};
     /** Resolves when the reply is stored; rejects with `GenerationFailedError`. @type {Promise<ReplyResult>} */
     this.result = new Promise((resolve, reject) => {
@@ -1552,10 +1588,11 @@ export class Reply {
       this.rejectResult = reject;
     });
     this.result.catch(() => {});
-    /** @type {GenerationFailedError | null} */
+    /** @type {GenerationFailedError | null} @internal */
     this.failure = null;
   }
 
+  /** @internal */
   wake() {
     for (const w of [...this.wakers]) w();
   }
@@ -1563,6 +1600,7 @@ export class Reply {
   /**
    * @param {string} messageId
    * @param {string} model
+   * @internal
    */
   onStarted(messageId, model) {
     this.messageId = messageId;
@@ -1573,6 +1611,7 @@ export class Reply {
   /**
    * @param {number} index
    * @param {string} text
+   * @internal
    */
   onSnapshot(index, text) {
     this.stale = false;
@@ -1587,6 +1626,7 @@ export class Reply {
   /**
    * @param {number} index
    * @param {string} delta
+   * @internal
    */
   onToken(index, delta) {
     if (index <= this.index || this.done) return; // already in a snapshot
@@ -1599,6 +1639,7 @@ export class Reply {
    * The stored reply arrived as a `message` (before `generation_finished`, or instead of it
    * when the reply ended while disconnected).
    * @param {Message} m
+   * @internal
    */
   onMessage(m) {
     const mine = this.messageId ? m.id === this.messageId
@@ -1614,6 +1655,7 @@ export class Reply {
    * @param {Message} message
    * @param {string} finishReason
    * @param {ReplyResult['usage']} usage
+   * @internal
    */
   onFinished(message, finishReason, usage) {
     if (this.done) return;
@@ -1625,7 +1667,7 @@ export class Reply {
     this.resolveResult({ message, finishReason, usage: usage ?? null });
   }
 
-  /** @param {string} error */
+  /** @param {string} error @internal */
   onFailed(error) {
     if (this.done) return;
     this.error = error;
@@ -1634,7 +1676,7 @@ export class Reply {
     this.rejectResult(this.failure);
   }
 
-  /** The reply ended while this client was disconnected (no snapshot on resubscribe). */
+  /** The reply ended while this client was disconnected (no snapshot on resubscribe). @internal */
   endedUnseen() {
     if (this.done) return;
     this.finishReason = null;
@@ -1642,7 +1684,7 @@ export class Reply {
     this.resolveResult({ message: this.message, finishReason: null, usage: null });
   }
 
-  /** @param {'finished' | 'failed'} status */
+  /** @param {'finished' | 'failed'} status @internal */
   end(status) {
     this.status = status;
     this.done = true;
@@ -1703,6 +1745,7 @@ export class Reply {
 export class EchoRest {
   /** @param {RestOptions} options */
   constructor(options) {
+    /** @internal */
     this.options = options;
   }
 

@@ -5,7 +5,7 @@
 import assert from 'node:assert/strict';
 import { test } from 'node:test';
 
-import { DisconnectedError, memoryStorage } from '../src/echo-client.js';
+import { DisconnectedError, EchoClient, memoryStorage } from '../src/echo-client.js';
 import { client, once, startServer, user, waitFor, within } from './helpers.mjs';
 
 /** A chat of `alice` with `bob` as a member. */
@@ -117,4 +117,65 @@ test('a send issued while disconnected is stored exactly once, even by the next 
 
   const stored = await alice.rest.messages(chat.id, { limit: 100 });
   assert.deepEqual(stored.map((m) => m.content), ['sent while disconnected', 'stored, ack lost']);
+});
+
+test('a gap longer than the server replays is reported as recovered: false and read over REST', { timeout: 60000 }, async (t) => {
+  const env = { WS_RECOVERY_LIMIT: '3' };
+  let server = await startServer(t, { env });
+  const alice = user(server.url);
+  const bob = user(server.url);
+  const chat = await sharedChat(alice, bob, 'gap');
+  // getToken waits on a gate: the client cannot reconnect until the test lets it.
+  let gate = Promise.resolve();
+  const c = client(t, { url: server.url, getToken: async () => { await gate; return alice.token; } });
+  const room = c.subscribe(chat.id);
+  const seen = [];
+  room.on('message', (m) => seen.push(m));
+  const subscriptions = [];
+  room.on('subscribed', (e) => subscriptions.push(e));
+  await within(10000, 'subscribed', room.ready);
+  await room.send('a1');
+
+  let release = () => {};
+  gate = new Promise((r) => { release = r; });
+  const dropped = once(c, 'close');
+  await server.kill('SIGKILL');
+  await dropped;
+  server = await startServer(t, { port: server.port, dataDir: server.dataDir, env });
+  for (let i = 2; i <= 6; i += 1) await bob.rest.postMessage(chat.id, `missed ${i}`);
+  const resubscribed = once(room, 'subscribed');
+  release();
+  const gap = await within(20000, 'the resubscription', resubscribed);
+
+  assert.equal(gap.resumed, true);
+  assert.equal(gap.recovered, false);
+  assert.equal(gap.sinceSeq, 1);
+  assert.deepEqual(gap.missed, { afterSeq: 1, throughSeq: 6 });
+  assert.deepEqual(seen.map((m) => m.seq), [1], 'nothing replayed over the socket');
+  const missed = await room.fetchMissed(gap.missed);
+  assert.deepEqual(missed.map((m) => m.seq), [2, 3, 4, 5, 6]);
+  assert.deepEqual(missed.map((m) => m.content), ['missed 2', 'missed 3', 'missed 4', 'missed 5', 'missed 6']);
+  // Live messages carry on after the gap.
+  await bob.rest.postMessage(chat.id, 'live');
+  await waitFor('the live message', () => seen.length === 2);
+  assert.equal(seen[1].seq, 7);
+  assert.equal(subscriptions.length, 2);
+});
+
+test('two clients sharing one outbox storage (two tabs) keep each other\'s unsent messages', () => {
+  const storage = memoryStorage();
+  const options = { url: 'http://127.0.0.1:9', getToken: () => null, outbox: storage };
+  const tabA = new EchoClient(options);
+  const tabB = new EchoClient(options);
+  const chat = '3b0d6c1e-5a7f-4c2b-9e1d-2f4a6b8c0d11';
+  const sent = [tabA.send(chat, 'from A'), tabB.send(chat, 'from B')];
+  assert.deepEqual(storage.load().map((e) => e.content).sort(), ['from A', 'from B']);
+  // A third tab opened now restores both.
+  const tabC = new EchoClient(options);
+  assert.deepEqual(tabC.pendingSends(chat).map((e) => e.content).sort(), ['from A', 'from B']);
+  // A drops its own: B's stays.
+  tabA.discardSend(tabA.pendingSends(chat)[0].client_msg_id);
+  assert.deepEqual(storage.load().map((e) => e.content), ['from B']);
+  for (const p of sent) p.catch(() => {});
+  for (const c of [tabA, tabB, tabC]) c.close();
 });

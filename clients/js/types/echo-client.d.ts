@@ -374,7 +374,7 @@ export class ApiError extends EchoError {
  * @template {object} Events
  */
 export class Emitter<Events extends object> {
-    /** @type {Map<keyof Events, Set<(value: any) => void>>} */
+    /** @type {Map<keyof Events, Set<(value: any) => void>>} @internal */
     listeners: Map<keyof Events, Set<(value: any) => void>>;
     /**
      * Calls `fn` with every `type` event; returns a function that removes it.
@@ -410,6 +410,7 @@ export class EchoClient extends Emitter<ClientEvents> {
         http: string;
         ws: string;
     }[];
+    /** @internal */
     options: ConnectOptions;
     getToken: () => (string | null | undefined | Promise<string | null | undefined>);
     baseDelayMs: number;
@@ -435,38 +436,44 @@ export class EchoClient extends Emitter<ClientEvents> {
     replies: Map<string, Reply>;
     /** REST helpers, on the server currently used. */
     rest: EchoRest;
-    /** @type {WebSocketLike | null} */
+    /** @type {WebSocketLike | null} @internal */
     ws: WebSocketLike | null;
-    /** @type {Map<string, {resolve: (f: ServerFrame) => void, reject: (e: Error) => void, timer: ReturnType<typeof setTimeout>}>} */
+    /** @type {Map<string, {resolve: (f: ServerFrame) => void, reject: (e: Error) => void, timer: ReturnType<typeof setTimeout>}>} @internal */
     pending: Map<string, {
         resolve: (f: ServerFrame) => void;
         reject: (e: Error) => void;
         timer: ReturnType<typeof setTimeout>;
     }>;
+    /** @internal */
     nextId: number;
+    /** @internal */
     connectedOnce: boolean;
-    /** @type {ReturnType<typeof setTimeout> | undefined} */
+    /** @type {ReturnType<typeof setTimeout> | undefined} @internal */
     timer: ReturnType<typeof setTimeout> | undefined;
-    /** @type {ReturnType<typeof setTimeout> | undefined} */
+    /** @type {ReturnType<typeof setTimeout> | undefined} @internal */
     refreshTimer: ReturnType<typeof setTimeout> | undefined;
-    /** @type {ReturnType<typeof setInterval> | undefined} */
+    /** @type {ReturnType<typeof setInterval> | undefined} @internal */
     heartbeat: ReturnType<typeof setInterval> | undefined;
-    /** @type {ReturnType<typeof setTimeout> | undefined} */
+    /** @type {ReturnType<typeof setTimeout> | undefined} @internal */
     welcomeTimer: ReturnType<typeof setTimeout> | undefined;
-    /** When the planned refresh is due (epoch ms). */
+    /** When the planned refresh is due (epoch ms). @internal */
     refreshDueAt: number;
+    /** @internal */
     storage: OutboxStorage;
-    /** @type {Map<string, OutboxEntry>} */
+    /** @type {Map<string, OutboxEntry>} @internal */
     outbox: Map<string, OutboxEntry>;
-    /** Sends on the wire now, by client_msg_id. @type {Set<string>} */
+    /** Entries this client settled or dropped, so that saving does not bring them back. @type {Set<string>} @internal */
+    removed: Set<string>;
+    /** Sends on the wire now, by client_msg_id. @type {Set<string>} @internal */
     inflight: Set<string>;
-    /** Promises of `send()` callers, by client_msg_id. @type {Map<string, {resolve: (m: Message) => void, reject: (e: Error) => void}[]>} */
+    /** Promises of `send()` callers, by client_msg_id. @type {Map<string, {resolve: (m: Message) => void, reject: (e: Error) => void}[]>} @internal */
     sendWaiters: Map<string, {
         resolve: (m: Message) => void;
         reject: (e: Error) => void;
     }[]>;
-    /** Retries of sends refused for now (`unavailable`, `rate_limited`), by client_msg_id. */
+    /** Retries of sends refused for now (`unavailable`, `rate_limited`), by client_msg_id. @internal */
     retryTries: Map<any, any>;
+    /** @internal */
     onOnline: () => void;
     /** Opens the connection (and keeps it open until `close()`); returns the client. */
     start(): this;
@@ -488,26 +495,29 @@ export class EchoClient extends Emitter<ClientEvents> {
     /**
      * @param {ConnectionState} state
      * @param {Partial<StateEvent>} [extra]
+     * @internal
      */
     setState(state: ConnectionState, extra?: Partial<StateEvent>): void;
-    /** @returns {boolean} */
+    /** @returns {boolean} @internal */
     networkDown(): boolean;
+    /** @internal */
     open(): Promise<void>;
     /**
      * @param {number} delayMs
      * @param {string} [reason]
      * @param {EchoError} [error]
+     * @internal
      */
     schedule(delayMs: number, reason?: string, error?: EchoError): void;
-    /** @param {Welcome} welcome */
+    /** @param {Welcome} welcome @internal */
     onWelcome(welcome: Welcome): void;
-    /** An application-level ping: a socket that stopped delivering is closed and reopened. */
+    /** An application-level ping: a socket that stopped delivering is closed and reopened. @internal */
     checkAlive(): void;
-    /** Plans the next `refresh_token`: `refreshMarginMs` before `exp`, at most a quarter early. */
+    /** Plans the next `refresh_token`: `refreshMarginMs` before `exp`, at most a quarter early. @internal */
     scheduleRefresh(): void;
-    /** Extends the live session with a newer token from `getToken` (`refresh_token`). */
+    /** Extends the live session with a newer token from `getToken` (`refresh_token`). @internal */
     refresh(): Promise<void>;
-    /** @param {ServerFrame} frame */
+    /** @param {ServerFrame} frame @internal */
     onFrame(frame: ServerFrame): void;
     /**
      * Sends a request frame and resolves with its reply; rejects with a typed `RequestError`.
@@ -524,7 +534,7 @@ export class EchoClient extends Emitter<ClientEvents> {
      * @param {ClientFrame} frame
      */
     notify(frame: ClientFrame): void;
-    /** @param {Error} error */
+    /** @param {Error} error @internal */
     failPending(error: Error): void;
     /**
      * Joins a chat's room (again after every reconnect, resuming after the last `seq` seen).
@@ -567,25 +577,34 @@ export class EchoClient extends Emitter<ClientEvents> {
      * @param {string} clientMsgId
      */
     discardSend(clientMsgId: string): void;
+    /**
+     * Writes the outbox to its storage, keeping entries another client sharing the storage (a
+     * second tab) added meanwhile.
+     * @internal
+     */
     saveOutbox(): void;
     /**
      * Transmits every outbox entry of a room (after each subscription).
      * @param {Room} room
+     * @internal
      */
     flushOutbox(room: Room): void;
     /**
      * Sends (or re-sends, under the same `client_msg_id`) one outbox entry.
      * @param {string} clientMsgId
+     * @internal
      */
     transmit(clientMsgId: string): Promise<void>;
     /**
      * @param {OutboxEntry} entry
      * @param {Message} message
+     * @internal
      */
     settle(entry: OutboxEntry, message: Message): void;
     /**
      * @param {OutboxEntry} entry
      * @param {EchoError} error
+     * @internal
      */
     fail(entry: OutboxEntry, error: EchoError): void;
     /**
@@ -593,6 +612,7 @@ export class EchoClient extends Emitter<ClientEvents> {
      * @param {string} generationId
      * @param {string} chatId
      * @returns {Reply}
+     * @internal
      */
     reply(generationId: string, chatId: string): Reply;
     /**
@@ -623,6 +643,7 @@ export class Room extends Emitter<RoomEvents> {
      * @param {number | null} sinceSeq
      */
     constructor(client: EchoClient, chatId: string, sinceSeq: number | null);
+    /** @internal */
     client: EchoClient;
     chatId: string;
     /** The highest `seq` held: where the next subscription resumes. @type {number | null} */
@@ -633,20 +654,21 @@ export class Room extends Emitter<RoomEvents> {
     closed: boolean;
     /** Users online in the room. @type {Set<string>} */
     online: Set<string>;
-    /** Recent messages by id, to settle sends. @type {Map<string, Message>} */
+    /** Recent messages by id, to settle sends. @type {Map<string, Message>} @internal */
     recent: Map<string, Message>;
-    /** @type {Map<string, ((m: Message) => void)[]>} */
+    /** @type {Map<string, ((m: Message) => void)[]>} @internal */
     messageWaiters: Map<string, ((m: Message) => void)[]>;
-    /** Whether a `subscribe` is in flight. */
+    /** Whether a `subscribe` is in flight. @internal */
     subscribing: boolean;
-    /** @type {((e: SubscribedEvent) => void) | null} */
+    /** @type {((e: SubscribedEvent) => void) | null} @internal */
     resolveReady: ((e: SubscribedEvent) => void) | null;
-    /** @type {((e: Error) => void) | null} */
+    /** @type {((e: Error) => void) | null} @internal */
     rejectReady: ((e: Error) => void) | null;
-    /** Replies in flight in this room. @type {Map<string, Reply>} */
+    /** Replies in flight in this room. @type {Map<string, Reply>} @internal */
     replies: Map<string, Reply>;
-    /** Replies that got a snapshot during the current subscribe. @type {Set<string>} */
+    /** Replies that got a snapshot during the current subscribe. @type {Set<string>} @internal */
     snapshotted: Set<string>;
+    /** @internal */
     everSubscribed: boolean;
     /** @type {Promise<SubscribedEvent>} */
     ready: Promise<SubscribedEvent>;
@@ -656,28 +678,32 @@ export class Room extends Emitter<RoomEvents> {
      * @param {number | null | undefined} seq
      */
     resumeFrom(seq: number | null | undefined): void;
-    /** Sends `subscribe` (with `since_seq` when a `seq` is held). */
+    /** Sends `subscribe` (with `since_seq` when a `seq` is held). @internal */
     subscribeNow(): Promise<void>;
+    /** @internal */
     onDropped(): void;
     /**
      * A message of this chat from the server: delivered once, in `seq` order.
      * @param {Message} m
+     * @internal
      */
     onMessage(m: Message): void;
-    /** @param {Message} m */
+    /** @param {Message} m @internal */
     remember(m: Message): void;
     /**
      * The stored message with this id: seen here, arriving soon, or read over REST.
      * @param {string} messageId
      * @param {number} seq
      * @returns {Promise<Message>}
+     * @internal
      */
     messageOf(messageId: string, seq: number): Promise<Message>;
-    /** @param {ServerFrame} f */
+    /** @param {ServerFrame} f @internal */
     onFrame(f: ServerFrame): void;
     /**
      * The room's reply for a generation (announced to `generation` listeners on first sight).
      * @param {string} generationId
+     * @internal
      */
     track(generationId: string): Reply;
     /**
@@ -712,7 +738,7 @@ export class Room extends Emitter<RoomEvents> {
     }): Promise<Message[]>;
     /** Leaves the room (`unsubscribe`) and stops following it. */
     unsubscribe(): Promise<void>;
-    /** @param {EchoError} [why] Fails the chat's unsent messages with it. */
+    /** @param {EchoError} [why] Fails the chat's unsent messages with it. @internal */
     close(why?: EchoError): void;
 }
 /**
@@ -726,6 +752,7 @@ export class Reply {
      * @param {string} chatId
      */
     constructor(client: EchoClient, generationId: string, chatId: string);
+    /** @internal */
     client: EchoClient;
     generationId: string;
     chatId: string;
@@ -748,52 +775,59 @@ export class Reply {
     /** @type {string | null} */
     error: string | null;
     done: boolean;
-    /** Set while disconnected: tokens may have been missed. */
+    /** Set while disconnected: tokens may have been missed. @internal */
     stale: boolean;
+    /** @internal */
     announced: boolean;
-    /** @type {Set<() => void>} */
+    /** @type {Set<() => void>} @internal */
     wakers: Set<() => void>;
-    /** @type {(r: ReplyResult) => void} */
+    /** @type {(r: ReplyResult) => void} @internal */
     resolveResult: (r: ReplyResult) => void;
-    /** @type {(e: Error) => void} */
+    /** @type {(e: Error) => void} @internal */
     rejectResult: (e: Error) => void;
     /** Resolves when the reply is stored; rejects with `GenerationFailedError`. @type {Promise<ReplyResult>} */
     result: Promise<ReplyResult>;
-    /** @type {GenerationFailedError | null} */
+    /** @type {GenerationFailedError | null} @internal */
     failure: GenerationFailedError | null;
+    /** @internal */
     wake(): void;
     /**
      * @param {string} messageId
      * @param {string} model
+     * @internal
      */
     onStarted(messageId: string, model: string): void;
     /**
      * @param {number} index
      * @param {string} text
+     * @internal
      */
     onSnapshot(index: number, text: string): void;
     /**
      * @param {number} index
      * @param {string} delta
+     * @internal
      */
     onToken(index: number, delta: string): void;
     /**
      * The stored reply arrived as a `message` (before `generation_finished`, or instead of it
      * when the reply ended while disconnected).
      * @param {Message} m
+     * @internal
      */
     onMessage(m: Message): void;
     /**
      * @param {Message} message
      * @param {string} finishReason
      * @param {ReplyResult['usage']} usage
+     * @internal
      */
     onFinished(message: Message, finishReason: string, usage: ReplyResult["usage"]): void;
-    /** @param {string} error */
+    /** @param {string} error @internal */
     onFailed(error: string): void;
-    /** The reply ended while this client was disconnected (no snapshot on resubscribe). */
+    /** The reply ended while this client was disconnected (no snapshot on resubscribe). @internal */
     endedUnseen(): void;
-    /** @param {'finished' | 'failed'} status */
+    /** @param {'finished' | 'failed'} status @internal */
     end(status: "finished" | "failed"): void;
     /** Stops the reply (`cancel`); it then finishes with `finishReason: 'cancelled'`. */
     cancel(): Promise<void>;
@@ -816,6 +850,7 @@ export class Reply {
 export class EchoRest {
     /** @param {RestOptions} options */
     constructor(options: RestOptions);
+    /** @internal */
     options: RestOptions;
     /** The base URL requests go to. */
     get baseUrl(): string;
