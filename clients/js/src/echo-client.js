@@ -645,6 +645,8 @@ export class EchoClient extends Emitter {
     this.heartbeat = undefined;
     /** @type {ReturnType<typeof setTimeout> | undefined} @internal */
     this.welcomeTimer = undefined;
+    /** Counts calls of `open()`. @internal */
+    this.opening = 0;
     /** When the planned refresh is due (epoch ms). @internal */
     this.refreshDueAt = 0;
     /** @internal */
@@ -739,6 +741,8 @@ export class EchoClient extends Emitter {
   /** @internal */
   async open() {
     clearTimeout(this.timer);
+    // Only the latest call goes on (a retry while getToken is pending starts over).
+    const opening = ++this.opening;
     if (this.networkDown()) {
       this.setState('offline', { reason: this.reason });
       return;
@@ -752,7 +756,7 @@ export class EchoClient extends Emitter {
       this.emit('error', new EchoError('getToken failed', { cause: e }));
       token = null;
     }
-    if (this.state === 'stopped') return;
+    if (this.state === 'stopped' || opening !== this.opening) return;
     if (!token || msUntilExpiry(token) <= 0) {
       const error = new TokenExpiredError(4001, 'token expired', 'no valid token to connect with');
       this.setState('expired', { reason: 'token expired', error });
@@ -1366,27 +1370,30 @@ export class Room extends Emitter {
     this.messageWaiters.set(messageId, list);
     const waited = await Promise.race([arrived, sleep(SETTLE_WAIT_MS).then(() => null)]);
     if (waited) return /** @type {Message} */ (waited);
+    const left = (this.messageWaiters.get(messageId) || []).filter((w) => w !== done);
+    if (left.length) this.messageWaiters.set(messageId, left);
+    else this.messageWaiters.delete(messageId);
     // Not on the socket (an earlier attempt's message, seen before a reload): read it.
     for (;;) {
       const again = this.recent.get(messageId);
       if (again) return again;
       if (this.client.state === 'stopped') throw new DisconnectedError('the client was closed');
+      /** @type {Message[]} */
+      let page;
       try {
-        const page = await this.client.rest.messages(this.chatId, { after_seq: seq - 1, limit: 1 });
-        const m = page.find((x) => x.id === messageId);
-        if (m) {
-          this.remember(m);
-          return m;
-        }
-        throw new EchoError(`message ${messageId} is not at seq ${seq}`);
+        page = await this.client.rest.messages(this.chatId, { after_seq: seq - 1, limit: 1 });
       } catch (e) {
         if (e instanceof ApiError && e.status === 404) throw new NotFoundError('not_found', 'Chat not found');
-        if (!(e instanceof ApiError) || e.status === 0 || e.status >= 500) {
-          await sleep(this.client.backoff(3));
+        if (e instanceof ApiError && (e.status === 0 || e.status >= 500)) {
+          await sleep(this.client.backoff(3)); // the server is away: read again later
           continue;
         }
         throw e;
       }
+      const m = page.find((x) => x.id === messageId);
+      if (!m) throw new EchoError(`message ${messageId} is not at seq ${seq}`);
+      this.remember(m);
+      return m;
     }
   }
 

@@ -456,6 +456,8 @@ export class EchoClient extends Emitter<ClientEvents> {
     heartbeat: ReturnType<typeof setInterval> | undefined;
     /** @type {ReturnType<typeof setTimeout> | undefined} @internal */
     welcomeTimer: ReturnType<typeof setTimeout> | undefined;
+    /** Counts calls of `open()`. @internal */
+    opening: number;
     /** When the planned refresh is due (epoch ms). @internal */
     refreshDueAt: number;
     /** @internal */
