@@ -19,7 +19,7 @@ test('token refresh before expiry keeps the same socket; without it the server c
   let issued = 0;
   const refreshing = client(t, {
     url: server.url,
-    getToken: () => { issued += 1; return token(sub, 3); },
+    getToken: () => { issued += 1; return token(sub, 5); },
   });
   const opens = [];
   refreshing.on('open', (e) => opens.push(e.welcome.session_id));
@@ -29,14 +29,14 @@ test('token refresh before expiry keeps the same socket; without it the server c
   refreshing.on('close', (e) => closes.push(e.code));
 
   // Not refreshing: the same token forever.
-  const stale = token(sub, 3);
+  const stale = token(sub, 5);
   const stuck = client(t, { url: server.url, getToken: () => stale });
   const stuckClosed = once(stuck, 'close');
   const stuckExpired = once(stuck, 'state', (s) => s.state === 'expired');
 
   await waitFor('both online', () => refreshing.state === 'online' && stuck.state === 'online');
-  // Three lifetimes of the first token.
-  await sleep(9000);
+  // Over two lifetimes of the first token (refreshes come a quarter of a lifetime early).
+  await sleep(12000);
   const closed = await within(5000, 'the stale client is closed', stuckClosed);
   assert.equal(closed.code, 4001);
   assert.ok(closed.error instanceof TokenExpiredError);
@@ -44,8 +44,8 @@ test('token refresh before expiry keeps the same socket; without it the server c
 
   assert.equal(refreshing.state, 'online');
   assert.equal(opens.length, 1, `one session, never reopened (closes: ${closes})`);
-  assert.ok(refreshed.length >= 3, `refreshed ${refreshed.length} times`);
-  assert.ok(issued >= 4);
+  assert.ok(refreshed.length >= 2, `refreshed ${refreshed.length} times`);
+  assert.ok(issued >= 3);
   // The refreshed session still answers.
   assert.ok(await refreshing.ping() >= 0);
 });
@@ -53,7 +53,7 @@ test('token refresh before expiry keeps the same socket; without it the server c
 test('AI replies: the asker streams it, a late joiner gets the snapshot then tokens, both equal the stored reply', { timeout: 90000 }, async (t) => {
   const server = await startServer(t, {
     env: {
-      AI_PROVIDER: 'dev', AI_DEV_TOKENS_PER_SEC: '25', AI_DEV_FIRST_TOKEN_MS: '100', AI_DEV_REPLY_TOKENS: '80',
+      AI_PROVIDER: 'dev', AI_DEV_TOKENS_PER_SEC: '15', AI_DEV_FIRST_TOKEN_MS: '100', AI_DEV_REPLY_TOKENS: '100',
     },
   });
   const alice = user(server.url);
@@ -104,7 +104,7 @@ test('AI replies: the asker streams it, a late joiner gets the snapshot then tok
   const cancelled = await second.result;
   assert.equal(cancelled.finishReason, 'cancelled');
   assert.equal(secondDeltas.join(''), cancelled.message.content);
-  assert.ok(cancelled.message.content.split(' ').length < 80);
+  assert.ok(cancelled.message.content.split(' ').length < 100);
   assert.equal((await alice.rest.messages(chat.id)).at(-1).content, cancelled.message.content);
 });
 
