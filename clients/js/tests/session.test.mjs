@@ -4,11 +4,12 @@
 
 import assert from 'node:assert/strict';
 import { randomUUID } from 'node:crypto';
+import { readFileSync } from 'node:fs';
 import { test } from 'node:test';
 import WebSocket from 'ws';
 
 import {
-  BadRequestError, CloseError, ERROR_CLASSES, GoingAwayError, HeartbeatTimeoutError, NotFoundError,
+  BadRequestError, CloseError, ConnectionLostError, ERROR_CLASSES, GoingAwayError, HeartbeatTimeoutError, NotFoundError,
   RequestError, TokenExpiredError, TooManySessionsError, UnauthorizedError, closeError, errorFromFrame,
 } from '../src/echo-client.js';
 import { client, once, sleep, startServer, token, user, waitFor, within } from './helpers.mjs';
@@ -151,8 +152,22 @@ test('error frames and close codes become typed errors', { timeout: 30000 }, asy
     assert.ok(e instanceof CloseError && e.constructor !== CloseError, `${code}: ${e.constructor.name}`);
   }
 
-  // And from a real server.
+  // Every close code of docs/PROTOCOL.md#close-codes has its own class (only 1006 is a lost
+  // connection).
+  const spec = readFileSync(new URL('../../../docs/PROTOCOL.md', import.meta.url), 'utf8');
+  const table = spec.slice(spec.indexOf('## Close codes'), spec.indexOf('## Limits'));
+  const documented = [...table.matchAll(/^\| (\d{4}) \| `([^`]*)`/gm)].map(([, code, reason]) => [Number(code), reason]);
+  assert.ok(documented.length >= 10, `close codes read from PROTOCOL.md: ${documented}`);
+  for (const [code, reason] of documented) {
+    const e = closeError(code, reason);
+    assert.ok(!(e instanceof ConnectionLostError), `close code ${code} (${reason}) has no class of its own`);
+  }
+
+  // And from a real server, whose AsyncAPI document lists the error codes.
   const server = await startServer(t, { env: { WS_MAX_SESSIONS_PER_USER: '1' } });
+  const asyncapi = await (await fetch(`${server.url}/asyncapi.json`)).json();
+  const codes = asyncapi.components.schemas.ErrorCode.oneOf.map((c) => c.const);
+  assert.deepEqual(codes.sort(), Object.keys(ERROR_CLASSES).sort());
   const alice = user(server.url);
   const c = client(t, { url: server.url, getToken: () => alice.token });
   await waitFor('online', () => c.state === 'online');
