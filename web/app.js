@@ -1,5 +1,6 @@
 // Echo's web client: sign-in, the chat list with unread counts, the open room, videos, and the
-// realtime connection that feeds them all. Plain ES modules, served by echo-server at /app.
+// realtime connection that feeds them all. Plain ES modules, served by echo-server at /app; the
+// protocol itself is Echo's client library (clients/js, served as /app/echo-client.js).
 
 import { Api, ApiError, tokenClaims } from './api.js';
 import { ChatStore, renderChatList } from './chats.js';
@@ -140,7 +141,7 @@ async function devSignIn() {
 
 function signOut(message = '') {
   if (session) {
-    session.realtime.stop();
+    session.realtime.close();
     session = null;
   }
   localStorage.removeItem(TOKEN_KEY);
@@ -168,17 +169,21 @@ async function copyUserId() {
 // The signed-in page
 
 function start(token, me) {
-  if (session) session.realtime.stop();
+  if (session) session.realtime.close();
   const expired = () => signOut('Your session expired or was revoked: sign in again.');
   const api = new Api(() => token, expired);
-  const realtime = new Realtime(() => token);
+  const realtime = new Realtime(() => token, { userId: me.id });
   const store = new ChatStore(me.id);
   const s = { token, me, api, realtime, store, activeChat: null, view: 'list', subscribing: null };
   session = s;
   s.names = new Names(api, me, () => {
     if (session === s) s.room.render();
   });
-  s.room = new RoomView({ store, realtime, api, names: s.names, me });
+  const roomOf = (chatId) => {
+    const state = s.store.get(chatId);
+    return state ? ensureRoom(s, state) : realtime.subscribe(chatId);
+  };
+  s.room = new RoomView({ store, realtime, api, names: s.names, me, roomOf });
   s.videos = new VideoView({ api, realtime });
 
   $('signin').hidden = true;
@@ -188,10 +193,16 @@ function start(token, me) {
   $('whoami-name').title = `Your user id: ${me.id}`;
 
   store.addEventListener('change', () => renderList());
-  realtime.addEventListener('state', (e) => onConnectionState(e.detail));
-  realtime.addEventListener('open', () => onOpen(s));
-  realtime.addEventListener('dropped', () => onDropped(s));
-  realtime.addEventListener('frame', (e) => onFrame(s, e.detail));
+  realtime.on('state', (e) => onConnectionState(e));
+  realtime.on('open', () => onOpen(s));
+  realtime.on('close', () => onDropped(s));
+  realtime.on('outbox', () => {
+    if (session === s && s.activeChat) s.room.render();
+  });
+  realtime.on('send_failed', ({ entry, error }) => {
+    if (session === s) s.room.sendFailed(entry, error);
+  });
+  bindFeed(s);
   bindChatForms(s);
   realtime.start();
   loadChats(s);
@@ -212,24 +223,23 @@ async function loadChats(s) {
   }
 }
 
-/** The socket dropped: nobody is known to be online, and replies in flight may end unseen. */
+/** The socket dropped: nobody is known to be online (the library marks replies stale). */
 function onDropped(s) {
   for (const state of s.store.chats.values()) {
     state.subscribed = false;
     state.online.clear();
     state.typing.clear();
-    for (const g of state.generations.values()) g.stale = true;
   }
   if (s.activeChat) s.room.render();
 }
 
-/** After every (re)connect: join the rooms again, resuming each from its last `seq`. */
+/**
+ * After every (re)connect the library resubscribes the rooms already joined, each resuming
+ * after its last `seq`, and sends what waits in the outbox; here the rooms not joined yet are.
+ */
 async function onOpen(s) {
-  for (const state of s.store.chats.values()) state.subscribed = false;
-  await subscribeAll(s);
-  if (session !== s) return;
-  s.room.flushOutbox();
   if (s.view === 'videos') s.videos.refreshLive();
+  await subscribeAll(s);
 }
 
 async function subscribeAll(s) {
@@ -247,23 +257,53 @@ async function subscribeAll(s) {
   try { await s.subscribing; } finally { s.subscribing = null; }
 }
 
+/** Joins a chat's room (once; the library keeps it joined across reconnects). */
 async function subscribe(s, state) {
-  const chatId = state.chat.id;
-  const frame = { type: 'subscribe', chat_id: chatId };
-  if (state.resumeSeq !== null) frame.since_seq = state.resumeSeq;
-  let reply;
+  const room = ensureRoom(s, state);
   try {
-    reply = await s.realtime.request(frame);
-  } catch (e) {
-    if (e.code === 'not_found') s.store.remove(chatId); // deleted, or we were removed
-    return;
+    await room.ready;
+  } catch {
+    // Not found: handled by the room's `error` listener.
   }
+}
+
+/** The chat's room in the client library, created and listened to once. */
+function ensureRoom(s, state) {
+  if (state.room && !state.room.closed) return state.room;
+  const chatId = state.chat.id;
+  const room = s.realtime.subscribe(chatId, { sinceSeq: state.resumeSeq });
+  state.room = room;
+  const live = () => session === s && state.room === room;
+  room.on('subscribed', (e) => {
+    if (live()) onSubscribed(s, state, e);
+  });
+  room.on('error', (e) => {
+    if (live() && e.code === 'not_found') s.store.remove(chatId); // deleted, or we were removed
+  });
+  room.on('message', (m) => {
+    if (live()) onMessage(s, state, m);
+  });
+  room.on('presence', (p) => {
+    if (!live()) return;
+    if (p.state === 'join') state.online.add(p.user_id);
+    else state.online.delete(p.user_id);
+    if (s.activeChat === chatId) s.room.renderPresence(state);
+  });
+  room.on('typing', (t) => {
+    if (live() && t.user_id !== s.me.id) s.room.typing(state, t.user_id);
+  });
+  room.on('generation', (reply) => {
+    if (live()) onGeneration(s, state, reply);
+  });
+  return room;
+}
+
+/** The room is (re)subscribed: who is online, where it stands, and history if it fell behind. */
+async function onSubscribed(s, state, reply) {
+  const chatId = state.chat.id;
   state.subscribed = true;
   state.online = new Set(reply.online || []);
-  // A reply that was being written when the socket dropped and got no snapshot now has
-  // finished: its stored message came with the missed ones.
-  for (const [id, g] of state.generations) if (g.stale) state.generations.delete(id);
-  if (reply.last_seq > state.lastSeq) state.lastSeq = reply.last_seq;
+  if (reply.lastSeq > state.lastSeq) state.lastSeq = reply.lastSeq;
   if (!reply.recovered) {
     // Too much was missed to replay: start again from the latest history.
     state.messages.clear();
@@ -271,7 +311,7 @@ async function subscribe(s, state) {
     state.oldestLoaded = null;
     state.historyLoaded = false;
   }
-  state.resumeSeq = Math.max(state.resumeSeq ?? 0, reply.last_seq);
+  state.resumeSeq = Math.max(state.resumeSeq ?? 0, reply.lastSeq);
   if (s.activeChat === chatId) {
     await ensureHistory(s, state);
     s.room.render();
@@ -302,8 +342,8 @@ async function loadHistory(s, state) {
     if (messages.length) {
       const newest = messages[messages.length - 1].seq;
       state.resumeSeq = Math.max(state.resumeSeq ?? 0, newest);
+      state.room?.resumeFrom(newest);
     }
-    s.room.settleOutbox(state.chat.id);
   } catch (e) {
     if (e instanceof ApiError && e.status === 404) {
       s.store.remove(state.chat.id);
@@ -321,119 +361,83 @@ function pickChat(c) {
 // ---------------------------------------------------------------------------------------------
 // Server events
 
-function onFrame(s, f) {
-  if (session !== s) return;
-  const state = f.chat_id ? s.store.get(f.chat_id) : null;
-  switch (f.type) {
-    case 'message': {
-      if (!state) return;
-      const m = f.message;
-      if (state.resumeSeq === null || m.seq > state.resumeSeq) state.resumeSeq = m.seq;
-      if (!state.add(m)) return;
-      if (m.user_id === s.me.id && m.role === 'user') s.store.ownMessage(state.chat.id, m.seq);
-      state.typing.delete(m.user_id);
-      for (const [id, g] of state.generations) if (g.messageId === m.id) state.generations.delete(id);
-      if (m.created_at && String(m.created_at) > String(state.chat.updated_at)) {
-        state.chat.updated_at = m.created_at;
-      }
-      s.room.settleOutbox(state.chat.id);
-      if (s.activeChat === state.chat.id) s.room.render();
-      markOpenChatRead();
-      renderList();
-      return;
-    }
-    case 'chat_updated':
-      if (s.store.get(f.chat.id)) s.store.upsert(f.chat);
-      if (s.activeChat === f.chat.id) s.room.render();
-      return;
-    case 'chat_deleted':
-      s.store.remove(f.chat_id);
-      if (s.activeChat === f.chat_id) {
-        location.hash = '#/chats';
-        showError($('chat-list-error'), 'The chat you had open was deleted.');
-      }
-      return;
-    case 'member_added':
-      if (f.user_id === s.me.id && !s.store.get(f.chat_id)) joinChat(s, f.chat_id);
-      return;
-    case 'member_removed':
-      if (f.user_id === s.me.id) {
-        s.store.remove(f.chat_id);
-        if (s.activeChat === f.chat_id) location.hash = '#/chats';
-      }
-      return;
-    case 'presence':
-      if (!state) return;
-      if (f.state === 'join') state.online.add(f.user_id);
-      else state.online.delete(f.user_id);
-      if (s.activeChat === state.chat.id) s.room.renderPresence(state);
-      return;
-    case 'typing':
-      if (state && f.user_id !== s.me.id) s.room.typing(state, f.user_id);
-      return;
-    case 'generation_started': {
-      if (!state) return;
-      const g = generation(state, f.generation_id);
-      g.messageId = f.message_id;
-      g.model = f.model;
-      if (s.activeChat === state.chat.id) s.room.render();
-      return;
-    }
-    case 'token': {
-      if (!state) return;
-      const g = generation(state, f.generation_id);
-      if (f.index < g.next) return; // already included (a snapshot covered it)
-      g.text += f.delta;
-      g.next = f.index + 1;
-      s.room.growGeneration(state, g);
-      return;
-    }
-    case 'generation_snapshot': {
-      if (!state) return;
-      const g = generation(state, f.generation_id);
-      g.stale = false;
-      if (f.index + 1 >= g.next) {
-        g.text = f.text;
-        g.next = f.index + 1;
-      }
-      if (s.activeChat === state.chat.id) s.room.render();
-      return;
-    }
-    case 'generation_finished': {
-      if (!state) return;
-      state.finishReasons.set(f.message.id, f.finish_reason);
-      const g = state.generations.get(f.generation_id);
-      if (g) g.status = 'done';
-      state.generations.delete(f.generation_id);
-      // Only `message` events (in order) move the resume point; this one is announced too.
-      state.add(f.message);
-      if (s.activeChat === state.chat.id) s.room.render();
-      markOpenChatRead();
-      renderList();
-      return;
-    }
-    case 'generation_failed': {
-      if (!state) return;
-      const g = generation(state, f.generation_id);
-      g.status = 'failed';
-      g.error = f.error;
-      if (s.activeChat === state.chat.id) s.room.render();
-      return;
-    }
-    case 'job':
-      s.videos.onJob(f.job ?? f);
-      return;
-    default:
+/** A message of a room, from the library: once each, in `seq` order. */
+function onMessage(s, state, m) {
+  if (state.resumeSeq === null || m.seq > state.resumeSeq) state.resumeSeq = m.seq;
+  if (!state.add(m)) return;
+  if (m.user_id === s.me.id && m.role === 'user') s.store.ownMessage(state.chat.id, m.seq);
+  state.typing.delete(m.user_id);
+  for (const [id, g] of state.generations) if (g.messageId === m.id) state.generations.delete(id);
+  if (m.created_at && String(m.created_at) > String(state.chat.updated_at)) {
+    state.chat.updated_at = m.created_at;
   }
+  if (s.activeChat === state.chat.id) s.room.render();
+  markOpenChatRead();
+  renderList();
 }
 
-function generation(state, id) {
-  let g = state.generations.get(id);
-  if (!g) {
-    g = { id, messageId: null, model: null, text: '', next: 0, status: 'streaming', error: null };
-    state.generations.set(id, g);
-  }
-  return g;
+/**
+ * An AI reply in a room (the library's `Reply`: started here, by someone else, or caught up
+ * with from a snapshot): it grows token by token, then settles on the stored message.
+ */
+function onGeneration(s, state, reply) {
+  const chatId = state.chat.id;
+  state.generations.set(reply.generationId, reply);
+  if (s.activeChat === chatId) s.room.render();
+  (async () => {
+    try {
+      for await (const delta of reply) { // eslint-disable-line no-unused-vars
+        if (session !== s) return;
+        s.room.growGeneration(state, reply);
+      }
+    } catch {
+      // Failed: shown from `reply.status` and `reply.error`.
+    }
+  })();
+  reply.result.then(({ message, finishReason }) => {
+    if (session !== s) return;
+    state.generations.delete(reply.generationId);
+    if (message) {
+      if (finishReason) state.finishReasons.set(message.id, finishReason);
+      // Only `message` events (in order) move the resume point; this one is announced too.
+      state.add(message);
+    }
+    if (s.activeChat === chatId) s.room.render();
+    markOpenChatRead();
+    renderList();
+  }, () => {
+    if (session === s && s.activeChat === chatId) s.room.render();
+  });
+}
+
+/** Events of the user's feed and of chats as a whole. */
+function bindFeed(s) {
+  const r = s.realtime;
+  const live = () => session === s;
+  r.on('chat_updated', (chat) => {
+    if (!live()) return;
+    if (s.store.get(chat.id)) s.store.upsert(chat);
+    if (s.activeChat === chat.id) s.room.render();
+  });
+  r.on('chat_deleted', ({ chat_id: chatId }) => {
+    if (!live()) return;
+    s.store.remove(chatId);
+    if (s.activeChat === chatId) {
+      location.hash = '#/chats';
+      showError($('chat-list-error'), 'The chat you had open was deleted.');
+    }
+  });
+  r.on('member_added', ({ chat_id: chatId, user_id: userId }) => {
+    if (live() && userId === s.me.id && !s.store.get(chatId)) joinChat(s, chatId);
+  });
+  r.on('member_removed', ({ chat_id: chatId, user_id: userId }) => {
+    if (!live() || userId !== s.me.id) return;
+    s.store.remove(chatId);
+    if (s.activeChat === chatId) location.hash = '#/chats';
+  });
+  r.on('job', (job) => {
+    if (live()) s.videos.onJob(job);
+  });
 }
 
 async function joinChat(s, chatId) {

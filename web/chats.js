@@ -22,7 +22,9 @@ export class ChatState {
     this.historyLoaded = false;
     /** The history request in flight, shared by whoever needs it. */
     this.historyPromise = null;
-    /** AI replies being generated, by generation id. */
+    /** The chat's room in the client library (once joined). */
+    this.room = null;
+    /** AI replies being generated (the library's `Reply`s), by generation id. */
     this.generations = new Map();
     /** How finished AI replies ended (`stop`, `cancelled`, …), by message id. */
     this.finishReasons = new Map();

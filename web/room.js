@@ -1,8 +1,8 @@
 // The open chat: messages in `seq` order, AI replies growing token by token in place, who is
-// online and typing, and the composer (sends carry a `client_msg_id` and are retried after a
-// reconnect until acknowledged).
+// online and typing, and the composer. Sends go through the client library's outbox (one
+// `client_msg_id` each, sent again after a reconnect until stored, kept across reloads).
 
-import { $, h, formatTime, uuid } from './dom.js';
+import { $, h, formatTime } from './dom.js';
 
 /** How long a `typing` event keeps its indicator up. */
 const TYPING_SHOWN_MS = 3500;
@@ -14,14 +14,15 @@ const FOLLOW_PX = 80;
 /** The room pane. */
 export class RoomView {
   /**
-   * @param {object} deps `{store, realtime, api, names, me}`; `names.nameOf(id)` gives a display
-   *   name and `names.onResolved` re-renders when one arrives.
+   * @param {object} deps `{store, realtime, api, names, me, roomOf}`; `names.nameOf(id)` gives a
+   *   display name and `names.onResolved` re-renders when one arrives; `roomOf(chatId)` is the
+   *   chat's room in the client library.
    */
   constructor(deps) {
     Object.assign(this, deps);
     this.chatId = null;
-    /** Sends not yet acknowledged, by `client_msg_id`: `{chatId, content, messageId, error}`. */
-    this.outbox = new Map();
+    /** Sends the server refused for good, by `client_msg_id`: `{chatId, content, error}`. */
+    this.failed = new Map();
     this.lastTypingSent = 0;
     this.typingTimer = null;
     this.list = $('message-list');
@@ -71,54 +72,46 @@ export class RoomView {
       const now = Date.now();
       if (this.chatId && this.input.value.trim() && now - this.lastTypingSent > TYPING_SEND_MS) {
         this.lastTypingSent = now;
-        this.realtime.notify({ type: 'typing', chat_id: this.chatId });
+        this.roomOf(this.chatId).typing();
       }
     });
   }
 
-  /** `send` with a fresh `client_msg_id`; shown at once, confirmed by the ack. */
+  /** Posts through the library's outbox: shown at once as pending, until it is stored. */
   send() {
     const content = this.input.value.trim();
     if (!content || !this.chatId) return;
-    const clientMsgId = uuid();
-    this.outbox.set(clientMsgId, { chatId: this.chatId, content, messageId: null, error: null });
     this.input.value = '';
     this.lastTypingSent = 0;
+    this.transmit(this.chatId, content);
     this.render({ scrollToEnd: true });
-    this.transmit(clientMsgId);
   }
 
-  /** Sends (or re-sends) one outbox entry; a dropped connection leaves it for `flushOutbox`. */
-  transmit(clientMsgId) {
-    const entry = this.outbox.get(clientMsgId);
-    if (!entry || this.realtime.state !== 'online') return;
-    entry.error = null;
-    this.realtime.request({
-      type: 'send', chat_id: entry.chatId, content: entry.content, client_msg_id: clientMsgId,
-    }).then((ack) => {
-      entry.messageId = ack.message_id;
-      this.settleOutbox(entry.chatId);
-      this.render();
-    }).catch((e) => {
-      if (e.code === 'disconnected' || e.code === 'timeout') return; // retried on reconnect
-      entry.error = e.message;
-      this.render();
+  /**
+   * @param {string} chatId
+   * @param {string} content
+   * @param {string} [clientMsgId] the same id again when retrying a refused send
+   */
+  transmit(chatId, content, clientMsgId) {
+    this.roomOf(chatId).send(content, { clientMsgId }).then(() => {
+      if (this.chatId === chatId) this.render();
+    }).catch(() => {
+      // Refused for good: `sendFailed` shows it with a Retry button.
     });
   }
 
-  /** After a (re)subscribe: every unacknowledged send goes again, under its same id. */
-  flushOutbox() {
-    for (const id of this.outbox.keys()) this.transmit(id);
+  /** The server refused a send (invalid content, no longer a member, …). */
+  sendFailed(entry, error) {
+    this.failed.set(entry.client_msg_id, { chatId: entry.chat_id, content: entry.content, error: error.message });
+    if (this.chatId === entry.chat_id) this.render();
   }
 
-  /** Drops outbox entries whose message has arrived. */
-  settleOutbox(chatId) {
-    const state = this.store.get(chatId);
-    for (const [id, entry] of this.outbox) {
-      if (entry.chatId !== chatId) continue;
-      if (!state) this.outbox.delete(id);
-      else if (entry.messageId && state.ids.has(entry.messageId)) this.outbox.delete(id);
-    }
+  retry(clientMsgId) {
+    const entry = this.failed.get(clientMsgId);
+    if (!entry) return;
+    this.failed.delete(clientMsgId);
+    this.transmit(entry.chatId, entry.content, clientMsgId);
+    this.render();
   }
 
   /** `prompt`: the message is stored like `send`, then the AI reply streams to the room. */
@@ -131,7 +124,7 @@ export class RoomView {
     }
     this.input.value = '';
     this.notice('');
-    this.realtime.request({ type: 'prompt', chat_id: this.chatId, content }).catch((e) => {
+    this.roomOf(this.chatId).prompt(content).catch((e) => {
       if (!this.input.value) this.input.value = content;
       this.notice(`The question was not sent: ${e.message}`);
     });
@@ -140,7 +133,7 @@ export class RoomView {
   cancel(generationId, button) {
     button.disabled = true;
     button.textContent = 'Stopping…';
-    this.realtime.request({ type: 'cancel', generation_id: generationId }).catch((e) => {
+    this.realtime.cancel(generationId).catch((e) => {
       button.disabled = false;
       button.textContent = 'Stop';
       this.notice(`Could not stop the reply: ${e.message}`);
@@ -180,14 +173,17 @@ export class RoomView {
     for (const m of state.ordered()) {
       items.push({ key: `id:${m.id}`, kind: 'message', m });
     }
-    for (const [clientMsgId, entry] of this.outbox) {
+    for (const entry of this.realtime.pendingSends(state.chat.id)) {
+      if (entry.message_id && state.ids.has(entry.message_id)) continue;
+      items.push({ key: `out:${entry.client_msg_id}`, kind: 'pending', entry: { content: entry.content, error: null } });
+    }
+    for (const [clientMsgId, entry] of this.failed) {
       if (entry.chatId !== state.chat.id) continue;
-      if (entry.messageId && state.ids.has(entry.messageId)) continue;
       items.push({ key: `out:${clientMsgId}`, kind: 'pending', entry });
     }
     for (const g of state.generations.values()) {
       if (g.messageId && state.ids.has(g.messageId)) continue;
-      items.push({ key: g.messageId ? `id:${g.messageId}` : `gen:${g.id}`, kind: 'generation', g });
+      items.push({ key: g.messageId ? `id:${g.messageId}` : `gen:${g.generationId}`, kind: 'generation', g });
     }
     return items;
   }
@@ -261,7 +257,7 @@ export class RoomView {
       statusText = entry.error ? `not sent: ${entry.error}` : 'sending…';
       if (entry.error) {
         const id = item.key.slice(4);
-        action = h('button', { type: 'button', class: 'secondary small', onclick: () => this.transmit(id) }, 'Retry');
+        action = h('button', { type: 'button', class: 'secondary small', onclick: () => this.retry(id) }, 'Retry');
       }
       li.dataset.clientMsgId = item.key.slice(4);
     } else {
@@ -277,14 +273,14 @@ export class RoomView {
           type: 'button',
           class: 'secondary small stop',
           'aria-label': 'Stop the AI reply',
-          onclick: (e) => this.cancel(g.id, e.currentTarget),
+          onclick: (e) => this.cancel(g.generationId, e.currentTarget),
         }, 'Stop');
       } else if (g.status === 'failed') {
         statusText = `failed: ${g.error || 'unknown error'}`;
       } else {
         statusText = 'finishing…';
       }
-      li.dataset.generationId = g.id;
+      li.dataset.generationId = g.generationId;
     }
     if (li.className !== classes) li.className = classes;
     // Screen readers announce a reply once it is complete, not at every token.
@@ -300,7 +296,7 @@ export class RoomView {
   /** Appends a token's text to its bubble without re-rendering the room. */
   growGeneration(state, g) {
     if (state.chat.id !== this.chatId) return;
-    const key = g.messageId ? `id:${g.messageId}` : `gen:${g.id}`;
+    const key = g.messageId ? `id:${g.messageId}` : `gen:${g.generationId}`;
     const li = [...this.list.children].find((el) => el.dataset.key === key);
     if (!li) {
       this.render();

@@ -49,8 +49,8 @@ export class VideoView {
   /** `jobs` over the socket: the pending and processing ones, as they are now. */
   refreshLive() {
     if (!this.loaded || this.realtime.state !== 'online') return;
-    this.realtime.request({ type: 'jobs' }).then((reply) => {
-      for (const job of reply.jobs || []) this.merge(job, false);
+    this.realtime.jobs().then((jobs) => {
+      for (const job of jobs) this.merge(job, false);
       this.render();
     }).catch(() => {
       // Not connected, or the server has no video jobs: the REST list stands.

@@ -36,7 +36,8 @@ struct Asset {
     body: &'static [u8],
 }
 
-/// Every file of the web client, from the crate's `web/` folder.
+/// Every file of the web client, from the crate's `web/` folder, and the client library it runs
+/// on (`clients/js`, served as `/app/echo-client.js` so that pages can import it as is).
 const ASSETS: &[Asset] = &[
     Asset {
         name: "index.html",
@@ -62,6 +63,11 @@ const ASSETS: &[Asset] = &[
         name: "realtime.js",
         content_type: "text/javascript; charset=utf-8",
         body: include_bytes!("../../web/realtime.js"),
+    },
+    Asset {
+        name: "echo-client.js",
+        content_type: "text/javascript; charset=utf-8",
+        body: include_bytes!("../../clients/js/src/echo-client.js"),
     },
     Asset {
         name: "chats.js",
