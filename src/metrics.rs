@@ -42,6 +42,8 @@ pub struct Metrics {
     pub ai_tokens: IntCounter,
     /// Time from a generation's start to its first token (prompt build plus the provider).
     pub ai_first_token: Histogram,
+    /// Messages stored per write batch (the message writer's group commits).
+    pub message_batch_posts: Histogram,
 }
 
 impl Metrics {
@@ -118,6 +120,15 @@ impl Metrics {
                     "Time from a generation's start to its first token",
                 )
                 .buckets(first_token_buckets),
+            )?)?,
+            message_batch_posts: r.register(Histogram::with_opts(
+                HistogramOpts::new(
+                    "message_batch_posts",
+                    "Messages stored per write batch (one transaction each)",
+                )
+                .buckets(vec![
+                    1.0, 2.0, 4.0, 8.0, 16.0, 32.0, 64.0, 128.0, 256.0, 1024.0,
+                ]),
             )?)?,
             registry,
         })

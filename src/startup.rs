@@ -19,7 +19,7 @@ use crate::ai::{Replies, ReplyCluster};
 use crate::auth::jwks::{JwksCache, JwksSource};
 use crate::auth::{dev_secret, Authenticator, UserAuth};
 use crate::broker::{Broker, LocalBroker};
-use crate::chat::ChatService;
+use crate::chat::{ChatService, WriterSettings};
 use crate::cluster::{ClusterConfig, Joining};
 use crate::config::Settings;
 use crate::db::{migrate, Db};
@@ -121,7 +121,11 @@ async fn build_state(settings: Settings) -> anyhow::Result<AppState> {
         settings.ai.max_concurrent_per_node,
     ));
     let delivery = build_delivery(&settings, &db, &metrics, &generations)?;
-    let chats = ChatService::new(db.clone(), delivery.broker.clone());
+    let writer = WriterSettings {
+        lanes: settings.database_write_lanes,
+        max_batch: settings.database_write_batch,
+    };
+    let chats = ChatService::new(db.clone(), delivery.broker.clone(), writer, metrics.clone());
     let ai = crate::ai::build_provider(&settings.ai)?;
     let replies = Arc::new(Replies {
         settings: settings.ai.clone(),

@@ -5,13 +5,15 @@ use std::sync::Arc;
 
 use uuid::Uuid;
 
+use super::writer::{Writer, WriterSettings};
 use crate::api_types::{ChatResponse, MessageResponse};
 use crate::broker::Broker;
 use crate::broker::{Event, Topic};
-use crate::db::messages::{self, Appended, NewMessage};
+use crate::db::messages::{self, Appended, Post, Posted};
 use crate::db::models::{Chat, ChatMember, Message};
-use crate::db::{chats, is_unique_violation, users, Db};
+use crate::db::{chats, is_unique_violation, storable, users, Db};
 use crate::error::{ApiError, ApiResult};
+use crate::metrics::Metrics;
 
 /// Messages returned with a chat's detail.
 pub const DETAIL_MESSAGES: i64 = 100;
@@ -21,6 +23,7 @@ pub const DETAIL_MESSAGES: i64 = 100;
 pub struct ChatService {
     db: Db,
     broker: Arc<dyn Broker>,
+    writer: Writer,
 }
 
 /// What a resubscribing session missed: see [`ChatService::replay`].
@@ -48,9 +51,16 @@ pub struct PostMessage {
 }
 
 impl ChatService {
-    /// A service over `db`, publishing to `broker`.
-    pub fn new(db: Db, broker: Arc<dyn Broker>) -> Self {
-        ChatService { db, broker }
+    /// A service over `db`, publishing to `broker`; starts the message writer's lanes on the
+    /// current runtime.
+    pub fn new(
+        db: Db,
+        broker: Arc<dyn Broker>,
+        writer: WriterSettings,
+        metrics: Arc<Metrics>,
+    ) -> Self {
+        let writer = Writer::start(db.clone(), writer, metrics);
+        ChatService { db, broker, writer }
     }
 
     /// Creates a chat owned by `user`.
@@ -177,27 +187,23 @@ impl ChatService {
         Ok(())
     }
 
-    /// Posts a message as `user`: membership check, then the chat's next `seq` and the insert in
-    /// one transaction, then `message` to the room. A repeated `client_msg_id` stores nothing
-    /// new and returns the original (published once, when it was first stored).
+    /// Posts a message as `user`: membership check, the chat's next `seq` and the insert,
+    /// committed with the writer's batch, then `message` to the room. A repeated
+    /// `client_msg_id` stores nothing new and returns the original (published once, when it
+    /// was first stored).
     pub async fn post(&self, user: Uuid, msg: PostMessage) -> ApiResult<Appended> {
-        let mut conn = self.db.conn().await?;
-        let new = NewMessage {
+        let post = Post {
+            id: Uuid::new_v4(),
             chat_id: msg.chat_id,
+            member: Some(user),
             user_id: if msg.is_from_ai { None } else { Some(user) },
             role: if msg.is_from_ai { "assistant" } else { "user" },
             is_from_ai: msg.is_from_ai,
-            content: &msg.content,
+            content: msg.content,
             client_msg_id: msg.client_msg_id,
             finish_reason: None,
         };
-        let appended = match messages::append_as_member(&mut conn, user, &new).await {
-            Ok(a) => a,
-            Err(diesel::result::Error::NotFound) => {
-                return Err(ApiError::not_found("Chat not found"))
-            }
-            Err(e) => return Err(e.into()),
-        };
+        let appended = self.write(post).await?;
         if appended.created {
             self.publish_message(&appended.message);
         }
@@ -213,25 +219,29 @@ impl ChatService {
         content: &str,
         finish_reason: &str,
     ) -> ApiResult<Message> {
-        let mut conn = self.db.conn().await?;
-        let new = NewMessage {
+        let post = Post {
+            id: message_id,
             chat_id,
+            member: None,
             user_id: None,
             role: "assistant",
             is_from_ai: true,
-            content,
+            // Provider text, not a client's: made storable rather than refused.
+            content: storable(content).into_owned(),
             client_msg_id: None,
-            finish_reason: Some(finish_reason),
+            finish_reason: Some(finish_reason.to_string()),
         };
-        let appended = match messages::append_with_id(&mut conn, message_id, &new).await {
-            Ok(a) => a,
-            Err(diesel::result::Error::NotFound) => {
-                return Err(ApiError::not_found("Chat not found"))
-            }
-            Err(e) => return Err(e.into()),
-        };
+        let appended = self.write(post).await?;
         self.publish_message(&appended.message);
         Ok(appended.message)
+    }
+
+    /// Stores a post through the writer; 404 when the chat is gone or not the poster's.
+    async fn write(&self, post: Post) -> ApiResult<Appended> {
+        match self.writer.write(post).await? {
+            Posted::Stored(appended) => Ok(appended),
+            Posted::NoChat => Err(ApiError::not_found("Chat not found")),
+        }
     }
 
     /// Publishes a committed message to its room.

@@ -51,6 +51,11 @@ pub struct Settings {
     pub database_pool_size: usize,
     /// How long a request waits for a pooled connection before answering 503.
     pub database_timeout: Duration,
+    /// `DATABASE_WRITE_LANES`: message batches written at once (each holds one connection
+    /// while it commits; a chat always uses the same lane).
+    pub database_write_lanes: usize,
+    /// `DATABASE_WRITE_BATCH`: most messages stored in one batch.
+    pub database_write_batch: usize,
     /// Shared HS256 secret of the Supabase project.
     pub jwt_secret: Option<String>,
     /// JWKS document URL for asymmetric keys.
@@ -157,9 +162,10 @@ impl Settings {
         let jwt_issuer = get("JWT_ISSUER");
         let host = parse(env, "HOST", IpAddr::V4(Ipv4Addr::LOCALHOST))?;
         let dev_mode_allow_remote = parse(env, "DEV_MODE_ALLOW_REMOTE", false)?;
-        let default_pool = match database_kind {
-            DatabaseKind::Postgres => 16,
-            DatabaseKind::Sqlite => 8,
+        let (default_pool, default_lanes) = match database_kind {
+            DatabaseKind::Postgres => (16, 4),
+            // One writer at a time is all SQLite allows.
+            DatabaseKind::Sqlite => (8, 1),
         };
         let settings = Settings {
             host,
@@ -169,6 +175,8 @@ impl Settings {
             database_kind,
             database_pool_size: parse(env, "DATABASE_POOL_SIZE", default_pool)?,
             database_timeout: Duration::from_millis(parse(env, "DATABASE_TIMEOUT_MS", 5000)?),
+            database_write_lanes: parse(env, "DATABASE_WRITE_LANES", default_lanes)?.max(1),
+            database_write_batch: parse(env, "DATABASE_WRITE_BATCH", 256)?.clamp(1, 4096),
             jwt_secret,
             jwks_url,
             jwks_file,

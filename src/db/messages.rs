@@ -1,5 +1,6 @@
-//! Queries on `messages`. `append` is the only way a message is stored: it takes the chat's
-//! next `seq` in the same transaction as the insert, so seqs are gap-free and unique.
+//! Queries on `messages`. [`append_batch`] and [`append_one`] are the only ways a message is
+//! stored: each takes the chat's next `seq`s in the same transaction (or statement) as the
+//! inserts, so seqs are gap-free and unique.
 
 use diesel::prelude::*;
 use diesel::result::QueryResult;
@@ -12,24 +13,28 @@ use super::{now, run, DbConn};
 
 /// A message to store.
 #[derive(Debug, Clone)]
-pub struct NewMessage<'a> {
+pub struct Post {
+    /// Its id (chosen before it is stored: an AI reply's id is announced when it starts).
+    pub id: Uuid,
     /// Target chat.
     pub chat_id: Uuid,
+    /// Stored only if this user is a member of the chat (`None`: no membership check).
+    pub member: Option<Uuid>,
     /// Author (`None` for AI/system).
     pub user_id: Option<Uuid>,
     /// `user`, `assistant` or `system`.
-    pub role: &'a str,
+    pub role: &'static str,
     /// True for AI replies.
     pub is_from_ai: bool,
     /// The text.
-    pub content: &'a str,
-    /// Idempotency key: a second append with the same key returns the first message.
+    pub content: String,
+    /// Idempotency key: a second post with the same key returns the first message.
     pub client_msg_id: Option<Uuid>,
     /// Why an AI reply ended.
-    pub finish_reason: Option<&'a str>,
+    pub finish_reason: Option<String>,
 }
 
-/// Outcome of [`append`].
+/// A stored post.
 #[derive(Debug, Clone)]
 pub struct Appended {
     /// The stored message (the original one for a retried `client_msg_id`).
@@ -38,9 +43,91 @@ pub struct Appended {
     pub created: bool,
 }
 
+/// What became of one post.
+#[derive(Debug, Clone)]
+pub enum Posted {
+    /// Stored now, or before under the same `client_msg_id`.
+    Stored(Appended),
+    /// The chat does not exist, or `member` is not a member of it: nothing was stored.
+    NoChat,
+}
+
+impl Post {
+    /// The message as stored with `seq` at `ts`.
+    fn stored(&self, seq: i64, ts: chrono::DateTime<chrono::Utc>) -> Message {
+        Message {
+            id: DbUuid(self.id),
+            chat_id: DbUuid(self.chat_id),
+            seq,
+            user_id: self.user_id.map(DbUuid),
+            role: self.role.to_string(),
+            is_from_ai: self.is_from_ai,
+            content: self.content.clone(),
+            client_msg_id: self.client_msg_id.map(DbUuid),
+            finish_reason: self.finish_reason.clone(),
+            created_at: ts,
+        }
+    }
+}
+
+/// Stores a batch of posts in one transaction, each chat's in consecutive `seq`s in the
+/// batch's order; the outcome of each, in order. On Postgres the whole batch is one statement
+/// (membership, `seq`, `client_msg_id` check and insert for every chat at once); on SQLite one
+/// write transaction. Any error stores nothing of the batch.
+pub async fn append_batch(conn: &mut DbConn, posts: &[Post]) -> QueryResult<Vec<Posted>> {
+    match conn {
+        DbConn::Pg(c) => append_batch_pg(c, posts).await,
+        DbConn::Sqlite(_) => {
+            conn.write_txn(async |conn: &mut DbConn| {
+                let ts = now();
+                let mut out = Vec::with_capacity(posts.len());
+                for post in posts {
+                    out.push(append_in_txn(conn, post, ts).await?);
+                }
+                Ok(out)
+            })
+            .await
+        }
+    }
+}
+
+/// One post in its own transaction: the chat row is locked before the `client_msg_id` check,
+/// so a concurrent retry of the same key on another node is seen (the batch statement can
+/// only fail on it, with a unique violation).
+pub async fn append_one(conn: &mut DbConn, post: &Post) -> QueryResult<Posted> {
+    let result = conn
+        .write_txn(async |conn: &mut DbConn| {
+            let ts = now();
+            let seq = match take_seq(conn, post.chat_id, post.member, 1, ts).await {
+                Err(diesel::result::Error::NotFound) => return Err(AppendError::NoChat),
+                other => other?,
+            };
+            if let Some(existing) = find_duplicate(conn, post).await? {
+                // Rolls back the seq taken.
+                return Err(AppendError::Duplicate(Box::new(existing)));
+            }
+            insert(conn, post, seq, ts).await?;
+            Ok(post.stored(seq, ts))
+        })
+        .await;
+    match result {
+        Ok(message) => Ok(Posted::Stored(Appended {
+            message,
+            created: true,
+        })),
+        Err(AppendError::Duplicate(message)) => Ok(Posted::Stored(Appended {
+            message: *message,
+            created: false,
+        })),
+        Err(AppendError::NoChat) => Ok(Posted::NoChat),
+        Err(AppendError::Db(e)) => Err(e),
+    }
+}
+
 enum AppendError {
     Db(diesel::result::Error),
     Duplicate(Box<Message>),
+    NoChat,
 }
 
 impl From<diesel::result::Error> for AppendError {
@@ -49,48 +136,59 @@ impl From<diesel::result::Error> for AppendError {
     }
 }
 
-/// Stores a message with the chat's next `seq`. Fails with `NotFound` if the chat is gone.
-pub async fn append(conn: &mut DbConn, new: &NewMessage<'_>) -> QueryResult<Appended> {
-    append_with_id(conn, Uuid::new_v4(), new).await
-}
-
-/// As [`append`], with the message id chosen by the caller (an AI reply's id is announced in
-/// `generation_started` before the reply is stored).
-pub async fn append_with_id(
+/// One post inside a write transaction that already holds the database (SQLite: `BEGIN
+/// IMMEDIATE`), so checking the key before taking the seq leaves no gap.
+async fn append_in_txn(
     conn: &mut DbConn,
-    id: Uuid,
-    new: &NewMessage<'_>,
-) -> QueryResult<Appended> {
-    // Only AI replies are stored this way: their text comes from a provider, not a client.
-    let content = super::storable(new.content);
-    let new = NewMessage {
-        content: &content,
-        ..*new
+    post: &Post,
+    ts: chrono::DateTime<chrono::Utc>,
+) -> QueryResult<Posted> {
+    if let Some(existing) = find_duplicate(conn, post).await? {
+        let may_post = match post.member {
+            Some(member) => super::chats::is_member(conn, post.chat_id, member).await?,
+            None => true,
+        };
+        return Ok(if may_post {
+            Posted::Stored(Appended {
+                message: existing,
+                created: false,
+            })
+        } else {
+            Posted::NoChat
+        });
+    }
+    let seq = match take_seq(conn, post.chat_id, post.member, 1, ts).await {
+        Err(diesel::result::Error::NotFound) => return Ok(Posted::NoChat),
+        other => other?,
     };
-    append_inner(conn, id, &new, None).await
+    insert(conn, post, seq, ts).await?;
+    Ok(Posted::Stored(Appended {
+        message: post.stored(seq, ts),
+        created: true,
+    }))
 }
 
-/// As [`append`], only if `member` is a member of the chat (`NotFound` otherwise). The check
-/// is part of the statement that takes the seq, so a post costs no extra round trip.
-pub async fn append_as_member(
-    conn: &mut DbConn,
-    member: Uuid,
-    new: &NewMessage<'_>,
-) -> QueryResult<Appended> {
-    append_inner(conn, Uuid::new_v4(), new, Some(member)).await
+/// The message already stored under the post's `client_msg_id`, if it has one.
+async fn find_duplicate(conn: &mut DbConn, post: &Post) -> QueryResult<Option<Message>> {
+    match post.client_msg_id {
+        Some(key) => find_by_client_id(conn, post.chat_id, key).await,
+        None => Ok(None),
+    }
 }
 
-/// Takes the chat's next seq (locking its row until the transaction ends).
+/// Takes `n` seqs of the chat (locking its row until the transaction ends); returns the last.
+/// `NotFound` when the chat is gone or `member` is not in it.
 async fn take_seq(
     conn: &mut DbConn,
     chat_id: Uuid,
     member: Option<Uuid>,
+    n: i64,
     ts: chrono::DateTime<chrono::Utc>,
 ) -> QueryResult<i64> {
     let Some(member) = member else {
         return run!(conn, |c| diesel::update(chats::table.find(DbUuid(chat_id)))
             .set((
-                chats::last_seq.eq(chats::last_seq + 1i64),
+                chats::last_seq.eq(chats::last_seq + n),
                 chats::updated_at.eq(ts),
             ))
             .returning(chats::last_seq)
@@ -107,7 +205,7 @@ async fn take_seq(
             ))
     )
     .set((
-        chats::last_seq.eq(chats::last_seq + 1i64),
+        chats::last_seq.eq(chats::last_seq + n),
         chats::updated_at.eq(ts),
     ))
     .returning(chats::last_seq)
@@ -115,54 +213,143 @@ async fn take_seq(
     .await)
 }
 
-async fn append_inner(
+/// Inserts the post's row with `seq`.
+async fn insert(
     conn: &mut DbConn,
+    post: &Post,
+    seq: i64,
+    ts: chrono::DateTime<chrono::Utc>,
+) -> QueryResult<()> {
+    run!(conn, |c| diesel::insert_into(messages::table)
+        .values((
+            messages::id.eq(DbUuid(post.id)),
+            messages::chat_id.eq(DbUuid(post.chat_id)),
+            messages::seq.eq(seq),
+            messages::user_id.eq(post.user_id.map(DbUuid)),
+            messages::role.eq(post.role),
+            messages::is_from_ai.eq(post.is_from_ai),
+            messages::content.eq(&post.content),
+            messages::client_msg_id.eq(post.client_msg_id.map(DbUuid)),
+            messages::finish_reason.eq(post.finish_reason.as_deref()),
+            messages::created_at.eq(ts),
+        ))
+        .execute(c)
+        .await)?;
+    Ok(())
+}
+
+/// The whole batch as one Postgres statement: the posts' membership (and their chats'
+/// existence), each key looked up among stored messages, every chat's `last_seq` raised by
+/// its number of new posts (locking its row), and the inserts, numbered in batch order.
+const APPEND_BATCH_SQL: &str = "
+WITH input AS (
+    SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::text[],
+                         $6::bool[], $7::text[], $8::uuid[], $9::text[])
+        WITH ORDINALITY AS t(id, chat_id, member, user_id, role, is_from_ai, content,
+                             client_msg_id, finish_reason, ord)
+), allowed AS (
+    SELECT i.* FROM input i
+    WHERE EXISTS (SELECT 1 FROM chats c WHERE c.id = i.chat_id)
+      AND (i.member IS NULL OR EXISTS (
+          SELECT 1 FROM chat_members m WHERE m.chat_id = i.chat_id AND m.user_id = i.member))
+), dup AS (
+    SELECT a.ord, m.id, m.seq FROM allowed a
+    JOIN messages m ON m.chat_id = a.chat_id AND m.client_msg_id = a.client_msg_id
+), fresh AS (
+    SELECT a.*, row_number() OVER (PARTITION BY a.chat_id ORDER BY a.ord) AS rn,
+           count(*) OVER (PARTITION BY a.chat_id) AS cnt
+    FROM allowed a WHERE NOT EXISTS (SELECT 1 FROM dup d WHERE d.ord = a.ord)
+), bumped AS (
+    UPDATE chats c SET last_seq = c.last_seq + f.cnt, updated_at = $10
+    FROM (SELECT chat_id, max(cnt) AS cnt FROM fresh GROUP BY chat_id) f
+    WHERE c.id = f.chat_id
+    RETURNING c.id, c.last_seq
+), inserted AS (
+    INSERT INTO messages (id, chat_id, seq, user_id, role, is_from_ai, content, client_msg_id,
+                          finish_reason, created_at)
+    SELECT f.id, f.chat_id, b.last_seq - f.cnt + f.rn, f.user_id, f.role, f.is_from_ai,
+           f.content, f.client_msg_id, f.finish_reason, $10
+    FROM fresh f JOIN bumped b ON b.id = f.chat_id
+    RETURNING id, seq
+)
+SELECT f.ord, ins.seq, ins.id, false AS duplicate FROM inserted ins JOIN fresh f ON f.id = ins.id
+UNION ALL
+SELECT d.ord, d.seq, d.id, true AS duplicate FROM dup d";
+
+/// One row of [`APPEND_BATCH_SQL`]'s answer.
+#[derive(QueryableByName)]
+struct BatchRow {
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    ord: i64,
+    #[diesel(sql_type = diesel::sql_types::BigInt)]
+    seq: i64,
+    #[diesel(sql_type = diesel::sql_types::Uuid)]
     id: Uuid,
-    new: &NewMessage<'_>,
-    member: Option<Uuid>,
-) -> QueryResult<Appended> {
-    let result = conn
-        .write_txn(async |conn: &mut DbConn| {
-            let ts = now();
-            // Taking the seq first locks the chat row, so the duplicate check below sees every
-            // committed retry of the same client_msg_id.
-            let seq = take_seq(conn, new.chat_id, member, ts).await?;
-            if let Some(key) = new.client_msg_id {
-                if let Some(existing) = find_by_client_id(conn, new.chat_id, key).await? {
-                    // Rolls back the seq we took.
-                    return Err(AppendError::Duplicate(Box::new(existing)));
-                }
-            }
-            let message = run!(conn, |c| diesel::insert_into(messages::table)
-                .values((
-                    messages::id.eq(DbUuid(id)),
-                    messages::chat_id.eq(DbUuid(new.chat_id)),
-                    messages::seq.eq(seq),
-                    messages::user_id.eq(new.user_id.map(DbUuid)),
-                    messages::role.eq(new.role),
-                    messages::is_from_ai.eq(new.is_from_ai),
-                    messages::content.eq(new.content),
-                    messages::client_msg_id.eq(new.client_msg_id.map(DbUuid)),
-                    messages::finish_reason.eq(new.finish_reason),
-                    messages::created_at.eq(ts),
-                ))
-                .returning(messages::all_columns)
-                .get_result::<Message>(c)
-                .await)?;
-            Ok(message)
-        })
-        .await;
-    match result {
-        Ok(message) => Ok(Appended {
-            message,
-            created: true,
-        }),
-        Err(AppendError::Duplicate(message)) => Ok(Appended {
-            message: *message,
-            created: false,
-        }),
-        Err(AppendError::Db(e)) => Err(e),
+    #[diesel(sql_type = diesel::sql_types::Bool)]
+    duplicate: bool,
+}
+
+async fn append_batch_pg(c: &mut super::PgConn, posts: &[Post]) -> QueryResult<Vec<Posted>> {
+    use diesel::sql_types::{Array, Bool, Nullable, Text, Timestamptz, Uuid as SqlUuid};
+    let ts = now();
+    let rows: Vec<BatchRow> = diesel::sql_query(APPEND_BATCH_SQL)
+        .bind::<Array<SqlUuid>, _>(posts.iter().map(|p| p.id).collect::<Vec<_>>())
+        .bind::<Array<SqlUuid>, _>(posts.iter().map(|p| p.chat_id).collect::<Vec<_>>())
+        .bind::<Array<Nullable<SqlUuid>>, _>(posts.iter().map(|p| p.member).collect::<Vec<_>>())
+        .bind::<Array<Nullable<SqlUuid>>, _>(posts.iter().map(|p| p.user_id).collect::<Vec<_>>())
+        .bind::<Array<Text>, _>(posts.iter().map(|p| p.role).collect::<Vec<_>>())
+        .bind::<Array<Bool>, _>(posts.iter().map(|p| p.is_from_ai).collect::<Vec<_>>())
+        .bind::<Array<Text>, _>(posts.iter().map(|p| p.content.as_str()).collect::<Vec<_>>())
+        .bind::<Array<Nullable<SqlUuid>>, _>(
+            posts.iter().map(|p| p.client_msg_id).collect::<Vec<_>>(),
+        )
+        .bind::<Array<Nullable<Text>>, _>(
+            posts
+                .iter()
+                .map(|p| p.finish_reason.as_deref())
+                .collect::<Vec<_>>(),
+        )
+        .bind::<Timestamptz, _>(ts)
+        .load(c)
+        .await?;
+    let mut out = vec![Posted::NoChat; posts.len()];
+    let mut duplicates = Vec::new();
+    for row in rows {
+        let Some(i) = usize::try_from(row.ord - 1)
+            .ok()
+            .filter(|i| *i < posts.len())
+        else {
+            continue;
+        };
+        if row.duplicate {
+            duplicates.push((i, row.id));
+        } else {
+            out[i] = Posted::Stored(Appended {
+                message: posts[i].stored(row.seq, ts),
+                created: true,
+            });
+        }
     }
+    if !duplicates.is_empty() {
+        let ids: Vec<DbUuid> = duplicates.iter().map(|(_, id)| DbUuid(*id)).collect();
+        let found: Vec<Message> = {
+            use super::schema::pg::messages;
+            messages::table
+                .filter(messages::id.eq_any(ids))
+                .select(messages::all_columns)
+                .load::<Message>(c)
+                .await?
+        };
+        for (i, id) in duplicates {
+            if let Some(message) = found.iter().find(|m| m.id.0 == id) {
+                out[i] = Posted::Stored(Appended {
+                    message: message.clone(),
+                    created: false,
+                });
+            }
+        }
+    }
+    Ok(out)
 }
 
 /// The message stored under a client's idempotency key, if any.
