@@ -241,7 +241,73 @@ async fn a_post_the_database_refuses_fails_alone_and_leaves_no_gap(backend: Back
     app.stop().await;
 }
 
+async fn subscribes_read_together_each_get_their_own_answer(backend: Backend) {
+    let app = spawn_app(backend).await;
+    let alice = known_user(&app).await;
+    let members: Vec<TestUser> = join_all((0..5).map(|_| known_user(&app))).await;
+    let outsider = known_user(&app).await;
+    let (a, b) = (new_chat(&app, &alice).await, new_chat(&app, &alice).await);
+    for m in &members {
+        app.add_member(&alice.token, &a.to_string(), m.id).await;
+    }
+    let chats = app.state.chats.clone();
+    for i in 0..3 {
+        chats
+            .post(alice.id, post(a, &format!("a{i}"), None))
+            .await
+            .unwrap();
+    }
+    chats.post(alice.id, post(b, "b0", None)).await.unwrap();
+
+    // 60 subscribes at once: members of a, alice on both, an outsider, a chat that does not
+    // exist. Each answer is its own.
+    let mut asks: Vec<(Uuid, Uuid, Option<i64>)> = Vec::new();
+    for round in 0..6 {
+        for m in &members {
+            asks.push((m.id, a, Some(3)));
+            asks.push((m.id, b, None));
+        }
+        asks.push((alice.id, a, None));
+        asks.push((alice.id, b, Some(0)));
+        asks.push((outsider.id, a, None));
+        asks.push((alice.id, Uuid::new_v4(), Some(round)));
+    }
+    let answers = join_all(
+        asks.iter()
+            .map(|(user, chat, since)| chats.replay(*user, *chat, *since, 100)),
+    )
+    .await;
+    for ((user, chat, since), answer) in asks.iter().zip(&answers) {
+        let member = *user == alice.id || (*chat == a && *user != outsider.id);
+        match (member && (*chat == a || *chat == b), answer) {
+            (true, Ok(replay)) => {
+                let last = if *chat == a { 3 } else { 1 };
+                assert_eq!(replay.last_seq, last);
+                let missed = last - since.unwrap_or(last).min(last);
+                assert_eq!(
+                    replay.missed.len() as i64,
+                    missed,
+                    "{user} {chat} {since:?}"
+                );
+            }
+            (false, Err(ApiError::NotFound(_))) => {}
+            (expected, got) => panic!("{user} on {chat}: member {expected}, got {got:?}"),
+        }
+    }
+
+    // Removed, then refused at once: nothing of the old answer is kept.
+    let gone = &members[0];
+    let res = app
+        .delete(&format!("/chats/{a}/members/{}", gone.id), &alice.token)
+        .await;
+    assert_eq!(res.status(), 204);
+    let again = chats.replay(gone.id, a, None, 100).await;
+    assert!(matches!(again, Err(ApiError::NotFound(_))), "{again:?}");
+    app.stop().await;
+}
+
 on_both_backends!(
     a_burst_is_stored_in_batches_in_arrival_order,
     a_post_the_database_refuses_fails_alone_and_leaves_no_gap,
+    subscribes_read_together_each_get_their_own_answer,
 );

@@ -4,6 +4,7 @@
 //! too, so the two transports share every step after parsing.
 
 pub mod content;
+pub mod reads;
 pub mod service;
 pub mod writer;
 

@@ -5,6 +5,7 @@ use std::sync::Arc;
 
 use uuid::Uuid;
 
+use super::reads::MembershipReader;
 use super::writer::{Writer, WriterSettings};
 use crate::api_types::{ChatResponse, MessageResponse};
 use crate::broker::Broker;
@@ -24,6 +25,7 @@ pub struct ChatService {
     db: Db,
     broker: Arc<dyn Broker>,
     writer: Writer,
+    members: MembershipReader,
 }
 
 /// What a resubscribing session missed: see [`ChatService::replay`].
@@ -60,7 +62,13 @@ impl ChatService {
         metrics: Arc<Metrics>,
     ) -> Self {
         let writer = Writer::start(db.clone(), writer, metrics);
-        ChatService { db, broker, writer }
+        let members = MembershipReader::start(db.clone());
+        ChatService {
+            db,
+            broker,
+            writer,
+            members,
+        }
     }
 
     /// Creates a chat owned by `user`.
@@ -271,9 +279,11 @@ impl ChatService {
         since_seq: Option<i64>,
         limit: i64,
     ) -> ApiResult<Replay> {
-        let mut conn = self.db.conn().await?;
-        // One round trip: the membership check and the chat's last seq.
-        let last_seq = chats::last_seq_for_member(&mut conn, chat_id, user)
+        // The membership check and the chat's last seq, read with the other subscribes
+        // waiting (one query for all of them).
+        let last_seq = self
+            .members
+            .last_seq_for_member(chat_id, user)
             .await?
             .ok_or_else(|| ApiError::not_found("Chat not found"))?;
         let mut replay = Replay {
@@ -282,6 +292,7 @@ impl ChatService {
             recovered: true,
         };
         if let Some(since) = since_seq.filter(|s| *s < last_seq) {
+            let mut conn = self.db.conn().await?;
             let missed =
                 messages::page(&mut conn, chat_id, 0, limit + 1, Some(since.max(0)), None).await?;
             if missed.len() as i64 > limit {

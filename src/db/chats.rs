@@ -147,6 +147,32 @@ pub async fn last_seq_for_member(
         .optional())
 }
 
+/// [`last_seq_for_member`] for many `(chat, user)` pairs in one query, in their order.
+pub async fn last_seqs_for_members(
+    conn: &mut DbConn,
+    pairs: &[(Uuid, Uuid)],
+) -> QueryResult<Vec<Option<i64>>> {
+    let chat_ids: Vec<DbUuid> = pairs.iter().map(|(c, _)| DbUuid(*c)).collect();
+    let user_ids: Vec<DbUuid> = pairs.iter().map(|(_, u)| DbUuid(*u)).collect();
+    // Both lists as `IN`: a superset of the pairs (chat × user), narrowed below.
+    let rows: Vec<(DbUuid, DbUuid, i64)> = run!(conn, |c| chats::table
+        .inner_join(chat_members::table)
+        .filter(chat_members::chat_id.eq_any(chat_ids))
+        .filter(chat_members::user_id.eq_any(user_ids))
+        .select((
+            chat_members::chat_id,
+            chat_members::user_id,
+            chats::last_seq
+        ))
+        .load::<(DbUuid, DbUuid, i64)>(c)
+        .await)?;
+    let found: std::collections::HashMap<(Uuid, Uuid), i64> = rows
+        .into_iter()
+        .map(|(c, u, seq)| ((c.0, u.0), seq))
+        .collect();
+    Ok(pairs.iter().map(|pair| found.get(pair).copied()).collect())
+}
+
 /// True when `user_id` is a member of the chat.
 pub async fn is_member(conn: &mut DbConn, chat_id: Uuid, user_id: Uuid) -> QueryResult<bool> {
     run!(conn, |c| diesel::select(diesel::dsl::exists(
