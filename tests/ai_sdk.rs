@@ -96,7 +96,8 @@ async fn use_chat_s_transport_sends_reads_and_resumes_replies(backend: Backend) 
     assert_eq!(got["resumed"], false);
 
     // A reply in flight: the SDK's reconnect reads the text so far, then the rest.
-    let slow = Reply::numbered(30, Duration::from_millis(40));
+    // Three seconds of reply: room for the SDK script to start on a loaded machine.
+    let slow = Reply::numbered(75, Duration::from_millis(40));
     mock.script([Step::Reply(slow.clone())]);
     let res = post_stream(&app, "/chat", &alice.token, &v5_body(&chat, "Count")).await;
     let original = tokio::spawn(body_text(res));

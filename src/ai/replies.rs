@@ -102,7 +102,9 @@ impl Replies {
     pub async fn start(self: &Arc<Self>, prompt: Prompt) -> ApiResult<StartedReply> {
         let model = self.choose_model(prompt.model.as_deref())?;
         // 404 before 429: a chat the caller may not see does not exist, whatever the load.
-        self.chats.get(prompt.user_id, prompt.chat_id).await?;
+        self.chats
+            .check_member(prompt.user_id, prompt.chat_id)
+            .await?;
         let permit = self.registry.admit(prompt.user_id)?;
         // In a cluster the per-user limit counts the user's replies on every node.
         let permit = match self
@@ -199,7 +201,7 @@ impl Replies {
     /// text so far and later updates; `None` when no reply is being generated. 404 unless
     /// `user_id` is a member.
     pub async fn resume(&self, user_id: Uuid, chat_id: Uuid) -> ApiResult<Option<Following>> {
-        self.chats.get(user_id, chat_id).await?;
+        self.chats.check_member(user_id, chat_id).await?;
         let attached = self
             .registry
             .in_chat(chat_id)

@@ -263,10 +263,22 @@ impl ChatService {
         );
     }
 
-    /// Whether `user` is a member of the chat.
+    /// Whether `user` is a member of the chat (read with the other checks waiting: one query
+    /// for all of them).
     pub async fn is_member(&self, user: Uuid, chat_id: Uuid) -> ApiResult<bool> {
-        let mut conn = self.db.conn().await?;
-        Ok(chats::is_member(&mut conn, chat_id, user).await?)
+        Ok(self
+            .members
+            .last_seq_for_member(chat_id, user)
+            .await?
+            .is_some())
+    }
+
+    /// 404 `Chat not found` unless `user` is a member of the chat.
+    pub async fn check_member(&self, user: Uuid, chat_id: Uuid) -> ApiResult<()> {
+        match self.is_member(user, chat_id).await? {
+            true => Ok(()),
+            false => Err(ApiError::not_found("Chat not found")),
+        }
     }
 
     /// What a session subscribing with `since_seq` missed (404 unless `user` is a member): the
