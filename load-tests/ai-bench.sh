@@ -10,7 +10,10 @@
 #
 # Environment: PORT (server, 18610), MOCK_PORT (18710), FIRST_TOKEN_MS (0), DIRECT_SAMPLES (200),
 # RAMP (seconds to spread the first prompts; default TOKENS/RATE), OUT (summary JSON path),
-# CARGO_TARGET_DIR (binaries are taken from there), SKIP_BUILD=1 (use the binaries as they are).
+# CARGO_TARGET_DIR (binaries are taken from there), SKIP_BUILD=1 (use the binaries as they are),
+# ECHO_BIN (run that echo-server instead, to compare two builds in one sitting).
+# The result includes the server's own account of where a reply's start-up went
+# (`echo_ai_start_seconds` by stage: mean and count).
 # Prints the load generator's summary path and a one-line JSON result with the machine load.
 set -euo pipefail
 cd "$(dirname "$0")/.."
@@ -47,7 +50,7 @@ SERVER_ENV=(SUPABASE_JWT_SECRET="$SECRET" ECHO_DATA_DIR="$DATA" PORT="$PORT" RUS
   AI_PROVIDER=openai OPENAI_BASE_URL="http://127.0.0.1:$MOCK_PORT/v1" OPENAI_API_KEY=bench
   AI_MODEL=bench-model AI_MAX_CONCURRENT_PER_NODE=$(( REPLIES * 2 + 64 ))
   AI_MAX_CONCURRENT_PER_USER=8)
-env "${SERVER_ENV[@]}" "$BIN/echo-server" serve > "$DATA/server.log" 2>&1 & SERVER=$!
+env "${SERVER_ENV[@]}" "${ECHO_BIN:-$BIN/echo-server}" serve > "$DATA/server.log" 2>&1 & SERVER=$!
 PIDS+=("$SERVER")
 up=0
 for _ in $(seq 1 150); do
@@ -77,6 +80,7 @@ set +e
 RC=$?
 set -e
 LOADAVG="$(cut -d' ' -f1-3 /proc/loadavg)"
+curl -sf "http://127.0.0.1:$PORT/metrics" > "$DATA/metrics.txt" || true
 S1=$(cpu_ticks "$SERVER"); M1=$(cpu_ticks "$MOCK")
 kill "$SAMPLER" 2>/dev/null || true
 kill -INT "$MOCK" 2>/dev/null || true
@@ -85,9 +89,19 @@ grep -v '^\[' "$DATA/load.err" | tail -n 5 >&2 || true
 echo "summary: $OUT (exit status $RC)"
 HZ=$(getconf CLK_TCK)
 python3 - "$OUT" "$LOADAVG" "$DATA/load.txt" "$(( S1 - S0 ))" "$(( M1 - M0 ))" "$HZ" \
-  "$DATA/loadgen.time" "${OUT%.json}.mock.json" <<'PY'
-import json, os, sys
-out, loadavg, samples, s_ticks, m_ticks, hz, lg_time, mock_path = sys.argv[1:]
+  "$DATA/loadgen.time" "${OUT%.json}.mock.json" "$DATA/metrics.txt" <<'PY'
+import json, os, re, sys
+out, loadavg, samples, s_ticks, m_ticks, hz, lg_time, mock_path, metrics_path = sys.argv[1:]
+stages = {}
+try:
+    for line in open(metrics_path):
+        m = re.match(r'echo_ai_start_seconds_(sum|count)\{.*stage="(\w+)".*\} (\S+)', line)
+        if m:
+            stages.setdefault(m.group(2), {})[m.group(1)] = float(m.group(3))
+except OSError:
+    pass
+start_stages = {k: {"mean_ms": round(v["sum"] / v["count"] * 1000, 2), "count": int(v["count"])}
+                for k, v in stages.items() if v.get("count")}
 hz = int(hz)
 try:
     s = json.load(open(out))
@@ -118,6 +132,7 @@ print(json.dumps({
     "tokens_per_sec": s["rates"].get("tokens_received_per_sec"),
     "token_ms": {q: ms("token", q) for q in ("p50", "p90", "p99", "max")},
     "ttft_server_ms": {q: ms("ttft_server", q) for q in ("p50", "p90", "p99", "max")},
+    "start_stages_ms": start_stages,
     "ttft_direct_ms": {q: ms("ttft_direct", q) for q in ("p50", "p90", "p99", "max")},
     "ttft_added_ms": {k: round(v / 1000, 2) for k, v in diff.items()},
     "direct_token_ms": {q: ms("direct_token", q) for q in ("p50", "p99")},

@@ -42,6 +42,10 @@ pub struct Metrics {
     pub ai_tokens: IntCounter,
     /// Time from a generation's start to its first token (prompt build plus the provider).
     pub ai_first_token: Histogram,
+    /// Where a reply's start-up time goes, by stage: `admit` (membership and limits),
+    /// `prompt_stored` (the user's message committed), `history` (the actor started and read the
+    /// chat's history), `provider` (from the request to the provider to its first token).
+    pub ai_start_seconds: HistogramVec,
     /// Messages stored per write batch (the message writer's group commits).
     pub message_batch_posts: Histogram,
 }
@@ -120,6 +124,17 @@ impl Metrics {
                     "Time from a generation's start to its first token",
                 )
                 .buckets(first_token_buckets),
+            )?)?,
+            ai_start_seconds: r.register(HistogramVec::new(
+                HistogramOpts::new(
+                    "ai_start_seconds",
+                    "Time of each stage of an AI reply's start, by stage",
+                )
+                .buckets(vec![
+                    0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0,
+                    10.0,
+                ]),
+                &["stage"],
             )?)?,
             message_batch_posts: r.register(Histogram::with_opts(
                 HistogramOpts::new(

@@ -62,6 +62,8 @@ pub struct Generation {
     finishing: bool,
     /// When the actor started, for the time-to-first-token metric.
     started_at: Instant,
+    /// When the history was read and the request went to the provider.
+    asked_at: Option<Instant>,
     _permit: Permit,
 }
 
@@ -88,9 +90,19 @@ impl Generation {
             prompt_tokens: 0,
             finishing: false,
             started_at: Instant::now(),
+            asked_at: None,
             _permit: launch.permit,
         });
         live
+    }
+
+    /// Records the time since `since` as the start-up stage `stage`.
+    fn observe_stage(&self, stage: &str, since: Instant) {
+        self.env
+            .metrics
+            .ai_start_seconds
+            .with_label_values(&[stage])
+            .observe(since.elapsed().as_secs_f64());
     }
 
     fn publish(&self, event: Event) {
@@ -252,6 +264,8 @@ impl Actor for Generation {
             }
             match res {
                 Ok(messages) => {
+                    act.observe_stage("history", act.started_at);
+                    act.asked_at = Some(Instant::now());
                     act.prompt_tokens = estimate_prompt_tokens(&messages);
                     let request = ChatRequest {
                         model: act.live.model.clone(),
@@ -293,6 +307,9 @@ impl StreamHandler<Result<ChatChunk, AiError>> for Generation {
                     metrics
                         .ai_first_token
                         .observe(self.started_at.elapsed().as_secs_f64());
+                    if let Some(asked) = self.asked_at {
+                        self.observe_stage("provider", asked);
+                    }
                 }
                 self.publish(Event::Token {
                     chat_id: self.live.chat_id,

@@ -100,6 +100,13 @@ impl Replies {
     /// Stores the prompt and starts its reply. Must run on an actix arbiter (a request handler
     /// or an actor), where the `Generation` actor will live.
     pub async fn start(self: &Arc<Self>, prompt: Prompt) -> ApiResult<StartedReply> {
+        let begun = std::time::Instant::now();
+        let stage = |name: &str, since: std::time::Instant| {
+            self.metrics
+                .ai_start_seconds
+                .with_label_values(&[name])
+                .observe(since.elapsed().as_secs_f64());
+        };
         let model = self.choose_model(prompt.model.as_deref())?;
         // 404 before 429: a chat the caller may not see does not exist, whatever the load.
         self.chats
@@ -115,6 +122,8 @@ impl Replies {
             Some(cluster) => Permit::new(move || drop((permit, cluster))),
             None => permit,
         };
+        stage("admit", begun);
+        let admitted = std::time::Instant::now();
         let user_message = self
             .chats
             .post(
@@ -127,6 +136,7 @@ impl Replies {
                 },
             )
             .await?;
+        stage("prompt_stored", admitted);
         let (caller, updates) = if prompt.stream_to_caller {
             let (tx, rx) = mpsc::unbounded_channel();
             (Some(tx), Some(rx))
