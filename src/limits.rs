@@ -6,7 +6,7 @@
 use std::future::Future;
 use std::net::{IpAddr, SocketAddr};
 use std::pin::Pin;
-use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::task::{Context, Poll};
 use std::time::{Duration, Instant};
@@ -130,6 +130,16 @@ pub struct EdgeLimits {
     rest: Option<KeyedLimiter>,
     ws_connect: Option<KeyedLimiter>,
     user_sockets: Arc<DashMap<Uuid, usize>>,
+    handshakes: Arc<AtomicUsize>,
+}
+
+/// A WebSocket upgrade being set up; given back when dropped.
+pub struct HandshakeGuard(Arc<AtomicUsize>);
+
+impl Drop for HandshakeGuard {
+    fn drop(&mut self) {
+        self.0.fetch_sub(1, Ordering::AcqRel);
+    }
 }
 
 /// A user's place among their capped sockets; given back when dropped.
@@ -156,6 +166,7 @@ impl EdgeLimits {
             rest: KeyedLimiter::new(settings.rest_rate.0, settings.rest_rate.1),
             ws_connect: KeyedLimiter::new(settings.ws_connect_rate.0, settings.ws_connect_rate.1),
             user_sockets: Arc::new(DashMap::new()),
+            handshakes: Arc::new(AtomicUsize::new(0)),
             settings,
         }
     }
@@ -209,10 +220,28 @@ impl EdgeLimits {
         })
     }
 
+    /// A place among the upgrades being set up, or `None` when the node already sets up
+    /// `WS_MAX_PENDING_HANDSHAKES` (it is overloaded: the client should come back shortly).
+    pub fn enter_handshake(&self) -> Option<HandshakeGuard> {
+        let cap = self.settings.max_pending_handshakes;
+        let before = self.handshakes.fetch_add(1, Ordering::AcqRel);
+        let guard = HandshakeGuard(self.handshakes.clone());
+        (cap == 0 || before < cap).then_some(guard)
+    }
+
     /// Sockets `user_id` holds on this node.
     pub fn sockets_of(&self, user_id: Uuid) -> usize {
         self.user_sockets.get(&user_id).map_or(0, |n| *n)
     }
+}
+
+/// A 503 with `Retry-After` (whole seconds, at least 1) and FastAPI's `detail`: the node is
+/// overloaded and sheds new work instead of slowing what it already accepted.
+pub fn service_busy(retry_after: Duration) -> HttpResponse {
+    let secs = retry_after.as_secs_f64().ceil().max(1.0) as u64;
+    HttpResponse::ServiceUnavailable()
+        .insert_header((header::RETRY_AFTER, secs.to_string()))
+        .json(serde_json::json!({"detail": "Server busy, retry shortly"}))
 }
 
 /// A 429 with `Retry-After` (whole seconds, at least 1) and FastAPI's `detail`.
@@ -471,5 +500,24 @@ mod tests {
         drop(a);
         assert_eq!(limits.sockets_of(user), 1);
         assert!(limits.acquire_socket(user).is_some());
+    }
+
+    #[test]
+    fn handshakes_in_setup_are_capped_and_given_back() {
+        let mut s = LimitSettings::from_map(&Default::default()).unwrap();
+        s.max_pending_handshakes = 2;
+        let limits = EdgeLimits::new(s);
+        let a = limits.enter_handshake().unwrap();
+        let _b = limits.enter_handshake().unwrap();
+        assert!(limits.enter_handshake().is_none(), "a third is shed");
+        assert!(
+            limits.enter_handshake().is_none(),
+            "a refusal holds no place"
+        );
+        drop(a);
+        assert!(
+            limits.enter_handshake().is_some(),
+            "a finished one frees its place"
+        );
     }
 }

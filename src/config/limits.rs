@@ -103,6 +103,9 @@ pub struct LimitSettings {
     pub upload_timeout: Duration,
     /// `HTTP_BODY_IDLE_TIMEOUT_MS`: longest pause between two pieces of any body.
     pub body_idle_timeout: Duration,
+    /// `WS_MAX_PENDING_HANDSHAKES`: WebSocket upgrades being set up at once on this node (token,
+    /// user row, socket slot); more are refused with 503 and `Retry-After` (0: no cap).
+    pub max_pending_handshakes: usize,
 }
 
 impl LimitSettings {
@@ -136,6 +139,7 @@ impl LimitSettings {
                 "HTTP_BODY_IDLE_TIMEOUT_MS",
                 30_000,
             )?),
+            max_pending_handshakes: parse(env, "WS_MAX_PENDING_HANDSHAKES", 512)?,
         })
     }
 }
