@@ -238,13 +238,13 @@ async fn insert(
     Ok(())
 }
 
-/// The whole batch as one Postgres statement: the posts' membership (and their chats'
+/// The whole batch as one Postgres statement (`?` marks the binds, in [`AppendBatch`]'s order): the posts' membership (and their chats'
 /// existence), each key looked up among stored messages, every chat's `last_seq` raised by
 /// its number of new posts (locking its row), and the inserts, numbered in batch order.
 const APPEND_BATCH_SQL: &str = "
 WITH input AS (
-    SELECT * FROM unnest($1::uuid[], $2::uuid[], $3::uuid[], $4::uuid[], $5::text[],
-                         $6::bool[], $7::text[], $8::uuid[], $9::text[])
+    SELECT * FROM unnest(?::uuid[], ?::uuid[], ?::uuid[], ?::uuid[], ?::text[],
+                         ?::bool[], ?::text[], ?::uuid[], ?::text[])
         WITH ORDINALITY AS t(id, chat_id, member, user_id, role, is_from_ai, content,
                              client_msg_id, finish_reason, ord)
 ), allowed AS (
@@ -260,7 +260,7 @@ WITH input AS (
            count(*) OVER (PARTITION BY a.chat_id) AS cnt
     FROM allowed a WHERE NOT EXISTS (SELECT 1 FROM dup d WHERE d.ord = a.ord)
 ), bumped AS (
-    UPDATE chats c SET last_seq = c.last_seq + f.cnt, updated_at = $10
+    UPDATE chats c SET last_seq = c.last_seq + f.cnt, updated_at = ?
     FROM (SELECT chat_id, max(cnt) AS cnt FROM fresh GROUP BY chat_id) f
     WHERE c.id = f.chat_id
     RETURNING c.id, c.last_seq
@@ -268,7 +268,7 @@ WITH input AS (
     INSERT INTO messages (id, chat_id, seq, user_id, role, is_from_ai, content, client_msg_id,
                           finish_reason, created_at)
     SELECT f.id, f.chat_id, b.last_seq - f.cnt + f.rn, f.user_id, f.role, f.is_from_ai,
-           f.content, f.client_msg_id, f.finish_reason, $10
+           f.content, f.client_msg_id, f.finish_reason, ?
     FROM fresh f JOIN bumped b ON b.id = f.chat_id
     RETURNING id, seq
 )
@@ -276,56 +276,103 @@ SELECT f.ord, ins.seq, ins.id, false AS duplicate FROM inserted ins JOIN fresh f
 UNION ALL
 SELECT d.ord, d.seq, d.id, true AS duplicate FROM dup d";
 
-/// One row of [`APPEND_BATCH_SQL`]'s answer.
-#[derive(QueryableByName)]
-struct BatchRow {
-    #[diesel(sql_type = diesel::sql_types::BigInt)]
-    ord: i64,
-    #[diesel(sql_type = diesel::sql_types::BigInt)]
-    seq: i64,
-    #[diesel(sql_type = diesel::sql_types::Uuid)]
-    id: Uuid,
-    #[diesel(sql_type = diesel::sql_types::Bool)]
-    duplicate: bool,
+/// [`APPEND_BATCH_SQL`] with its binds, as a query Postgres prepares once per connection
+/// (diesel's `sql_query` is never cached, so every batch would be parsed and planned again).
+struct AppendBatch {
+    ids: Vec<Uuid>,
+    chat_ids: Vec<Uuid>,
+    members: Vec<Option<Uuid>>,
+    user_ids: Vec<Option<Uuid>>,
+    roles: Vec<&'static str>,
+    from_ai: Vec<bool>,
+    contents: Vec<String>,
+    keys: Vec<Option<Uuid>>,
+    reasons: Vec<Option<String>>,
+    ts: chrono::DateTime<chrono::Utc>,
+}
+
+impl AppendBatch {
+    fn of(posts: &[Post], ts: chrono::DateTime<chrono::Utc>) -> AppendBatch {
+        AppendBatch {
+            ids: posts.iter().map(|p| p.id).collect(),
+            chat_ids: posts.iter().map(|p| p.chat_id).collect(),
+            members: posts.iter().map(|p| p.member).collect(),
+            user_ids: posts.iter().map(|p| p.user_id).collect(),
+            roles: posts.iter().map(|p| p.role).collect(),
+            from_ai: posts.iter().map(|p| p.is_from_ai).collect(),
+            contents: posts.iter().map(|p| p.content.clone()).collect(),
+            keys: posts.iter().map(|p| p.client_msg_id).collect(),
+            reasons: posts.iter().map(|p| p.finish_reason.clone()).collect(),
+            ts,
+        }
+    }
+}
+
+impl diesel::query_builder::QueryId for AppendBatch {
+    type QueryId = AppendBatch;
+    const HAS_STATIC_QUERY_ID: bool = true;
+}
+
+impl diesel::query_builder::Query for AppendBatch {
+    type SqlType = (
+        diesel::sql_types::BigInt,
+        diesel::sql_types::BigInt,
+        diesel::sql_types::Uuid,
+        diesel::sql_types::Bool,
+    );
+}
+
+impl diesel::query_builder::QueryFragment<diesel::pg::Pg> for AppendBatch {
+    fn walk_ast<'b>(
+        &'b self,
+        mut out: diesel::query_builder::AstPass<'_, 'b, diesel::pg::Pg>,
+    ) -> QueryResult<()> {
+        use diesel::sql_types::{Array, Bool, Nullable, Text, Timestamptz, Uuid as SqlUuid};
+        let mut pieces = APPEND_BATCH_SQL.split('?');
+        let mut sql = |out: &mut diesel::query_builder::AstPass<'_, 'b, diesel::pg::Pg>| {
+            out.push_sql(pieces.next().unwrap_or_default());
+        };
+        sql(&mut out);
+        out.push_bind_param::<Array<SqlUuid>, _>(&self.ids)?;
+        sql(&mut out);
+        out.push_bind_param::<Array<SqlUuid>, _>(&self.chat_ids)?;
+        sql(&mut out);
+        out.push_bind_param::<Array<Nullable<SqlUuid>>, _>(&self.members)?;
+        sql(&mut out);
+        out.push_bind_param::<Array<Nullable<SqlUuid>>, _>(&self.user_ids)?;
+        sql(&mut out);
+        out.push_bind_param::<Array<Text>, _>(&self.roles)?;
+        sql(&mut out);
+        out.push_bind_param::<Array<Bool>, _>(&self.from_ai)?;
+        sql(&mut out);
+        out.push_bind_param::<Array<Text>, _>(&self.contents)?;
+        sql(&mut out);
+        out.push_bind_param::<Array<Nullable<SqlUuid>>, _>(&self.keys)?;
+        sql(&mut out);
+        out.push_bind_param::<Array<Nullable<Text>>, _>(&self.reasons)?;
+        sql(&mut out);
+        out.push_bind_param::<Timestamptz, _>(&self.ts)?;
+        sql(&mut out);
+        out.push_bind_param::<Timestamptz, _>(&self.ts)?;
+        sql(&mut out);
+        Ok(())
+    }
 }
 
 async fn append_batch_pg(c: &mut super::PgConn, posts: &[Post]) -> QueryResult<Vec<Posted>> {
-    use diesel::sql_types::{Array, Bool, Nullable, Text, Timestamptz, Uuid as SqlUuid};
     let ts = now();
-    let rows: Vec<BatchRow> = diesel::sql_query(APPEND_BATCH_SQL)
-        .bind::<Array<SqlUuid>, _>(posts.iter().map(|p| p.id).collect::<Vec<_>>())
-        .bind::<Array<SqlUuid>, _>(posts.iter().map(|p| p.chat_id).collect::<Vec<_>>())
-        .bind::<Array<Nullable<SqlUuid>>, _>(posts.iter().map(|p| p.member).collect::<Vec<_>>())
-        .bind::<Array<Nullable<SqlUuid>>, _>(posts.iter().map(|p| p.user_id).collect::<Vec<_>>())
-        .bind::<Array<Text>, _>(posts.iter().map(|p| p.role).collect::<Vec<_>>())
-        .bind::<Array<Bool>, _>(posts.iter().map(|p| p.is_from_ai).collect::<Vec<_>>())
-        .bind::<Array<Text>, _>(posts.iter().map(|p| p.content.as_str()).collect::<Vec<_>>())
-        .bind::<Array<Nullable<SqlUuid>>, _>(
-            posts.iter().map(|p| p.client_msg_id).collect::<Vec<_>>(),
-        )
-        .bind::<Array<Nullable<Text>>, _>(
-            posts
-                .iter()
-                .map(|p| p.finish_reason.as_deref())
-                .collect::<Vec<_>>(),
-        )
-        .bind::<Timestamptz, _>(ts)
-        .load(c)
-        .await?;
+    let rows: Vec<(i64, i64, Uuid, bool)> = AppendBatch::of(posts, ts).load(c).await?;
     let mut out = vec![Posted::NoChat; posts.len()];
     let mut duplicates = Vec::new();
-    for row in rows {
-        let Some(i) = usize::try_from(row.ord - 1)
-            .ok()
-            .filter(|i| *i < posts.len())
-        else {
+    for (ord, seq, id, duplicate) in rows {
+        let Some(i) = usize::try_from(ord - 1).ok().filter(|i| *i < posts.len()) else {
             continue;
         };
-        if row.duplicate {
-            duplicates.push((i, row.id));
+        if duplicate {
+            duplicates.push((i, id));
         } else {
             out[i] = Posted::Stored(Appended {
-                message: posts[i].stored(row.seq, ts),
+                message: posts[i].stored(seq, ts),
                 created: true,
             });
         }
