@@ -144,7 +144,12 @@ async fn upgraded(
                 return;
             }
             let parts = framed.into_parts();
-            socket::serve(parts.io, parts.read_buf, accepted, metrics).await;
+            // The HTTP/1 codec and the write buffer (with the capacity the dispatcher gave it)
+            // are dropped here, not kept for the socket's lifetime; the read buffer holds
+            // only what the client sent after the handshake, if anything.
+            let (io, read_buf) = (parts.io, parts.read_buf);
+            drop((parts.codec, parts.write_buf));
+            socket::serve(io, read_buf, accepted, metrics).await;
         }
         _ => {
             res.head_mut().set_connection_type(ConnectionType::Close);

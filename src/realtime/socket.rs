@@ -111,9 +111,9 @@ pub async fn serve(io: TcpStream, read_buf: BytesMut, accepted: Accepted, metric
         flags: Flags::default(),
         deadline: None,
     };
-    if !conn.read.is_empty() {
-        conn.decode();
-    }
+    // Frames the client sent right behind its handshake; `decode` also frees the buffer the
+    // HTTP dispatcher allocated when nothing is left in it.
+    conn.decode();
     conn.run().await;
 }
 
