@@ -149,7 +149,9 @@ async fn upgraded(
             // only what the client sent after the handshake, if anything.
             let (io, read_buf) = (parts.io, parts.read_buf);
             drop((parts.codec, parts.write_buf));
-            socket::serve(io, read_buf, accepted, metrics).await;
+            // A task of its own: the HTTP connection's task (sized for the dispatcher) ends
+            // here and is freed. Shutdown waits for the sockets (`startup::shutdown`).
+            actix_rt::spawn(socket::serve(io, read_buf, accepted, metrics));
         }
         _ => {
             res.head_mut().set_connection_type(ConnectionType::Close);

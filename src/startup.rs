@@ -93,6 +93,12 @@ pub async fn shutdown(state: &AppState, handle: &ServerHandle) {
     state.videos.shutdown().await;
     crate::ai::registry::stop_all(state.generations.as_ref(), SHUTDOWN_REPLY_GRACE).await;
     state.router.shutdown();
+    // WebSocket sessions run in tasks of their own, not as HTTP connections: their close
+    // frames go out before the workers stop.
+    let deadline = tokio::time::Instant::now() + state.settings.shutdown_timeout;
+    while state.router.session_count() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     handle.stop(true).await;
 }
 
