@@ -23,6 +23,7 @@ pub mod limits;
 pub mod metrics;
 pub mod realtime;
 pub mod routes;
+pub mod server;
 pub mod startup;
 pub mod state;
 pub mod storage;

@@ -4,13 +4,7 @@
 use std::net::TcpListener;
 use std::sync::Arc;
 
-use actix_cors::Cors;
-use actix_web::body::MessageBody;
-use actix_web::dev::{Server, ServerHandle, ServiceResponse};
-use actix_web::http::header;
-use actix_web::http::StatusCode;
-use actix_web::middleware::{from_fn, DefaultHeaders, ErrorHandlerResponse, ErrorHandlers};
-use actix_web::{web, App, HttpResponse, HttpServer};
+use actix_web::dev::{Server, ServerHandle};
 use anyhow::Context;
 
 use crate::ai::cluster::SingleNode;
@@ -54,7 +48,7 @@ impl Application {
             .with_context(|| format!("binding {}:{}", state.settings.host, state.settings.port))?;
         let port = listener.local_addr()?.port();
         state.videos.storage().server_bound(port);
-        let server = http_server(state.clone(), listener)?;
+        let server = crate::server::http_server(state.clone(), listener)?;
         tracing::info!(
             node = %state.settings.node_id,
             database = state.db.backend_name(),
@@ -99,6 +93,12 @@ pub async fn shutdown(state: &AppState, handle: &ServerHandle) {
     state.videos.shutdown().await;
     crate::ai::registry::stop_all(state.generations.as_ref(), SHUTDOWN_REPLY_GRACE).await;
     state.router.shutdown();
+    // WebSocket sessions run in tasks of their own, not as HTTP connections: their close
+    // frames go out before the workers stop.
+    let deadline = tokio::time::Instant::now() + state.settings.shutdown_timeout;
+    while state.router.session_count() > 0 && tokio::time::Instant::now() < deadline {
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
     handle.stop(true).await;
 }
 
@@ -121,6 +121,12 @@ async fn build_state(settings: Settings) -> anyhow::Result<AppState> {
         settings.ai.max_concurrent_per_node,
     ));
     let delivery = build_delivery(&settings, &db, &metrics, &generations)?;
+    crate::realtime::heartbeat::start(
+        &delivery.router,
+        settings.heartbeat_interval,
+        settings.client_timeout,
+        metrics.clone(),
+    );
     let writer = WriterSettings {
         lanes: settings.database_write_lanes,
         max_batch: settings.database_write_batch,
@@ -262,91 +268,6 @@ fn build_cluster(
         broker: cluster.broker,
         replies: cluster.replies,
     })
-}
-
-fn http_server(state: AppState, listener: TcpListener) -> anyhow::Result<Server> {
-    let workers = state.settings.workers;
-    let nodelay = state.settings.tcp_nodelay;
-    let shutdown_timeout = state.settings.shutdown_timeout.as_secs();
-    let header_timeout = state.settings.limits.header_timeout;
-    let data = web::Data::new(state);
-    let server = HttpServer::new(move || {
-        let settings = data.settings.clone();
-        let origins = settings.cors_allowed_origins.clone();
-        let cors = Cors::default()
-            .allowed_origin_fn(move |origin, _| {
-                origin
-                    .to_str()
-                    .is_ok_and(|o| origins.iter().any(|a| a == o))
-            })
-            .allow_any_method()
-            .allow_any_header()
-            .expose_headers([
-                "x-request-id",
-                "x-vercel-ai-data-stream",
-                "x-vercel-ai-ui-message-stream",
-            ])
-            .supports_credentials()
-            .block_on_origin_mismatch(false)
-            .max_age(3600);
-        App::new()
-            .app_data(data.clone())
-            .app_data(web::PayloadConfig::new(settings.max_json_bytes))
-            .wrap(
-                ErrorHandlers::new()
-                    .handler(StatusCode::NOT_FOUND, json_detail)
-                    .handler(StatusCode::METHOD_NOT_ALLOWED, json_detail),
-            )
-            .wrap(cors)
-            .wrap(
-                DefaultHeaders::new()
-                    .add(("x-content-type-options", "nosniff"))
-                    .add(("x-frame-options", "DENY"))
-                    .add(("referrer-policy", "no-referrer")),
-            )
-            .wrap(from_fn(crate::routes::middleware::guard))
-            .wrap(from_fn(crate::routes::middleware::track))
-            .configure(crate::routes::configure)
-            .default_service(web::to(|| async {
-                HttpResponse::NotFound().json(serde_json::json!({"detail": "Not Found"}))
-            }))
-    })
-    .workers(workers)
-    // Small frames (tokens, acks) must not wait for the peer's delayed ACK (Nagle).
-    .tcp_nodelay(nodelay)
-    .shutdown_timeout(shutdown_timeout)
-    // A client must send a request's head within this time (408 after it).
-    .client_request_timeout(header_timeout)
-    .disable_signals()
-    .listen(listener)?
-    .run();
-    Ok(server)
-}
-
-/// Gives actix's bare 404/405 responses FastAPI's `{"detail": …}` body; JSON errors pass as is.
-fn json_detail<B: MessageBody + 'static>(
-    res: ServiceResponse<B>,
-) -> actix_web::Result<ErrorHandlerResponse<B>> {
-    let is_json = res
-        .headers()
-        .get(header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"application/json"));
-    if is_json {
-        return Ok(ErrorHandlerResponse::Response(res.map_into_left_body()));
-    }
-    let status = res.status();
-    let detail = match status {
-        StatusCode::METHOD_NOT_ALLOWED => "Method Not Allowed",
-        _ => "Not Found",
-    };
-    let (req, old) = res.into_parts();
-    let mut new = HttpResponse::build(status).json(serde_json::json!({"detail": detail}));
-    if let Some(allow) = old.headers().get(header::ALLOW) {
-        new.headers_mut().insert(header::ALLOW, allow.clone());
-    }
-    Ok(ErrorHandlerResponse::Response(
-        ServiceResponse::new(req, new).map_into_right_body(),
-    ))
 }
 
 /// Raises the soft open-file limit to the hard one and logs the resulting session capacity.

@@ -40,6 +40,8 @@ const LAYERS: &[&[&str]] = &[
     &["state"],
     // HTTP: handlers, middleware, extractors, the OpenAPI document, the AI SDK framing.
     &["routes"],
+    // The HTTP server and its upgrade hook, which hands WebSockets to `realtime::socket`.
+    &["server"],
     // Wiring and running a node.
     &["startup"],
 ];

@@ -427,3 +427,149 @@ async fn a_request_head_that_never_completes_gets_408() {
     .await;
     assert!(answer.starts_with("HTTP/1.1 408"), "answer: {answer}");
 }
+
+/// RFC 6455 §4.2.2: a handshake with a version this server does not speak is refused with 426
+/// and `Sec-WebSocket-Version: 13` (the version it does speak), not a bare 400.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_unsupported_websocket_version_is_answered_426_with_version_13() {
+    let app = spawn_app_with(Backend::Sqlite, &[]).await;
+    let alice = TestUser::new();
+    let head = format!(
+        "GET /ws?token={} HTTP/1.1\r\nHost: x\r\nConnection: Upgrade\r\nUpgrade: websocket\r\n\
+         Sec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\nSec-WebSocket-Version: 8\r\n\r\n",
+        alice.token
+    );
+    let answer = raw_exchange(&app, &head, b"", false, Duration::from_secs(8)).await;
+    assert!(answer.starts_with("HTTP/1.1 426"), "answer: {answer}");
+    assert!(
+        answer
+            .to_ascii_lowercase()
+            .contains("sec-websocket-version: 13\r\n"),
+        "answer: {answer}"
+    );
+}
+
+/// RFC 6455 §7.1.1: once the close handshake is done the server ends the TCP connection at
+/// once (it used to linger for about a second).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn after_the_close_handshake_the_server_ends_tcp_at_once() {
+    let app = spawn_app_with(Backend::Sqlite, &[]).await;
+    let alice = TestUser::new();
+    let mut ws = raw_socket(&app, &alice.token, None).await;
+    ws.send(Message::Close(None)).await.unwrap();
+    let started = Instant::now();
+    let mut code = None;
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), ws.next()).await {
+            Err(_) => panic!("the server kept the connection open"),
+            Ok(Some(Ok(Message::Close(frame)))) => code = frame.map(|f| u16::from(f.code)),
+            Ok(Some(Ok(_))) => continue,
+            Ok(Some(Err(_)) | None) => break,
+        }
+    }
+    assert_eq!(code, Some(1000), "the server answered the close");
+    assert!(
+        started.elapsed() < Duration::from_millis(300),
+        "TCP ended {:?} after the close",
+        started.elapsed()
+    );
+}
+
+/// A frame whose header declares more than the limit is refused (1009) from its header alone:
+/// the server does not wait for, nor buffer, the payload.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_frame_declaring_a_huge_length_closes_1009_before_its_payload() {
+    let app = spawn_app_with(Backend::Sqlite, &[("WS_MAX_FRAME_BYTES", "1024")]).await;
+    let alice = TestUser::new();
+    let mut ws = raw_socket(&app, &alice.token, None).await;
+    let mut head = vec![0x81, 0xFF];
+    head.extend_from_slice(&(1u64 << 40).to_be_bytes());
+    head.extend_from_slice(&[1, 2, 3, 4]);
+    head.extend_from_slice(b"only the start");
+    match ws.get_mut() {
+        MaybeTlsStream::Plain(tcp) => tcp.write_all(&head).await.unwrap(),
+        _ => unreachable!("plain TCP"),
+    }
+    assert_eq!(
+        close_code_of(&mut ws, Duration::from_secs(5)).await,
+        Some(1009)
+    );
+}
+
+/// The node's heartbeat: a client that answers nothing (it does not read, so it sends no
+/// pong) is closed with 1000 `heartbeat timeout` once silent for the interval + the timeout.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_silent_client_is_closed_after_the_heartbeat_timeout() {
+    let app = spawn_app_with(
+        Backend::Sqlite,
+        &[("WS_HEARTBEAT_MS", "200"), ("WS_CLIENT_TIMEOUT_MS", "200")],
+    )
+    .await;
+    let alice = TestUser::new();
+    let mut ws = raw_socket(&app, &alice.token, None).await;
+    tokio::time::sleep(Duration::from_millis(1500)).await;
+    let mut pings = 0;
+    let code = loop {
+        match tokio::time::timeout(Duration::from_secs(5), ws.next()).await {
+            Err(_) => panic!("not closed"),
+            Ok(Some(Ok(Message::Ping(_)))) => pings += 1,
+            Ok(Some(Ok(Message::Close(frame)))) => break frame.map(|f| u16::from(f.code)),
+            Ok(Some(Ok(_))) => continue,
+            Ok(Some(Err(_)) | None) => break None,
+        }
+    };
+    assert!(pings >= 1, "the server pinged first");
+    assert_eq!(code, Some(1000));
+}
+
+/// An overloaded node sheds new sockets at once with 503 and `Retry-After`, instead of letting
+/// them queue behind the setups it is already doing; the place frees once a setup ends.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn an_overloaded_node_refuses_new_sockets_with_503_and_retry_after() {
+    use diesel::connection::SimpleConnection;
+    use diesel::Connection;
+    let app = spawn_app_with(Backend::Sqlite, &[("WS_MAX_PENDING_HANDSHAKES", "1")]).await;
+    // Another writer holds the database, so the first upgrade waits in its setup (storing its
+    // user's row) and fills the node's one place.
+    let path = app.database_url.clone();
+    let (locked_tx, locked_rx) = std::sync::mpsc::channel();
+    let (release_tx, release_rx) = std::sync::mpsc::channel::<()>();
+    let holder = std::thread::spawn(move || {
+        let mut c = diesel::SqliteConnection::establish(&path).unwrap();
+        c.batch_execute("BEGIN EXCLUSIVE").unwrap();
+        locked_tx.send(()).unwrap();
+        let _ = release_rx.recv();
+        c.batch_execute("COMMIT").unwrap();
+    });
+    locked_rx.recv().unwrap();
+    let waiting = TestUser::new();
+    let port = app.port;
+    let first =
+        tokio::spawn(async move { WsClient::try_connect_port(port, &waiting.token, None).await });
+    tokio::time::sleep(Duration::from_millis(300)).await;
+
+    let other = TestUser::new();
+    let head = format!(
+        "GET /ws?token={} HTTP/1.1\r\nHost: 127.0.0.1\r\nUpgrade: websocket\r\n\
+         Connection: Upgrade\r\nSec-WebSocket-Key: dGhlIHNhbXBsZSBub25jZQ==\r\n\
+         Sec-WebSocket-Version: 13\r\n\r\n",
+        other.token
+    );
+    let answer = raw_exchange(&app, &head, b"", false, Duration::from_secs(3)).await;
+    assert!(answer.starts_with("HTTP/1.1 503"), "{answer}");
+    assert!(
+        answer.to_ascii_lowercase().contains("retry-after: 2"),
+        "{answer}"
+    );
+
+    release_tx.send(()).unwrap();
+    holder.join().unwrap();
+    match first.await.unwrap() {
+        common::ws::Connect::Open(_) => {}
+        common::ws::Connect::Refused(status) => panic!("the waiting upgrade failed: {status}"),
+    }
+    match WsClient::try_connect(&app, &other.token, None).await {
+        common::ws::Connect::Open(_) => {}
+        common::ws::Connect::Refused(status) => panic!("the place was not freed: {status}"),
+    }
+}

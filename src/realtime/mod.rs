@@ -4,6 +4,7 @@
 //! [`peers::Peers`], which the cluster layer implements.
 
 pub mod frames;
+pub mod heartbeat;
 pub mod messages;
 pub mod outbound;
 pub mod peers;
@@ -11,6 +12,7 @@ pub mod protocol;
 pub mod room;
 pub mod router;
 pub mod session;
+pub mod socket;
 pub mod supervisor;
 
 /// The events rooms and feeds deliver; they belong to the broker, which carries them.

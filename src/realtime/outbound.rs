@@ -1,41 +1,43 @@
-//! A session's bounded outbound queue, measured in bytes, and the task that drains it into the
-//! socket. Rooms push shared, pre-serialised frames here and never wait: a queue that would
-//! grow past its bound kills the session with 4008 instead of slowing anyone else.
+//! A session's bounded outbound queue, measured in bytes. Rooms push shared, pre-serialised
+//! frames here and never wait: a queue that would grow past its bound kills the session with
+//! 4008 instead of slowing anyone else. The socket's own task ([`super::socket`]) drains it,
+//! several frames per write; there is no channel and no task of the queue's own.
 
-use std::sync::atomic::{AtomicBool, AtomicU16, AtomicUsize, Ordering};
-use std::sync::Arc;
-use std::time::Duration;
+use std::collections::VecDeque;
+use std::sync::atomic::{AtomicBool, AtomicU16, AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, MutexGuard, OnceLock};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant};
 
-use actix_ws::{CloseCode, CloseReason};
 use bytestring::ByteString;
-use tokio::sync::{mpsc, Notify};
+use futures_util::task::AtomicWaker;
+use tokio::sync::Notify;
 
 use crate::metrics::Metrics;
 
 /// Close code for a client that cannot keep up.
 pub const CLOSE_SLOW_CONSUMER: u16 = 4008;
-/// How long a normal close may wait for room in the socket before the socket is dropped.
-const CLOSE_GRACE: Duration = Duration::from_secs(2);
-/// How long a killed session's close frame may wait behind what the socket already holds: a
-/// client that stalled for a while and then reads on still learns why it was closed. What is
-/// held meanwhile is bounded (the transport's small buffer), the session's own queue is freed.
-const KILL_GRACE: Duration = Duration::from_secs(30);
 /// Bytes a control frame (ping, pong) counts against the bound besides its payload: its
 /// header and its place in the queue.
 const CONTROL_FRAME_COST: usize = 64;
 /// How long `send_wait` waits for room in the queue before declaring the client too slow.
 const SEND_WAIT_LIMIT: Duration = Duration::from_secs(10);
 
-enum Out {
+/// One item of the queue.
+pub(super) enum Out {
+    /// A text frame.
     Frame(ByteString),
+    /// A ping control frame (empty payload).
     Ping,
+    /// A pong answering the client's ping.
     Pong(bytes::Bytes),
+    /// The close frame; nothing after it is sent.
     Close(u16, &'static str),
 }
 
 impl Out {
     /// Bytes it counts against the session's bound while queued.
-    fn cost(&self) -> usize {
+    pub(super) fn cost(&self) -> usize {
         match self {
             Out::Frame(frame) => frame.len(),
             Out::Ping => CONTROL_FRAME_COST,
@@ -46,29 +48,32 @@ impl Out {
 }
 
 struct Inner {
-    tx: mpsc::UnboundedSender<Out>,
+    queue: Mutex<VecDeque<Out>>,
     /// Bytes of frames queued and not yet accepted by the socket.
     queued: AtomicUsize,
     /// The bound on `queued`.
     limit: usize,
     /// Set once the session is being torn down; later frames are dropped.
     dead: AtomicBool,
-    /// The close code a kill asked for.
+    /// The close code a kill asked for (0: not killed).
     kill_code: AtomicU16,
-    /// Wakes the writer to abandon the queue.
-    kill: Notify,
-    /// Wakes `send_wait` callers when the writer made room.
+    /// The socket task, woken when there is something to write or a kill.
+    waker: AtomicWaker,
+    /// Wakes `send_wait` callers when the socket made room.
     drained: Notify,
+    /// When the client was last heard from, in milliseconds since [`epoch`].
+    heard: AtomicU64,
     metrics: Arc<Metrics>,
 }
 
-impl Inner {
-    /// The socket took `len` accounted bytes: frees them and wakes `send_wait` callers.
-    fn release(&self, len: usize) {
-        self.queued.fetch_sub(len, Ordering::AcqRel);
-        self.metrics.ws_queue_bytes.sub(len as i64);
-        self.drained.notify_waiters();
-    }
+/// The instant `heard` counts from.
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+fn now_ms() -> u64 {
+    epoch().elapsed().as_millis() as u64
 }
 
 /// Handle to one session's outbound queue. Cheap to clone; rooms and feeds hold clones.
@@ -78,21 +83,21 @@ pub struct Outbound {
 }
 
 impl Outbound {
-    /// Creates the queue and spawns its writer on the current actix arbiter.
-    pub fn spawn(session: actix_ws::Session, limit: usize, metrics: Arc<Metrics>) -> Outbound {
-        let (tx, rx) = mpsc::unbounded_channel();
-        let inner = Arc::new(Inner {
-            tx,
-            queued: AtomicUsize::new(0),
-            limit,
-            dead: AtomicBool::new(false),
-            kill_code: AtomicU16::new(0),
-            kill: Notify::new(),
-            drained: Notify::new(),
-            metrics,
-        });
-        actix_rt::spawn(writer(session, rx, inner.clone()));
-        Outbound { inner }
+    /// An empty queue bounded at `limit` bytes; the socket task drains it.
+    pub fn new(limit: usize, metrics: Arc<Metrics>) -> Outbound {
+        Outbound {
+            inner: Arc::new(Inner {
+                queue: Mutex::new(VecDeque::new()),
+                queued: AtomicUsize::new(0),
+                limit,
+                dead: AtomicBool::new(false),
+                kill_code: AtomicU16::new(0),
+                waker: AtomicWaker::new(),
+                drained: Notify::new(),
+                heard: AtomicU64::new(now_ms()),
+                metrics,
+            }),
+        }
     }
 
     /// Queues a frame without waiting. Returns false if the session is dead or was just killed
@@ -107,7 +112,7 @@ impl Outbound {
         queued
     }
 
-    /// Queues a frame, first waiting for the writer to make room (for replays, which may be
+    /// Queues a frame, first waiting for the socket to make room (for replays, which may be
     /// larger than the bound in total but are paced by the client's own reading).
     pub async fn send_wait(&self, frame: ByteString) -> bool {
         let deadline = tokio::time::Instant::now() + SEND_WAIT_LIMIT;
@@ -115,11 +120,11 @@ impl Outbound {
             if self.is_dead() {
                 return false;
             }
+            let notified = self.inner.drained.notified();
             let queued = self.inner.queued.load(Ordering::Acquire);
             if queued == 0 || queued + frame.len() <= self.inner.limit {
                 return self.send(frame);
             }
-            let notified = self.inner.drained.notified();
             if tokio::time::timeout_at(deadline, notified).await.is_err() {
                 self.kill(CLOSE_SLOW_CONSUMER);
                 return false;
@@ -140,7 +145,21 @@ impl Outbound {
 
     /// Queues `item` if its cost fits the bound (see [`Outbound::reserve`]).
     fn queue(&self, item: Out) -> bool {
-        self.reserve(item.cost()) && self.inner.tx.send(item).is_ok()
+        if !self.reserve(item.cost()) {
+            return false;
+        }
+        self.lock().push_back(item);
+        self.inner.waker.wake();
+        true
+    }
+
+    fn lock(&self) -> MutexGuard<'_, VecDeque<Out>> {
+        // A panic while holding the lock cannot leave the queue half-changed (push and pop
+        // only), so a poisoned lock is still usable.
+        self.inner
+            .queue
+            .lock()
+            .unwrap_or_else(|poisoned| poisoned.into_inner())
     }
 
     /// Accounts `len` bytes to the queue, or kills the session (4008) when they do not fit.
@@ -167,7 +186,8 @@ impl Outbound {
     /// Closes after everything already queued is sent.
     pub fn close(&self, code: u16, reason: &'static str) {
         if !self.inner.dead.swap(true, Ordering::AcqRel) {
-            let _ = self.inner.tx.send(Out::Close(code, reason));
+            self.lock().push_back(Out::Close(code, reason));
+            self.inner.waker.wake();
         }
     }
 
@@ -175,96 +195,95 @@ impl Outbound {
     pub fn kill(&self, code: u16) {
         if !self.inner.dead.swap(true, Ordering::AcqRel) {
             self.inner.kill_code.store(code, Ordering::Release);
-            self.inner.kill.notify_one();
+            self.inner.waker.wake();
         }
     }
 
     /// True once the session is closing or closed.
     pub fn is_dead(&self) -> bool {
-        self.inner.dead.load(Ordering::Acquire) || self.inner.tx.is_closed()
+        self.inner.dead.load(Ordering::Acquire)
     }
 
     /// Bytes waiting now.
     pub fn queued_bytes(&self) -> usize {
         self.inner.queued.load(Ordering::Acquire)
     }
-}
 
-fn reason(code: u16, text: &'static str) -> Option<CloseReason> {
-    Some(CloseReason {
-        code: CloseCode::from(code),
-        description: Some(text.to_string()),
-    })
-}
+    /// How long since the client was last heard from (see [`Outbound::heard`]).
+    pub fn silent_for(&self) -> Duration {
+        let heard = self.inner.heard.load(Ordering::Relaxed);
+        Duration::from_millis(now_ms().saturating_sub(heard))
+    }
 
-async fn writer(
-    mut session: actix_ws::Session,
-    mut rx: mpsc::UnboundedReceiver<Out>,
-    inner: Arc<Inner>,
-) {
-    let mut killed = false;
-    loop {
-        let item = tokio::select! {
-            biased;
-            _ = inner.kill.notified() => { killed = true; break; }
-            item = rx.recv() => item,
-        };
-        let Some(item) = item else { break };
-        // Every write gives way to a kill: a socket that takes nothing holds the writer no
-        // longer than it takes to notice.
-        if let Out::Close(code, text) = item {
-            let _ = tokio::time::timeout(CLOSE_GRACE, session.close(reason(code, text))).await;
-            return finish(&inner, &mut rx);
+    /// Records that something arrived from the client.
+    pub(super) fn heard(&self) {
+        self.inner.heard.store(now_ms(), Ordering::Relaxed);
+    }
+
+    /// The code of a kill, once one was asked for.
+    pub(super) fn killed(&self) -> Option<u16> {
+        match self.inner.kill_code.load(Ordering::Acquire) {
+            0 => None,
+            code => Some(code),
         }
-        let cost = item.cost();
-        let write = async {
-            match item {
-                Out::Frame(frame) => session.text(frame).await,
-                Out::Ping => session.ping(b"").await,
-                Out::Pong(p) => session.pong(&p).await,
-                Out::Close(..) => Ok(()),
-            }
-        };
-        let sent = tokio::select! {
-            biased;
-            _ = inner.kill.notified() => None,
-            r = write => Some(r.is_ok()),
-        };
-        inner.release(cost);
-        let ok = match sent {
-            Some(ok) => ok,
-            None => {
-                killed = true;
+    }
+
+    /// Ready when there is something for the socket task to do: a kill, or (when it wants
+    /// `items`) a queued item. Registers the task's waker first, so that nothing queued
+    /// meanwhile is missed.
+    pub(super) fn poll_work(&self, cx: &mut Context<'_>, items: bool) -> Poll<()> {
+        self.inner.waker.register(cx.waker());
+        if self.killed().is_some() || (items && !self.lock().is_empty()) {
+            Poll::Ready(())
+        } else {
+            Poll::Pending
+        }
+    }
+
+    /// Hands up to `max_items` queued items to `push`, stopping after a close; they stay
+    /// accounted until [`Outbound::release`]d.
+    pub(super) fn take(&self, max_items: usize, mut push: impl FnMut(Out)) {
+        let mut queue = self.lock();
+        for _ in 0..max_items {
+            let Some(item) = queue.pop_front() else { break };
+            let close = matches!(item, Out::Close(..));
+            push(item);
+            if close {
                 break;
             }
-        };
-        if !ok {
-            break;
+        }
+        if queue.is_empty() && queue.capacity() > 0 {
+            // A quiet session holds no queue memory.
+            *queue = VecDeque::new();
         }
     }
-    if killed {
-        let code = inner.kill_code.load(Ordering::Acquire);
-        let text = match code {
-            CLOSE_SLOW_CONSUMER => "slow consumer",
-            4029 => "rate limit exceeded",
-            4001 => "token expired",
-            1009 => "message too large",
-            1007 => "invalid UTF-8 in a text message",
-            1002 => "protocol error",
-            _ => "closed by server",
-        };
-        finish(&inner, &mut rx);
-        let _ = tokio::time::timeout(KILL_GRACE, session.close(reason(code, text))).await;
-        return;
-    }
-    finish(&inner, &mut rx);
-}
 
-/// Marks the queue dead and releases the bytes still accounted to it.
-fn finish(inner: &Inner, rx: &mut mpsc::UnboundedReceiver<Out>) {
-    inner.dead.store(true, Ordering::Release);
-    rx.close();
-    let left = inner.queued.swap(0, Ordering::AcqRel);
-    inner.metrics.ws_queue_bytes.sub(left as i64);
-    inner.drained.notify_waiters();
+    /// The socket took `len` accounted bytes: frees them and wakes `send_wait` callers.
+    pub(super) fn release(&self, len: usize) {
+        if len == 0 {
+            return;
+        }
+        self.inner.queued.fetch_sub(len, Ordering::AcqRel);
+        self.inner.metrics.ws_queue_bytes.sub(len as i64);
+        self.inner.drained.notify_waiters();
+    }
+
+    /// Drops everything still queued, releasing its bytes (after a kill).
+    pub(super) fn discard(&self) {
+        let dropped: usize = std::mem::take(&mut *self.lock())
+            .iter()
+            .map(Out::cost)
+            .sum();
+        self.release(dropped);
+    }
+
+    /// Marks the queue dead for good (the socket is gone) and releases every byte still
+    /// accounted to it, queued or taken.
+    pub(super) fn finish(&self) {
+        self.inner.dead.store(true, Ordering::Release);
+        drop(std::mem::take(&mut *self.lock()));
+        let left = self.inner.queued.swap(0, Ordering::AcqRel);
+        self.inner.metrics.ws_queue_bytes.sub(left as i64);
+        self.inner.drained.notify_waiters();
+    }
 }

@@ -184,6 +184,15 @@ pub fn parse(text: &str) -> Result<(Option<String>, Request), BadRequest> {
     }
 }
 
+/// The `id` of a frame that is not parsed further (one refused by the rate limit), when it
+/// has a usable one.
+pub fn request_id(text: &str) -> Option<String> {
+    serde_json::from_str::<Value>(text)
+        .ok()
+        .and_then(|v| v.get("id").and_then(|i| i.as_str()).map(str::to_string))
+        .filter(|i| i.chars().count() <= MAX_ID_LEN)
+}
+
 /// The `type` of a request, for metrics.
 pub fn kind(req: &Request) -> &'static str {
     match req {

@@ -136,6 +136,13 @@ impl Router {
         }
     }
 
+    /// Calls `f` with every local session's id and queue (for the heartbeat).
+    pub fn for_each_session(&self, mut f: impl FnMut(Uuid, &Outbound)) {
+        for entry in self.sessions.iter() {
+            f(*entry.key(), entry.value());
+        }
+    }
+
     /// Number of local sessions.
     pub fn session_count(&self) -> usize {
         self.sessions.len()

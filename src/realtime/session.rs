@@ -1,14 +1,15 @@
-//! `UserSession`: one actor per WebSocket connection. It owns the heartbeat, the rate limit,
-//! the token's expiry and the session's subscriptions; its outbound queue is shared with the
-//! rooms that fan out to it. It parses frames and hands every request to the same services
-//! REST uses (the chat service, AI replies, video jobs), through the narrow [`SessionEnv`].
+//! `UserSession`: one actor per WebSocket connection, the one that speaks the protocol. It
+//! owns the token's expiry and the session's subscriptions; its outbound queue is shared with
+//! the rooms that fan out to it. The socket under it ([`super::socket`]) hands it complete,
+//! admitted messages; it parses them and hands every request to the same services REST uses
+//! (the chat service, AI replies, video jobs), through the narrow [`SessionEnv`].
 
 use std::collections::HashMap;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
 use actix::prelude::*;
-use actix_ws::{AggregatedMessage, ProtocolError};
+use bytestring::ByteString;
 use uuid::Uuid;
 
 use super::frames::{
@@ -45,53 +46,8 @@ pub const CLOSE_INVALID_PAYLOAD: u16 = 1007;
 pub const CLOSE_PROTOCOL_ERROR: u16 = 1002;
 /// Close code when the user already holds `WS_MAX_SESSIONS_PER_USER` sockets on this node.
 pub const CLOSE_TOO_MANY_SESSIONS: u16 = 4030;
-/// Window over which rate-limit violations are counted towards a 4029 close.
-const FLOOD_WINDOW: Duration = Duration::from_secs(5);
 /// Typing events a session may send per chat, at most one per this interval.
 const TYPING_INTERVAL: Duration = Duration::from_millis(1000);
-
-/// A token bucket: `rate` tokens a second, holding at most `burst`.
-struct RateLimit {
-    rate: f64,
-    burst: f64,
-    tokens: f64,
-    last: Instant,
-    /// Frames refused within the current flood window, and when it started.
-    refused: u32,
-    window_start: Instant,
-}
-
-impl RateLimit {
-    fn new(rate: u32, burst: u32) -> Self {
-        let now = Instant::now();
-        RateLimit {
-            rate: f64::from(rate.max(1)),
-            burst: f64::from(burst.max(1)),
-            tokens: f64::from(burst.max(1)),
-            last: now,
-            refused: 0,
-            window_start: now,
-        }
-    }
-
-    /// `Ok` when the frame may be handled; `Err(true)` when the client should be closed.
-    fn take(&mut self) -> Result<(), bool> {
-        let now = Instant::now();
-        self.tokens =
-            (self.tokens + now.duration_since(self.last).as_secs_f64() * self.rate).min(self.burst);
-        self.last = now;
-        if self.tokens >= 1.0 {
-            self.tokens -= 1.0;
-            return Ok(());
-        }
-        if now.duration_since(self.window_start) > FLOOD_WINDOW {
-            self.window_start = now;
-            self.refused = 0;
-        }
-        self.refused += 1;
-        Err(f64::from(self.refused) > self.burst)
-    }
-}
 
 /// What a session may use: the services REST handlers use too, and this node's router.
 #[derive(Clone)]
@@ -112,6 +68,18 @@ pub struct SessionEnv {
     pub metrics: Arc<Metrics>,
 }
 
+/// What the socket hands its session: complete, admitted client messages, and its end.
+#[derive(Message)]
+#[rtype(result = "()")]
+pub enum Inbound {
+    /// A text message (valid UTF-8, within the size and rate limits).
+    Text(ByteString),
+    /// A binary message (not part of the protocol).
+    Binary,
+    /// The socket is closed: the session ends.
+    Closed,
+}
+
 /// One WebSocket connection.
 pub struct UserSession {
     id: Uuid,
@@ -122,9 +90,6 @@ pub struct UserSession {
     out: Outbound,
     /// Chats this session is subscribed to, with their rooms.
     rooms: HashMap<Uuid, Addr<ChatRoom>>,
-    /// Last time anything arrived from the client.
-    last_heard: Instant,
-    limit: RateLimit,
     expiry: Option<SpawnHandle>,
     typing_sent: HashMap<Uuid, Instant>,
     /// This socket's place under the per-user cap, given back when the session ends.
@@ -134,7 +99,6 @@ pub struct UserSession {
 impl UserSession {
     /// A session for an authenticated user whose socket writes go through `out`.
     pub fn new(env: SessionEnv, user_id: Uuid, exp: i64, out: Outbound, slot: SocketSlot) -> Self {
-        let limit = RateLimit::new(env.settings.rate_per_sec, env.settings.rate_burst);
         UserSession {
             id: Uuid::new_v4(),
             user_id,
@@ -142,8 +106,6 @@ impl UserSession {
             env,
             out,
             rooms: HashMap::new(),
-            last_heard: Instant::now(),
-            limit,
             expiry: None,
             typing_sent: HashMap::new(),
             _slot: slot,
@@ -190,36 +152,7 @@ impl UserSession {
         self.error(id, e.protocol_code(), &e.public_message());
     }
 
-    /// Takes one frame from the rate limit. `Err(())` when the frame must be dropped: it was
-    /// answered with `rate_limited` (`text` frames only; `text` gives the request id), or the
-    /// session is closing with 4029 because the client kept flooding.
-    fn admit(&mut self, text: Option<&str>, ctx: &mut Context<Self>) -> Result<(), ()> {
-        let Err(close) = self.limit.take() else {
-            return Ok(());
-        };
-        if close {
-            self.env
-                .metrics
-                .ws_disconnects
-                .with_label_values(&["rate_limited"])
-                .inc();
-            // What was already answered (the rate_limited errors) goes out first.
-            self.out.close(CLOSE_RATE_LIMITED, "rate limit exceeded");
-            ctx.stop();
-        } else if let Some(text) = text {
-            let id = serde_json::from_str::<serde_json::Value>(text)
-                .ok()
-                .and_then(|v| v.get("id").and_then(|i| i.as_str()).map(str::to_string))
-                .filter(|i| i.chars().count() <= protocol::MAX_ID_LEN);
-            self.error(&id, "rate_limited", "too many frames; slow down");
-        }
-        Err(())
-    }
-
     fn handle_text(&mut self, text: &str, ctx: &mut Context<Self>) {
-        if self.admit(Some(text), ctx).is_err() {
-            return;
-        }
         let (id, req) = match protocol::parse(text) {
             Ok(parsed) => parsed,
             Err(bad) => {
@@ -506,25 +439,6 @@ impl Actor for UserSession {
                 recovery_limit: settings.recovery_limit,
             },
         }));
-        let interval = settings.heartbeat_interval;
-        let timeout = settings.client_timeout;
-        ctx.run_interval(interval, move |act, ctx| {
-            if act.out.is_dead() {
-                ctx.stop();
-                return;
-            }
-            if act.last_heard.elapsed() > interval + timeout {
-                act.env
-                    .metrics
-                    .ws_disconnects
-                    .with_label_values(&["heartbeat_timeout"])
-                    .inc();
-                act.out.close(1000, "heartbeat timeout");
-                ctx.stop();
-                return;
-            }
-            act.out.ping();
-        });
         self.schedule_expiry(ctx);
     }
 
@@ -549,75 +463,14 @@ impl Handler<RoomNotice> for UserSession {
     }
 }
 
-/// The RFC 6455 close code for a transport error: 1007 for a text message that is not UTF-8,
-/// 1009 for a fragmented message over the size limit, 1002 for anything else.
-fn close_code_for(e: &ProtocolError) -> u16 {
-    match e {
-        ProtocolError::Overflow => CLOSE_TOO_LARGE,
-        ProtocolError::Io(io) if io.kind() == std::io::ErrorKind::InvalidData => {
-            CLOSE_INVALID_PAYLOAD
-        }
-        // actix-ws reports an aggregated message over `max_continuation_size` this way.
-        ProtocolError::Io(io) if io.to_string().contains("maximum continuation size") => {
-            CLOSE_TOO_LARGE
-        }
-        _ => CLOSE_PROTOCOL_ERROR,
-    }
-}
+impl Handler<Inbound> for UserSession {
+    type Result = ();
 
-impl StreamHandler<Result<AggregatedMessage, ProtocolError>> for UserSession {
-    fn handle(&mut self, item: Result<AggregatedMessage, ProtocolError>, ctx: &mut Context<Self>) {
-        self.last_heard = Instant::now();
-        match item {
-            Ok(AggregatedMessage::Text(text)) => self.handle_text(&text, ctx),
-            Ok(AggregatedMessage::Binary(_)) => {
-                if self.admit(None, ctx).is_ok() {
-                    self.error(&None, "bad_request", "binary frames are not supported");
-                }
-            }
-            // Control frames count like any other: a ping flood is rate limited, and the pongs
-            // it earns count against the outbound bound.
-            Ok(AggregatedMessage::Ping(p)) => {
-                if self.admit(None, ctx).is_ok() {
-                    self.out.pong(p);
-                }
-            }
-            Ok(AggregatedMessage::Pong(_)) => {
-                let _ = self.admit(None, ctx);
-            }
-            Ok(AggregatedMessage::Close(_)) => {
-                self.out.close(1000, "bye");
-                ctx.stop();
-            }
-            Err(ProtocolError::Overflow) => {
-                self.env
-                    .metrics
-                    .ws_disconnects
-                    .with_label_values(&["too_large"])
-                    .inc();
-                self.out.kill(CLOSE_TOO_LARGE);
-                ctx.stop();
-            }
-            Err(e) => {
-                let code = close_code_for(&e);
-                tracing::debug!(error = %e, code, "websocket protocol error");
-                let reason = match code {
-                    CLOSE_INVALID_PAYLOAD => "invalid_utf8",
-                    CLOSE_TOO_LARGE => "too_large",
-                    _ => "protocol_error",
-                };
-                self.env
-                    .metrics
-                    .ws_disconnects
-                    .with_label_values(&[reason])
-                    .inc();
-                self.out.kill(code);
-                ctx.stop();
-            }
+    fn handle(&mut self, msg: Inbound, ctx: &mut Context<Self>) {
+        match msg {
+            Inbound::Text(text) => self.handle_text(&text, ctx),
+            Inbound::Binary => self.error(&None, "bad_request", "binary frames are not supported"),
+            Inbound::Closed => ctx.stop(),
         }
-    }
-
-    fn finished(&mut self, ctx: &mut Context<Self>) {
-        ctx.stop();
     }
 }
