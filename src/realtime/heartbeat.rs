@@ -1,6 +1,6 @@
 //! The node's heartbeat: one task pings every local session every `WS_HEARTBEAT_MS` and closes
 //! the ones that have been silent too long, so that a quiet socket holds no timer of its own.
-//! Sessions are spread over [`SLOTS`] ticks of the interval by their id, so the pings of many
+//! Sessions are spread over `SLOTS` ticks of the interval by their id, so the pings of many
 //! sessions do not all leave in the same instant.
 
 use std::sync::{Arc, Weak};

@@ -209,7 +209,7 @@ impl Outbound {
         self.inner.queued.load(Ordering::Acquire)
     }
 
-    /// How long since the client was last heard from (see [`Outbound::heard`]).
+    /// How long since the client was last heard from (see `Outbound::heard`).
     pub fn silent_for(&self) -> Duration {
         let heard = self.inner.heard.load(Ordering::Relaxed);
         Duration::from_millis(now_ms().saturating_sub(heard))
