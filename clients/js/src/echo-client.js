@@ -1134,12 +1134,8 @@ export class EchoClient extends Emitter {
    * @internal
    */
   settle(entry, message) {
-    if (!this.outbox.delete(entry.client_msg_id)) return;
-    this.removed.add(entry.client_msg_id);
-    this.retryTries.delete(entry.client_msg_id);
-    this.saveOutbox();
-    const waiters = this.sendWaiters.get(entry.client_msg_id) || [];
-    this.sendWaiters.delete(entry.client_msg_id);
+    const waiters = this.takeFromOutbox(entry);
+    if (!waiters) return;
     for (const w of waiters) w.resolve(message);
     this.emit('sent', { entry, message });
   }
@@ -1150,14 +1146,27 @@ export class EchoClient extends Emitter {
    * @internal
    */
   fail(entry, error) {
-    if (!this.outbox.delete(entry.client_msg_id)) return;
+    const waiters = this.takeFromOutbox(entry);
+    if (!waiters) return;
+    for (const w of waiters) w.reject(error);
+    this.emit('send_failed', { entry, error });
+  }
+
+  /**
+   * Removes an entry from the outbox for good (stored or refused) and hands back the send()
+   * promises waiting on it; null when it was no longer there (already settled).
+   * @param {OutboxEntry} entry
+   * @returns {{resolve: (m: Message) => void, reject: (e: Error) => void}[] | null}
+   * @internal
+   */
+  takeFromOutbox(entry) {
+    if (!this.outbox.delete(entry.client_msg_id)) return null;
     this.removed.add(entry.client_msg_id);
     this.retryTries.delete(entry.client_msg_id);
     this.saveOutbox();
     const waiters = this.sendWaiters.get(entry.client_msg_id) || [];
     this.sendWaiters.delete(entry.client_msg_id);
-    for (const w of waiters) w.reject(error);
-    this.emit('send_failed', { entry, error });
+    return waiters;
   }
 
   /**

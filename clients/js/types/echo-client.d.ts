@@ -610,6 +610,17 @@ export class EchoClient extends Emitter<ClientEvents> {
      */
     fail(entry: OutboxEntry, error: EchoError): void;
     /**
+     * Removes an entry from the outbox for good (stored or refused) and hands back the send()
+     * promises waiting on it; null when it was no longer there (already settled).
+     * @param {OutboxEntry} entry
+     * @returns {{resolve: (m: Message) => void, reject: (e: Error) => void}[] | null}
+     * @internal
+     */
+    takeFromOutbox(entry: OutboxEntry): {
+        resolve: (m: Message) => void;
+        reject: (e: Error) => void;
+    }[] | null;
+    /**
      * The reply of a generation id (created on first sight).
      * @param {string} generationId
      * @param {string} chatId
