@@ -94,15 +94,13 @@ async fn store(db: &Db, jobs: Vec<Job>) {
         jobs.into_iter().map(|j| (j.post, j.done)).unzip();
     let mut conn = match db.conn().await {
         Ok(conn) => conn,
-        Err(DbError::Unavailable(why)) => {
+        Err(e) => {
+            let why = match e {
+                DbError::Unavailable(why) => why,
+                other => other.to_string(),
+            };
             for caller in callers {
                 let _ = caller.send(Err(ApiError::Unavailable(why.clone())));
-            }
-            return;
-        }
-        Err(e) => {
-            for caller in callers {
-                let _ = caller.send(Err(ApiError::Unavailable(e.to_string())));
             }
             return;
         }

@@ -278,21 +278,22 @@ SELECT d.ord, d.seq, d.id, true AS duplicate FROM dup d";
 
 /// [`APPEND_BATCH_SQL`] with its binds, as a query Postgres prepares once per connection
 /// (diesel's `sql_query` is never cached, so every batch would be parsed and planned again).
-struct AppendBatch {
+struct AppendBatch<'a> {
     ids: Vec<Uuid>,
     chat_ids: Vec<Uuid>,
     members: Vec<Option<Uuid>>,
     user_ids: Vec<Option<Uuid>>,
     roles: Vec<&'static str>,
     from_ai: Vec<bool>,
-    contents: Vec<String>,
+    contents: Vec<&'a str>,
     keys: Vec<Option<Uuid>>,
-    reasons: Vec<Option<String>>,
+    reasons: Vec<Option<&'a str>>,
     ts: chrono::DateTime<chrono::Utc>,
 }
 
-impl AppendBatch {
-    fn of(posts: &[Post], ts: chrono::DateTime<chrono::Utc>) -> AppendBatch {
+impl<'a> AppendBatch<'a> {
+    /// The batch's columns, borrowing the posts' texts (not copying them).
+    fn of(posts: &'a [Post], ts: chrono::DateTime<chrono::Utc>) -> AppendBatch<'a> {
         AppendBatch {
             ids: posts.iter().map(|p| p.id).collect(),
             chat_ids: posts.iter().map(|p| p.chat_id).collect(),
@@ -300,20 +301,20 @@ impl AppendBatch {
             user_ids: posts.iter().map(|p| p.user_id).collect(),
             roles: posts.iter().map(|p| p.role).collect(),
             from_ai: posts.iter().map(|p| p.is_from_ai).collect(),
-            contents: posts.iter().map(|p| p.content.clone()).collect(),
+            contents: posts.iter().map(|p| p.content.as_str()).collect(),
             keys: posts.iter().map(|p| p.client_msg_id).collect(),
-            reasons: posts.iter().map(|p| p.finish_reason.clone()).collect(),
+            reasons: posts.iter().map(|p| p.finish_reason.as_deref()).collect(),
             ts,
         }
     }
 }
 
-impl diesel::query_builder::QueryId for AppendBatch {
-    type QueryId = AppendBatch;
+impl diesel::query_builder::QueryId for AppendBatch<'_> {
+    type QueryId = AppendBatch<'static>;
     const HAS_STATIC_QUERY_ID: bool = true;
 }
 
-impl diesel::query_builder::Query for AppendBatch {
+impl diesel::query_builder::Query for AppendBatch<'_> {
     type SqlType = (
         diesel::sql_types::BigInt,
         diesel::sql_types::BigInt,
@@ -322,7 +323,7 @@ impl diesel::query_builder::Query for AppendBatch {
     );
 }
 
-impl diesel::query_builder::QueryFragment<diesel::pg::Pg> for AppendBatch {
+impl diesel::query_builder::QueryFragment<diesel::pg::Pg> for AppendBatch<'_> {
     fn walk_ast<'b>(
         &'b self,
         mut out: diesel::query_builder::AstPass<'_, 'b, diesel::pg::Pg>,
