@@ -13,13 +13,15 @@ use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
 use futures_util::future::BoxFuture;
-use futures_util::{FutureExt, StreamExt};
+use futures_util::{FutureExt, StreamExt, TryStreamExt};
 use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
+use super::endpoint::{Commands, Endpoint};
 use super::presence::ClusterPresence;
-use super::replies::{self, Control};
+use super::replies::{self, Control, Mirror};
+use super::shards::ShardFeed;
 use super::ClusterConfig;
 use crate::ai::registry::GenerationRegistry;
 use crate::broker::{Broker, BrokerHealth, Delivery, Event, Topic};
@@ -31,11 +33,12 @@ const MAX_BACKOFF: Duration = Duration::from_secs(2);
 const PUBLISH_RETRY_FOR: Duration = Duration::from_secs(30);
 
 /// One item for the publisher: a `PUBLISH`, and the commands that must land before it (the
-/// copy of an in-flight reply), sent in one pipeline on one connection, so in that order.
+/// copy of an in-flight reply): those on the reply's id slot first, then those on the room's
+/// slot in one pipeline with the `PUBLISH` (one shard, one connection, so in that order).
 pub struct Outgoing {
     channel: String,
     payload: String,
-    with: Option<redis::Pipeline>,
+    with: Option<Mirror>,
 }
 
 /// What crosses Redis: the publishing node and the event.
@@ -237,7 +240,7 @@ impl RedisBroker {
             remote,
             channels,
         } = wiring;
-        let client = redis::Client::open(config.url.as_str())?;
+        let redis = remote.presence.endpoint().clone();
         let status = Arc::new(Status::default());
         let presence = remote.presence.clone();
         let (barriers, barrier_rx) = mpsc::unbounded_channel();
@@ -253,13 +256,13 @@ impl RedisBroker {
         });
         let sharded = config.sharded;
         actix_rt::spawn(publisher(
-            client.clone(),
+            redis.clone(),
             sharded,
             channels.outgoing,
             status.clone(),
         ));
         actix_rt::spawn(subscriber(
-            client,
+            redis,
             sharded,
             Subscriber {
                 prefix: config.prefix.clone(),
@@ -311,14 +314,14 @@ impl Broker for RedisBroker {
 /// that cannot be published is dropped (local sessions already have it, remote rooms fill the
 /// gap from the database).
 async fn publisher(
-    client: redis::Client,
+    redis: Endpoint,
     sharded: bool,
     mut rx: mpsc::UnboundedReceiver<Outgoing>,
     status: Arc<Status>,
 ) {
     let mut backoff = Duration::from_millis(100);
     let mut conn = loop {
-        match client.get_connection_manager().await {
+        match redis.commands().await {
             Ok(c) => break c,
             Err(e) => {
                 status.set_error(format!("publisher: {e}"));
@@ -339,19 +342,7 @@ async fn publisher(
         let deadline = tokio::time::Instant::now() + PUBLISH_RETRY_FOR;
         let mut backoff = Duration::from_millis(50);
         loop {
-            let mut publish = redis::cmd(if sharded { "SPUBLISH" } else { "PUBLISH" });
-            publish.arg(&channel).arg(&payload);
-            let sent = match &with {
-                None => publish.exec_async(&mut conn).await,
-                Some(commands) => {
-                    let mut pipe = commands.clone();
-                    pipe.add_command(publish)
-                        .ignore()
-                        .query_async::<()>(&mut conn)
-                        .await
-                }
-            };
-            match sent {
+            match publish(&mut conn, sharded, &channel, &payload, with.as_ref()).await {
                 Ok(()) => break,
                 Err(e) if tokio::time::Instant::now() < deadline => {
                     status.set_error(format!("publish: {e}"));
@@ -366,6 +357,27 @@ async fn publisher(
             }
         }
     }
+}
+
+/// Sends one [`Outgoing`]: the mirror's id-slot commands, then its room-slot commands with the
+/// `PUBLISH` in one pipeline.
+async fn publish(
+    conn: &mut Commands,
+    sharded: bool,
+    channel: &str,
+    payload: &str,
+    with: Option<&Mirror>,
+) -> redis::RedisResult<()> {
+    let mut publish = redis::cmd(if sharded { "SPUBLISH" } else { "PUBLISH" });
+    publish.arg(channel).arg(payload);
+    let Some(mirror) = with else {
+        return publish.exec_async(conn).await;
+    };
+    if let Some(by_id) = &mirror.by_id {
+        by_id.exec_async(conn).await?;
+    }
+    let mut pipe = mirror.room.clone();
+    pipe.add_command(publish).ignore().exec_async(conn).await
 }
 
 /// What the subscriber hands incoming messages to.
@@ -400,8 +412,9 @@ impl Subscriber {
     }
 }
 
-/// The subscriber's connection: classic pub/sub on a dedicated connection, or sharded pub/sub
-/// (`SSUBSCRIBE`) on a RESP3 connection whose messages arrive as push frames.
+/// The subscriber's connection: classic pub/sub on a dedicated connection; sharded pub/sub
+/// (`SSUBSCRIBE`) on a RESP3 connection to one server, whose messages arrive as push frames; or
+/// sharded pub/sub on a Redis Cluster, a RESP3 connection per master ([`ShardFeed`]).
 enum Feed {
     Classic {
         sink: redis::aio::PubSubSink,
@@ -411,17 +424,47 @@ enum Feed {
         conn: redis::aio::MultiplexedConnection,
         pushes: mpsc::UnboundedReceiver<redis::PushInfo>,
     },
+    Cluster {
+        shards: ShardFeed,
+        pushes: mpsc::UnboundedReceiver<redis::PushInfo>,
+    },
 }
 
+/// What the feed brings.
+enum Incoming {
+    /// A message: channel and payload.
+    Message(String, String),
+    /// Redis stopped following this channel (a shard gives up a channel whose slot moved; or
+    /// the confirmation of an unsubscribe of ours).
+    Dropped(String),
+    /// The connection (to one shard, on a cluster) is lost.
+    Lost,
+}
+
+/// How many `SSUBSCRIBE`s are in flight at once when a feed follows many channels.
+const SUBSCRIBES_IN_FLIGHT: usize = 64;
+
 impl Feed {
-    async fn connect(client: &redis::Client, sharded: bool) -> redis::RedisResult<Feed> {
+    async fn connect(redis: &Endpoint, sharded: bool) -> redis::RedisResult<Feed> {
+        let (tx, pushes) = mpsc::unbounded_channel();
+        let client = match redis {
+            Endpoint::Cluster { seeds, .. } => {
+                let seed = seeds.first().map(String::as_str).unwrap_or_default();
+                let shards = ShardFeed::connect(redis, seed, tx).await?;
+                return Ok(Feed::Cluster { shards, pushes });
+            }
+            Endpoint::Single(client) => client,
+        };
         if !sharded {
             let (sink, stream) = client.get_async_pubsub().await?.split();
             return Ok(Feed::Classic { sink, stream });
         }
-        let mut info = client.get_connection_info().clone();
-        info.redis.protocol = redis::ProtocolVersion::RESP3;
-        let (tx, pushes) = mpsc::unbounded_channel();
+        let info = client.get_connection_info().clone();
+        let resp3 = info
+            .redis_settings()
+            .clone()
+            .set_protocol(redis::ProtocolVersion::RESP3);
+        let info = info.set_redis_settings(resp3);
         let config = redis::AsyncConnectionConfig::new().set_push_sender(tx);
         let conn = redis::Client::open(info)?
             .get_multiplexed_async_connection_with_config(&config)
@@ -429,47 +472,65 @@ impl Feed {
         Ok(Feed::Sharded { conn, pushes })
     }
 
-    /// Starts (`on`) or stops following `channels`.
+    /// Starts (`on`) or stops following `channels`. Sharded channels are (un)subscribed one
+    /// per command, a few dozen at a time: on a cluster each goes to its own shard.
     async fn follow(&mut self, channels: &[String], on: bool) -> redis::RedisResult<()> {
-        match self {
-            Feed::Classic { sink, .. } if on => sink.subscribe(channels).await,
-            Feed::Classic { sink, .. } => sink.unsubscribe(channels).await,
-            Feed::Sharded { conn, .. } => {
-                redis::cmd(if on { "SSUBSCRIBE" } else { "SUNSUBSCRIBE" })
-                    .arg(channels)
-                    .exec_async(conn)
-                    .await
-            }
-        }
+        let targets = match self {
+            Feed::Classic { sink, .. } if on => return sink.subscribe(channels).await,
+            Feed::Classic { sink, .. } => return sink.unsubscribe(channels).await,
+            Feed::Sharded { conn, .. } => channels
+                .iter()
+                .map(|channel| (conn.clone(), channel.clone()))
+                .collect(),
+            Feed::Cluster { shards, .. } => shards.masters_of(channels).await?,
+        };
+        let command = if on { "SSUBSCRIBE" } else { "SUNSUBSCRIBE" };
+        futures_util::stream::iter(targets)
+            .map(|(mut conn, channel)| async move {
+                redis::cmd(command).arg(channel).exec_async(&mut conn).await
+            })
+            .buffer_unordered(SUBSCRIBES_IN_FLIGHT)
+            .try_collect::<Vec<()>>()
+            .await
+            .map(drop)
     }
 
-    /// The next message as (channel, payload); `None` once the connection is lost.
-    async fn next(&mut self) -> Option<(String, String)> {
+    /// What comes next from Redis.
+    async fn next(&mut self) -> Incoming {
         loop {
-            match self {
+            let pushes = match self {
                 Feed::Classic { stream, .. } => {
-                    let msg = stream.next().await?;
+                    let Some(msg) = stream.next().await else {
+                        return Incoming::Lost;
+                    };
                     if let Ok(payload) = msg.get_payload::<String>() {
-                        return Some((msg.get_channel_name().to_string(), payload));
+                        return Incoming::Message(msg.get_channel_name().to_string(), payload);
+                    }
+                    continue;
+                }
+                Feed::Sharded { pushes, .. } | Feed::Cluster { pushes, .. } => pushes,
+            };
+            let Some(push) = pushes.recv().await else {
+                return Incoming::Lost;
+            };
+            let text = |i: usize| {
+                push.data
+                    .get(i)
+                    .and_then(|v| redis::from_redis_value_ref::<String>(v).ok())
+            };
+            match push.kind {
+                redis::PushKind::Disconnection => return Incoming::Lost,
+                redis::PushKind::SMessage => {
+                    if let (Some(channel), Some(payload)) = (text(0), text(1)) {
+                        return Incoming::Message(channel, payload);
                     }
                 }
-                Feed::Sharded { pushes, .. } => {
-                    let push = pushes.recv().await?;
-                    match push.kind {
-                        redis::PushKind::Disconnection => return None,
-                        redis::PushKind::SMessage => {
-                            if let [channel, payload] = push.data.as_slice() {
-                                if let (Ok(c), Ok(p)) = (
-                                    redis::from_redis_value::<String>(channel),
-                                    redis::from_redis_value::<String>(payload),
-                                ) {
-                                    return Some((c, p));
-                                }
-                            }
-                        }
-                        _ => {}
+                redis::PushKind::SUnsubscribe => {
+                    if let Some(channel) = text(0) {
+                        return Incoming::Dropped(channel);
                     }
                 }
+                _ => {}
             }
         }
     }
@@ -500,7 +561,7 @@ async fn follow(
 /// its own control channel), delivers what other nodes publish, and after a reconnect makes
 /// every room catch up from the database.
 async fn subscriber(
-    client: redis::Client,
+    redis: Endpoint,
     sharded: bool,
     me: Subscriber,
     interest: mpsc::UnboundedReceiver<(Topic, bool)>,
@@ -517,7 +578,7 @@ async fn subscriber(
     let mut backoff = Duration::from_millis(100);
     let mut reconnecting = false;
     loop {
-        let mut feed = match Feed::connect(&client, sharded).await {
+        let mut feed = match Feed::connect(&redis, sharded).await {
             Ok(feed) => feed,
             Err(e) => {
                 sub.while_away(format!("subscriber: {e}"));
@@ -604,10 +665,18 @@ impl Subscription {
     async fn serve(&mut self, feed: &mut Feed) -> Served {
         loop {
             tokio::select! {
-                msg = feed.next() => {
-                    let Some((channel, payload)) = msg else { return Served::Lost };
-                    self.me.on_message(&channel, &payload, &self.control);
-                }
+                incoming = feed.next() => match incoming {
+                    Incoming::Message(channel, payload) => {
+                        self.me.on_message(&channel, &payload, &self.control);
+                    }
+                    // A channel still wanted that Redis stopped following: its slot moved.
+                    Incoming::Dropped(channel) if self.wanted.contains(&channel) => {
+                        tracing::warn!(%channel, "Redis dropped a channel; following again");
+                        return Served::Lost;
+                    }
+                    Incoming::Dropped(_) => {}
+                    Incoming::Lost => return Served::Lost,
+                },
                 change = self.interest.recv() => {
                     let Some((topic, on)) = change else { return Served::Closed };
                     let ch = channel(&self.me.prefix, &topic);

@@ -15,8 +15,10 @@
 //! the router as the broker's [`Delivery`].
 
 pub mod broker;
+pub mod endpoint;
 pub mod presence;
 pub mod replies;
+pub mod shards;
 
 use std::sync::Arc;
 use std::time::Duration;
@@ -31,6 +33,7 @@ use crate::broker::{Broker, Delivery, Interest};
 use crate::config::Settings;
 use crate::realtime::peers::Peers;
 use broker::{Channels, RedisBroker, RemoteSink, Wiring};
+use endpoint::Endpoint;
 use presence::ClusterPresence;
 use replies::{RedisReplies, ReplyCopies};
 
@@ -41,13 +44,16 @@ pub const REDIS_LOOKUP_WAIT: Duration = Duration::from_secs(1);
 /// How this node joins the cluster.
 #[derive(Debug, Clone)]
 pub struct ClusterConfig {
-    /// `REDIS_URL`.
+    /// `REDIS_URL`: one server, or a Redis Cluster's seed nodes separated by commas.
     pub url: String,
+    /// `REDIS_CLUSTER`: `url` names a Redis Cluster.
+    pub cluster: bool,
     /// `REDIS_CHANNEL_PREFIX`: isolates deployments sharing one Redis.
     pub prefix: String,
     /// This node's id (`ECHO_NODE_ID`).
     pub node_id: String,
-    /// `REDIS_SHARDED_PUBSUB`: `SPUBLISH`/`SSUBSCRIBE` instead of `PUBLISH`/`SUBSCRIBE`.
+    /// `REDIS_SHARDED_PUBSUB` (always on a Redis Cluster): `SPUBLISH`/`SSUBSCRIBE` instead of
+    /// `PUBLISH`/`SUBSCRIBE`.
     pub sharded: bool,
     /// `PRESENCE_TTL_SECS`: a node silent this long counts as gone.
     pub presence_ttl: Duration,
@@ -58,9 +64,10 @@ impl ClusterConfig {
     pub fn from_settings(settings: &Settings) -> Option<ClusterConfig> {
         Some(ClusterConfig {
             url: settings.redis_url.clone()?,
+            cluster: settings.redis_cluster,
             prefix: settings.redis_channel_prefix.clone(),
             node_id: settings.node_id.clone(),
-            sharded: settings.redis_sharded_pubsub,
+            sharded: settings.redis_sharded_pubsub || settings.redis_cluster,
             presence_ttl: settings.presence_ttl,
         })
     }
@@ -86,9 +93,9 @@ pub struct Cluster {
 impl Joining {
     /// Makes the publisher queue, the interest channel and presence (nothing connects yet).
     pub fn new(config: ClusterConfig) -> anyhow::Result<Joining> {
-        let client = redis::Client::open(config.url.as_str()).context("REDIS_URL")?;
+        let redis = Endpoint::open(&config).context("REDIS_URL")?;
         let presence = Arc::new(ClusterPresence::new(
-            client,
+            redis,
             &config.prefix,
             &config.node_id,
             config.presence_ttl,

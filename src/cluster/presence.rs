@@ -6,18 +6,19 @@
 use std::collections::{HashMap, HashSet};
 use std::time::Duration;
 
-use redis::aio::ConnectionManager;
 use redis::AsyncCommands;
 use tokio::sync::OnceCell;
 use uuid::Uuid;
+
+use super::endpoint::{Commands, Endpoint};
 
 /// How long a room's presence hash outlives its last update.
 const ROOM_KEY_TTL_SECS: i64 = 24 * 3600;
 
 /// Cluster-wide presence through Redis.
 pub struct ClusterPresence {
-    client: redis::Client,
-    conn: OnceCell<ConnectionManager>,
+    redis: Endpoint,
+    conn: OnceCell<Commands>,
     prefix: String,
     node_id: String,
     /// A node silent for this long is considered gone.
@@ -26,9 +27,9 @@ pub struct ClusterPresence {
 
 impl ClusterPresence {
     /// Presence for `node_id` under the channel prefix `prefix`.
-    pub fn new(client: redis::Client, prefix: &str, node_id: &str, ttl: Duration) -> Self {
+    pub fn new(redis: Endpoint, prefix: &str, node_id: &str, ttl: Duration) -> Self {
         ClusterPresence {
-            client,
+            redis,
             conn: OnceCell::new(),
             prefix: prefix.to_string(),
             node_id: node_id.to_string(),
@@ -37,9 +38,9 @@ impl ClusterPresence {
     }
 
     /// The shared command connection (reconnects by itself).
-    pub(super) async fn conn(&self) -> redis::RedisResult<ConnectionManager> {
+    pub(super) async fn conn(&self) -> redis::RedisResult<Commands> {
         self.conn
-            .get_or_try_init(|| self.client.get_connection_manager())
+            .get_or_try_init(|| self.redis.commands())
             .await
             .cloned()
     }
@@ -79,9 +80,9 @@ impl ClusterPresence {
         }
     }
 
-    /// The prefix of every node's heartbeat key (the node id follows).
-    pub fn node_key_prefix(&self) -> String {
-        self.node_key("")
+    /// The endpoint, for connections of their own (publisher, subscriber).
+    pub(super) fn endpoint(&self) -> &Endpoint {
+        &self.redis
     }
 
     /// Whether `node` sent a heartbeat within the TTL.

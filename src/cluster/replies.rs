@@ -12,12 +12,17 @@
 //! A REST client resuming a reply (`GET /chat/{id}/stream`) on another node follows the copy
 //! by polling it, since it has no room to listen to: [`ReplyCopies::follow`].
 //!
-//! Keys (the `{room:…}` hash tag keeps a room's keys and channel on one cluster slot):
+//! Keys, laid out for a Redis Cluster: what one pipeline touches shares one `{…}` hash tag, so
+//! one slot. A room's keys and its channel share `{room:<chat>}`, so a token's copy and its
+//! `SPUBLISH` go to the same shard in one pipeline, in that order; the keys that find a reply
+//! by its id alone share `{gen:<generation>}`:
 //! - `{prefix}:gens:{room:<chat>}` — hash, generation id → [`RemoteGeneration`] (JSON), while
 //!   the reply runs;
 //! - `{prefix}:gen:{room:<chat>}:<generation>` — hash, token index → delta;
-//! - `{prefix}:gen:<generation>` — [`RemoteGeneration`], to find a reply's chat by its id;
-//! - `{prefix}:gen:<generation>:end` — [`RemoteEnd`], once the reply is over.
+//! - `{prefix}:gen:{room:<chat>}:<generation>:end` — [`RemoteEnd`], once the reply is over (read
+//!   with the tokens in one `MULTI`);
+//! - `{prefix}:gen:{gen:<generation>}` — [`RemoteGeneration`], to find a reply's chat by its id;
+//! - `{prefix}:gen:{gen:<generation>}:end` — [`RemoteEnd`] again, for that lookup.
 //!
 //! Every token renews the keys' expiry; a node that dies mid-reply leaves a copy that other
 //! nodes ignore as soon as its heartbeat lapses and Redis drops within [`COPY_TTL_SECS`]. An
@@ -105,12 +110,16 @@ fn tokens_key(prefix: &str, chat_id: Uuid, generation_id: Uuid) -> String {
     format!("{prefix}:gen:{{room:{chat_id}}}:{generation_id}")
 }
 
+fn room_end_key(prefix: &str, chat_id: Uuid, generation_id: Uuid) -> String {
+    format!("{prefix}:gen:{{room:{chat_id}}}:{generation_id}:end")
+}
+
 fn locate_key(prefix: &str, generation_id: Uuid) -> String {
-    format!("{prefix}:gen:{generation_id}")
+    format!("{prefix}:gen:{{gen:{generation_id}}}")
 }
 
 fn end_key(prefix: &str, generation_id: Uuid) -> String {
-    format!("{prefix}:gen:{generation_id}:end")
+    format!("{prefix}:gen:{{gen:{generation_id}}}:end")
 }
 
 fn user_replies_key(prefix: &str, user_id: Uuid) -> String {
@@ -121,23 +130,22 @@ fn user_replies_key(prefix: &str, user_id: Uuid) -> String {
 /// takes its count back when it ends).
 const USER_COUNT_TTL_SECS: i64 = 3600;
 
-/// Counts a user's replies per node and takes one more place if the live nodes' total is under
-/// the limit: returns the new total, or -1 when full. Counts of nodes whose heartbeat lapsed
-/// are dropped. KEYS[1] the user's hash; ARGV node id, limit, node-key prefix, TTL.
+/// Counts a user's replies per node and takes one more place if the total is under the limit:
+/// returns the new total, or -1 when full. It touches only the key it is given (a Redis
+/// Cluster refuses others): the caller names the nodes whose heartbeat lapsed, and their counts
+/// are dropped. KEYS[1] the user's hash; ARGV node id, limit, TTL, then the lapsed nodes.
 const ADMIT_USER_SCRIPT: &str = r"
+for i = 4, #ARGV do
+  redis.call('HDEL', KEYS[1], ARGV[i])
+end
 local total = 0
 local fields = redis.call('HGETALL', KEYS[1])
-for i = 1, #fields, 2 do
-  local node, n = fields[i], tonumber(fields[i + 1])
-  if node == ARGV[1] or redis.call('EXISTS', ARGV[3] .. node) == 1 then
-    total = total + n
-  else
-    redis.call('HDEL', KEYS[1], node)
-  end
+for i = 2, #fields, 2 do
+  total = total + tonumber(fields[i])
 end
 if total >= tonumber(ARGV[2]) then return -1 end
 redis.call('HINCRBY', KEYS[1], ARGV[1], 1)
-redis.call('EXPIRE', KEYS[1], ARGV[4])
+redis.call('EXPIRE', KEYS[1], ARGV[3])
 return total + 1
 ";
 
@@ -146,38 +154,25 @@ pub fn control_channel(prefix: &str, node_id: &str) -> String {
     format!("{prefix}:control:{{node:{node_id}}}")
 }
 
-/// The commands that keep the copy of a reply current, for an event this node publishes:
-/// `None` for events that are not about a reply.
-pub fn mirror(prefix: &str, node_id: &str, event: &Event) -> Option<redis::Pipeline> {
-    let mut pipe = redis::pipe();
+/// The commands that keep the copy of a reply current, for one event this node publishes: those
+/// on the reply's id slot, sent first, and those on the room's slot, sent in one pipeline with
+/// the event's `SPUBLISH`.
+pub struct Mirror {
+    /// The keys that find the reply by its id (`{gen:…}`).
+    pub by_id: Option<redis::Pipeline>,
+    /// The room's keys (`{room:…}`, the channel's slot).
+    pub room: redis::Pipeline,
+}
+
+/// The [`Mirror`] of `event`: `None` for events that are not about a reply.
+pub fn mirror(prefix: &str, node_id: &str, event: &Event) -> Option<Mirror> {
     match event {
         Event::GenerationStarted {
             chat_id,
             generation_id,
             message_id,
             ..
-        } => {
-            let record = serde_json::to_string(&RemoteGeneration {
-                node: node_id.to_string(),
-                chat_id: *chat_id,
-                message_id: *message_id,
-                started_ms: chrono::Utc::now().timestamp_millis(),
-            })
-            .ok()?;
-            let index = index_key(prefix, *chat_id);
-            pipe.hset(&index, generation_id.to_string(), &record)
-                .ignore()
-                .expire(&index, COPY_TTL_SECS)
-                .ignore()
-                .set_ex(
-                    locate_key(prefix, *generation_id),
-                    &record,
-                    COPY_TTL_SECS as u64,
-                )
-                .ignore()
-                .del(tokens_key(prefix, *chat_id, *generation_id))
-                .ignore();
-        }
+        } => started(prefix, node_id, *chat_id, *generation_id, *message_id),
         Event::Token {
             chat_id,
             generation_id,
@@ -185,15 +180,23 @@ pub fn mirror(prefix: &str, node_id: &str, event: &Event) -> Option<redis::Pipel
             delta,
         } => {
             let tokens = tokens_key(prefix, *chat_id, *generation_id);
-            pipe.hset(&tokens, *index, delta).ignore();
-            if index % RENEW_EVERY_TOKENS == 0 {
-                pipe.expire(&tokens, COPY_TTL_SECS)
-                    .ignore()
-                    .expire(index_key(prefix, *chat_id), COPY_TTL_SECS)
-                    .ignore()
-                    .expire(locate_key(prefix, *generation_id), COPY_TTL_SECS)
-                    .ignore();
+            let mut room = redis::pipe();
+            room.hset(&tokens, *index, delta).ignore();
+            if index % RENEW_EVERY_TOKENS != 0 {
+                return Some(Mirror { by_id: None, room });
             }
+            room.expire(&tokens, COPY_TTL_SECS)
+                .ignore()
+                .expire(index_key(prefix, *chat_id), COPY_TTL_SECS)
+                .ignore();
+            let mut by_id = redis::pipe();
+            by_id
+                .expire(locate_key(prefix, *generation_id), COPY_TTL_SECS)
+                .ignore();
+            Some(Mirror {
+                by_id: Some(by_id),
+                room,
+            })
         }
         Event::GenerationFinished {
             chat_id,
@@ -202,7 +205,6 @@ pub fn mirror(prefix: &str, node_id: &str, event: &Event) -> Option<redis::Pipel
             usage,
             ..
         } => ended(
-            &mut pipe,
             prefix,
             *chat_id,
             *generation_id,
@@ -210,44 +212,85 @@ pub fn mirror(prefix: &str, node_id: &str, event: &Event) -> Option<redis::Pipel
                 finish_reason: finish_reason.clone(),
                 usage: serde_json::from_value(usage.clone()).unwrap_or_default(),
             },
-        )?,
+        ),
         Event::GenerationFailed {
             chat_id,
             generation_id,
             error,
         } => ended(
-            &mut pipe,
             prefix,
             *chat_id,
             *generation_id,
             &RemoteEnd::Failed {
                 error: error.clone(),
             },
-        )?,
-        _ => return None,
+        ),
+        _ => None,
     }
-    Some(pipe)
+}
+
+/// The commands for a reply that started: listed as running in its room, findable by its id.
+fn started(
+    prefix: &str,
+    node_id: &str,
+    chat_id: Uuid,
+    generation_id: Uuid,
+    message_id: Uuid,
+) -> Option<Mirror> {
+    let record = serde_json::to_string(&RemoteGeneration {
+        node: node_id.to_string(),
+        chat_id,
+        message_id,
+        started_ms: chrono::Utc::now().timestamp_millis(),
+    })
+    .ok()?;
+    let index = index_key(prefix, chat_id);
+    let mut room = redis::pipe();
+    room.hset(&index, generation_id.to_string(), &record)
+        .ignore()
+        .expire(&index, COPY_TTL_SECS)
+        .ignore()
+        .del(tokens_key(prefix, chat_id, generation_id))
+        .ignore();
+    let mut by_id = redis::pipe();
+    by_id
+        .set_ex(
+            locate_key(prefix, generation_id),
+            &record,
+            COPY_TTL_SECS as u64,
+        )
+        .ignore();
+    Some(Mirror {
+        by_id: Some(by_id),
+        room,
+    })
 }
 
 /// The commands for a reply that ended: no longer listed as running, its tokens and its end
 /// kept a little while for followers.
-fn ended(
-    pipe: &mut redis::Pipeline,
-    prefix: &str,
-    chat_id: Uuid,
-    generation_id: Uuid,
-    end: &RemoteEnd,
-) -> Option<()> {
+fn ended(prefix: &str, chat_id: Uuid, generation_id: Uuid, end: &RemoteEnd) -> Option<Mirror> {
     let end = serde_json::to_string(end).ok()?;
-    pipe.hdel(index_key(prefix, chat_id), generation_id.to_string())
+    let mut room = redis::pipe();
+    room.hdel(index_key(prefix, chat_id), generation_id.to_string())
         .ignore()
         .expire(tokens_key(prefix, chat_id, generation_id), ENDED_TTL_SECS)
         .ignore()
+        .set_ex(
+            room_end_key(prefix, chat_id, generation_id),
+            &end,
+            ENDED_TTL_SECS as u64,
+        )
+        .ignore();
+    let mut by_id = redis::pipe();
+    by_id
         .expire(locate_key(prefix, generation_id), ENDED_TTL_SECS)
         .ignore()
-        .set_ex(end_key(prefix, generation_id), end, ENDED_TTL_SECS as u64)
+        .set_ex(end_key(prefix, generation_id), &end, ENDED_TTL_SECS as u64)
         .ignore();
-    Some(())
+    Some(Mirror {
+        by_id: Some(by_id),
+        room,
+    })
 }
 
 fn parse_json<T: serde::de::DeserializeOwned>(s: Option<String>) -> Option<T> {
@@ -348,7 +391,10 @@ impl ReplyCopies {
         }))
     }
 
-    /// One read of a copy: its tokens, its end if it ended, and whether it is still there.
+    /// One read of a copy: its tokens, its end if it ended, and where it runs (`None` once its
+    /// record is gone). The tokens and the end are read in one `MULTI` on the room's slot, so an
+    /// end comes with every token written before it; the record (on the id's slot) is read
+    /// only while the reply has not ended.
     async fn read(
         &self,
         chat_id: Uuid,
@@ -359,16 +405,17 @@ impl ReplyCopies {
         Option<RemoteGeneration>,
     )> {
         let mut c = self.presence.conn().await?;
-        // One MULTI: an end read here comes with every token written before it.
-        let (tokens, end, record): (Vec<(u64, String)>, Option<String>, Option<String>) =
-            redis::pipe()
-                .atomic()
-                .hgetall(tokens_key(&self.prefix, chat_id, generation_id))
-                .get(end_key(&self.prefix, generation_id))
-                .get(locate_key(&self.prefix, generation_id))
-                .query_async(&mut c)
-                .await?;
-        Ok((tokens, parse_json(end), parse_json(record)))
+        let (tokens, end): (Vec<(u64, String)>, Option<String>) = redis::pipe()
+            .atomic()
+            .hgetall(tokens_key(&self.prefix, chat_id, generation_id))
+            .get(room_end_key(&self.prefix, chat_id, generation_id))
+            .query_async(&mut c)
+            .await?;
+        if end.is_some() {
+            return Ok((tokens, parse_json(end), None));
+        }
+        let record: Option<String> = c.get(locate_key(&self.prefix, generation_id)).await?;
+        Ok((tokens, None, parse_json(record)))
     }
 
     async fn poll(
@@ -437,21 +484,26 @@ impl ReplyCopies {
         let key = user_replies_key(&self.prefix, user_id);
         let taken = async {
             let mut c = self.presence.conn().await?;
-            redis::cmd("EVAL")
+            let counts: HashMap<String, i64> = c.hgetall(&key).await?;
+            let mut script = redis::cmd("EVAL");
+            script
                 .arg(ADMIT_USER_SCRIPT)
                 .arg(1)
                 .arg(&key)
                 .arg(&self.node_id)
                 .arg(limit)
-                .arg(self.presence.node_key_prefix())
-                .arg(USER_COUNT_TTL_SECS)
-                .query_async::<i64>(&mut c)
-                .await
+                .arg(USER_COUNT_TTL_SECS);
+            for node in counts.keys().filter(|n| **n != self.node_id) {
+                if !self.presence.is_alive(node).await? {
+                    script.arg(node);
+                }
+            }
+            script.query_async::<i64>(&mut c).await
         };
         let taken = async {
             tokio::time::timeout(super::REDIS_LOOKUP_WAIT, taken)
                 .await
-                .map_err(|_| redis::RedisError::from((redis::ErrorKind::IoError, "timed out")))?
+                .map_err(|_| redis::RedisError::from((redis::ErrorKind::Io, "timed out")))?
         };
         match taken.await {
             Ok(n) if n < 0 => Err(Refusal::User(limit)),

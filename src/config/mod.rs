@@ -103,8 +103,12 @@ pub struct Settings {
     pub outbound_queue_bytes: usize,
     /// Grace period for in-flight requests at shutdown.
     pub shutdown_timeout: Duration,
-    /// Redis URL; set → the Redis broker (cross-node), unset → in-process.
+    /// Redis URL; set → the Redis broker (cross-node), unset → in-process. With
+    /// [`redis_cluster`](Self::redis_cluster), a comma-separated list of seed nodes.
     pub redis_url: Option<String>,
+    /// `REDIS_URL` names a Redis Cluster (default: when it lists more than one URL): the cluster
+    /// client, and sharded pub/sub on each channel's shard.
+    pub redis_cluster: bool,
     /// Prefix of Echo's Redis channel names (isolates deployments sharing one Redis).
     pub redis_channel_prefix: String,
     /// `/health` answers 503 while Redis is unreachable (default: 200 with the broker degraded).
@@ -202,6 +206,11 @@ impl Settings {
             rate_burst: parse(env, "WS_RATE_BURST", 50)?,
             outbound_queue_bytes: parse(env, "WS_OUTBOUND_QUEUE_BYTES", 1024 * 1024)?,
             shutdown_timeout: Duration::from_secs(parse(env, "SHUTDOWN_TIMEOUT_SECS", 10)?),
+            redis_cluster: parse(
+                env,
+                "REDIS_CLUSTER",
+                get("REDIS_URL").is_some_and(|u| u.contains(',')),
+            )?,
             redis_url: get("REDIS_URL"),
             redis_channel_prefix: get("REDIS_CHANNEL_PREFIX").unwrap_or_else(|| "echo".into()),
             redis_strict_health: parse(env, "REDIS_STRICT_HEALTH", false)?,

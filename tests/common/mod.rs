@@ -7,6 +7,7 @@ pub mod ai;
 pub mod frame_schema;
 pub mod node;
 pub mod openai_mock;
+pub mod redis_cluster;
 pub mod ws;
 
 use std::collections::HashMap;
@@ -278,8 +279,11 @@ pub async fn spawn_on_database(database_url: &str, extra: &[(&str, &str)]) -> Te
         port,
         database_url: database_url.to_string(),
         state,
+        // Idle connections are dropped well before the server's 5 s keep-alive ends them, so a
+        // request never races the server closing the connection it reuses.
         client: reqwest::Client::builder()
             .timeout(Duration::from_secs(30))
+            .pool_idle_timeout(Duration::from_secs(2))
             .build()
             .expect("client"),
         handle,
