@@ -11,7 +11,9 @@
 # Environment: PORT (server, 18610), MOCK_PORT (18710), FIRST_TOKEN_MS (0), DIRECT_SAMPLES (200),
 # RAMP (seconds to spread the first prompts; default TOKENS/RATE), OUT (summary JSON path),
 # CARGO_TARGET_DIR (binaries are taken from there), SKIP_BUILD=1 (use the binaries as they are),
-# ECHO_BIN (run that echo-server instead, to compare two builds in one sitting).
+# ECHO_BIN (run that echo-server instead, to compare two builds in one sitting), POSTGRES=1
+# (a fresh Postgres database instead of SQLite, on DATABASE_ADMIN_URL
+# (postgres://postgres@127.0.0.1:5432/postgres), with PG_SYNCHRONOUS_COMMIT if set).
 # The result includes the server's own account of where a reply's start-up went
 # (`echo_ai_start_seconds` by stage: mean and count).
 # Prints the load generator's summary path and a one-line JSON result with the machine load.
@@ -31,12 +33,23 @@ OUT="${OUT:-load-tests/results/ai-${REPLIES}x${WATCHERS}-${STAMP}.json}"
 mkdir -p "$(dirname "$OUT")"
 DATA="$(mktemp -d)"
 PIDS=()
+ADMIN="${DATABASE_ADMIN_URL:-postgres://postgres@127.0.0.1:5432/postgres}"
+PG_DB=""
 cleanup() {
   for p in "${PIDS[@]}"; do kill "$p" 2>/dev/null || true; done
   for p in "${PIDS[@]}"; do wait "$p" 2>/dev/null || true; done
+  [ -n "$PG_DB" ] && psql "$ADMIN" -qc "drop database if exists \"$PG_DB\"" >/dev/null 2>&1
   rm -rf "$DATA"
 }
 trap cleanup EXIT
+DB_ENV=()
+if [ "${POSTGRES:-0}" = 1 ]; then
+  PG_DB="echo_ai_bench_$(date +%s)_$$"
+  psql "$ADMIN" -qc "create database \"$PG_DB\"" >/dev/null
+  [ -n "${PG_SYNCHRONOUS_COMMIT:-}" ] &&
+    psql "$ADMIN" -qc "alter database \"$PG_DB\" set synchronous_commit = '$PG_SYNCHRONOUS_COMMIT'" >/dev/null
+  DB_ENV=(DATABASE_URL="${ADMIN%/*}/$PG_DB")
+fi
 
 # Long enough for seeding + setup + the window + the replies in flight; the mock then exits.
 MOCK_SECS=$(( DURATION + 600 ))
@@ -45,7 +58,7 @@ MOCK_SECS=$(( DURATION + 600 ))
   > "$DATA/mock.out" 2> "$DATA/mock.log" & MOCK=$!
 PIDS+=("$MOCK")
 
-SERVER_ENV=(SUPABASE_JWT_SECRET="$SECRET" ECHO_DATA_DIR="$DATA" PORT="$PORT" RUST_LOG=warn
+SERVER_ENV=("${DB_ENV[@]}" SUPABASE_JWT_SECRET="$SECRET" ECHO_DATA_DIR="$DATA" PORT="$PORT" RUST_LOG=warn
   WS_RATE_PER_SEC=1000 WS_RATE_BURST=2000 DATABASE_POOL_SIZE="${DB_POOL:-16}"
   AI_PROVIDER=openai OPENAI_BASE_URL="http://127.0.0.1:$MOCK_PORT/v1" OPENAI_API_KEY=bench
   AI_MODEL=bench-model AI_MAX_CONCURRENT_PER_NODE=$(( REPLIES * 2 + 64 ))
@@ -124,6 +137,7 @@ if os.path.exists(mock_path):
 diff = chk.get("ttft_server_minus_direct_us", {})
 p = s["params"]
 print(json.dumps({
+    "database": "postgres" if os.environ.get("POSTGRES") == "1" else "sqlite",
     "replies": p.get("replies"), "watchers": p.get("watchers"), "tokens": p.get("tokens"),
     "token_rate": p.get("token_rate"), "duration_secs": p.get("duration_secs"),
     "max_in_flight": c.get("max_in_flight_seen"),

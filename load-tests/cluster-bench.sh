@@ -14,6 +14,8 @@
 # PG_SYNCHRONOUS_COMMIT (the benchmark database's synchronous_commit; default: the server's),
 # BASE_PORT (18800), LOAD_PROCS (load processes; default: enough for the sessions, at least
 # NODES), NO_REDIS=1 (one node with the in-process broker: the single-node baseline),
+# REDIS_CLUSTER=1 (a Redis Cluster of its own instead of REDIS_URL: three masters with a replica
+# each on ports CLUSTER_PORT..+5 (17100), and the CPU seconds and shard channels of each master),
 # SETUP_SECS (time given to connect before the window opens; default 15 + 1 per 600
 # sessions), PROFILE (release; `debug` for the test suite's smoke run), RESULTS
 # (load-tests/results), SKIP_BUILD=1, CARGO_TARGET_DIR (target).
@@ -41,6 +43,8 @@ if [ "${NO_REDIS:-0}" = 1 ]; then
 else
   BROKER_ENV=(REDIS_URL="$REDIS")
 fi
+CLUSTER_PORT="${CLUSTER_PORT:-17100}"
+SHARD_PORTS=()
 if [ "${SKIP_BUILD:-0}" != 1 ]; then
   FLAG=(); [ "$PROFILE" = release ] && FLAG=(--release)
   cargo build "${FLAG[@]}" -q --bin echo-server -p echo-server
@@ -59,6 +63,29 @@ cleanup() {
   rm -rf "$WORK"
 }
 trap cleanup EXIT
+
+if [ "${REDIS_CLUSTER:-0}" = 1 ]; then
+  SEEDS=()
+  for i in 0 1 2 3 4 5; do
+    P=$((CLUSTER_PORT + i)); mkdir -p "$WORK/redis-$P"
+    redis-server --port "$P" --bind 127.0.0.1 --cluster-enabled yes \
+      --cluster-port $((CLUSTER_PORT + 100 + i)) --cluster-config-file "$WORK/redis-$P/nodes.conf" \
+      --cluster-node-timeout 2000 --save "" --appendonly no --dir "$WORK/redis-$P" \
+      > "$WORK/redis-$P.log" 2>&1 &
+    PIDS+=($!); SEEDS+=("127.0.0.1:$P")
+  done
+  for i in 0 1 2 3 4 5; do
+    for _ in $(seq 1 50); do redis-cli -p $((CLUSTER_PORT + i)) ping >/dev/null 2>&1 && break; sleep 0.1; done
+  done
+  redis-cli --cluster create "${SEEDS[@]}" --cluster-replicas 1 --cluster-yes > "$WORK/cluster-create.log"
+  for _ in $(seq 1 100); do
+    redis-cli -p "$CLUSTER_PORT" cluster info | grep -q cluster_state:ok && break; sleep 0.2
+  done
+  # The masters, as the cluster sees them once it is made.
+  mapfile -t SHARD_PORTS < <(redis-cli -p "$CLUSTER_PORT" cluster nodes \
+    | awk '$3 ~ /master/ {split($2, a, "[:@]"); print a[2]}' | sort -n)
+  BROKER_ENV=(REDIS_URL="$(printf 'redis://%s,' "${SEEDS[@]}" | sed 's/,$//')" REDIS_CLUSTER=true)
+fi
 
 psql "$ADMIN" -qc "create database \"$DB\"" >/dev/null
 [ -n "${PG_SYNCHRONOUS_COMMIT:-}" ] &&
@@ -80,7 +107,8 @@ for i in $(seq 0 $((NODES - 1))); do
   for _ in $(seq 1 200); do curl -sf "${URLS[$i]}/" >/dev/null && break; sleep 0.1; done
 done
 
-REDIS_PID=$( [ ${#BROKER_ENV[@]} -gt 0 ] && pgrep -xo redis-server || true)
+REDIS_PID=$( [ ${#BROKER_ENV[@]} -gt 0 ] && [ ${#SHARD_PORTS[@]} = 0 ] && pgrep -xo redis-server || true)
+shard_pid() { pgrep -f "redis-server 127.0.0.1:$1 " | head -1; }
 cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
 rss_kib() { awk '/^VmRSS/ {print $2}' "/proc/$1/status" 2>/dev/null || echo 0; }
 HZ=$(getconf CLK_TCK)
@@ -106,6 +134,8 @@ done
 while [ "$(date +%s)" -lt "$START" ]; do sleep 0.2; done
 for i in "${!NODE_PIDS[@]}"; do NODE_CPU0[$i]=$(cpu_ticks "${NODE_PIDS[$i]}"); done
 REDIS_CPU0=$( [ -n "$REDIS_PID" ] && cpu_ticks "$REDIS_PID" || echo 0)
+declare -A SHARD_CPU0
+for P in "${SHARD_PORTS[@]}"; do SHARD_CPU0[$P]=$(cpu_ticks "$(shard_pid "$P")"); done
 PEAK_LOAD=0
 declare -A PEAK_RSS
 END=$(( START + DURATION ))
@@ -121,21 +151,29 @@ for i in "${!NODE_PIDS[@]}"; do
   NODE_CPU+=("$(python3 -c "print(round(($(cpu_ticks "${NODE_PIDS[$i]}") - ${NODE_CPU0[$i]}) / $HZ, 1))")")
 done
 REDIS_CPU=$( [ -n "$REDIS_PID" ] && python3 -c "print(round(($(cpu_ticks "$REDIS_PID") - $REDIS_CPU0) / $HZ, 1))" || echo null)
+SHARDS=""
+for P in "${SHARD_PORTS[@]}"; do
+  CPU=$(python3 -c "print(round(($(cpu_ticks "$(shard_pid "$P")") - ${SHARD_CPU0[$P]}) / $HZ, 1))")
+  CHANNELS=$(redis-cli -p "$P" pubsub shardchannels "$PREFIX:*" | grep -c . || true)
+  SHARDS="$SHARDS $P:$CPU:$CHANNELS"
+done
 FAILED=0
 for l in "${LOADERS[@]}"; do wait "$l" || FAILED=$((FAILED + 1)); done
 "${LOAD[@]}" merge "$WORK"/procs/p*.json --out "$RESULTS/$NAME.json" >/dev/null 2>"$WORK/merge.err" || { cat "$WORK/merge.err"; exit 1; }
 echo "summary: $RESULTS/$NAME.json"
 python3 - "$RESULTS/$NAME.json" "$ROOM" "$NODES" "$PROCS" "$SYNC" "$REDIS_CPU" "$PEAK_LOAD" \
-  "$FAILED" "${NODE_CPU[*]}" "$(for i in "${!NODE_PIDS[@]}"; do printf '%s ' "${PEAK_RSS[$i]:-0}"; done)" <<'PY'
+  "$FAILED" "${NODE_CPU[*]}" "$(for i in "${!NODE_PIDS[@]}"; do printf '%s ' "${PEAK_RSS[$i]:-0}"; done)" \
+  "$SHARDS" <<'PY'
 import json, sys
-path, room, nodes, procs, sync, redis_cpu, peak_load, failed, cpu, rss = sys.argv[1:]
+path, room, nodes, procs, sync, redis_cpu, peak_load, failed, cpu, rss, shards = sys.argv[1:]
 s = json.load(open(path))
 c, lat = s["counters"], s["latency"]["delivery"]["stats_us"]
 acked, delivered = c.get("acked", 0), c.get("delivered", 0)
 expected = acked * int(room)
 load = open("/proc/loadavg").read().split()[:3]
 print(json.dumps({
-    "nodes": int(nodes), "broker": "redis" if redis_cpu != "null" else "in-process",
+    "nodes": int(nodes),
+    "broker": "redis-cluster" if shards.strip() else "redis" if redis_cpu != "null" else "in-process",
     "load_processes": int(procs),
     "sessions_subscribed": c.get("sessions_subscribed"), "alive_at_end": c.get("alive_at_end"),
     "closed_by_server": c.get("closed_by_server", 0),
@@ -148,6 +186,10 @@ print(json.dumps({
     "node_cpu_secs": [float(x) for x in cpu.split()],
     "node_peak_rss_mib": [round(int(x) / 1024) for x in rss.split()],
     "redis_cpu_secs": None if redis_cpu == "null" else float(redis_cpu),
+    "redis_shards": [
+        {"port": int(p), "cpu_secs": float(c), "room_channels": int(n)}
+        for p, c, n in (x.split(":") for x in shards.split())
+    ],
     "synchronous_commit": sync, "load_processes_failed": int(failed),
     "loadavg_end": " ".join(load), "peak_load1": float(peak_load),
 }))
