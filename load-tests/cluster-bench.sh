@@ -15,7 +15,8 @@
 # BASE_PORT (18800), LOAD_PROCS (load processes; default: enough for the sessions, at least
 # NODES), NO_REDIS=1 (one node with the in-process broker: the single-node baseline),
 # REDIS_CLUSTER=1 (a Redis Cluster of its own instead of REDIS_URL: three masters with a replica
-# each on ports CLUSTER_PORT..+5 (17100), and the CPU seconds and shard channels of each master),
+# each on ports CLUSTER_PORT..+5 (17100); reports each master's CPU seconds and the number of
+# the deployment's channels (rooms, user feeds, node control) it serves),
 # SETUP_SECS (time given to connect before the window opens; default 15 + 1 per 600
 # sessions), PROFILE (release; `debug` for the test suite's smoke run), RESULTS
 # (load-tests/results), SKIP_BUILD=1, CARGO_TARGET_DIR (target).
@@ -78,8 +79,11 @@ if [ "${REDIS_CLUSTER:-0}" = 1 ]; then
     for _ in $(seq 1 50); do redis-cli -p $((CLUSTER_PORT + i)) ping >/dev/null 2>&1 && break; sleep 0.1; done
   done
   redis-cli --cluster create "${SEEDS[@]}" --cluster-replicas 1 --cluster-yes > "$WORK/cluster-create.log"
+  # Ready once the cluster is ok and the replicas have become replicas (three masters left).
   for _ in $(seq 1 100); do
-    redis-cli -p "$CLUSTER_PORT" cluster info | grep -q cluster_state:ok && break; sleep 0.2
+    redis-cli -p "$CLUSTER_PORT" cluster info | grep -q cluster_state:ok &&
+      [ "$(redis-cli -p "$CLUSTER_PORT" cluster nodes | awk '$3 ~ /master/' | wc -l)" = 3 ] && break
+    sleep 0.2
   done
   # The masters, as the cluster sees them once it is made.
   mapfile -t SHARD_PORTS < <(redis-cli -p "$CLUSTER_PORT" cluster nodes \
@@ -187,7 +191,7 @@ print(json.dumps({
     "node_peak_rss_mib": [round(int(x) / 1024) for x in rss.split()],
     "redis_cpu_secs": None if redis_cpu == "null" else float(redis_cpu),
     "redis_shards": [
-        {"port": int(p), "cpu_secs": float(c), "room_channels": int(n)}
+        {"port": int(p), "cpu_secs": float(c), "channels": int(n)}
         for p, c, n in (x.split(":") for x in shards.split())
     ],
     "synchronous_commit": sync, "load_processes_failed": int(failed),
