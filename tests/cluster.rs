@@ -777,6 +777,73 @@ async fn a_redis_cluster_master_killed_mid_traffic_loses_no_acked_message() {
     assert_eq!(m["message"]["seq"], ack["seq"], "{m}");
 }
 
+/// On a Redis Cluster of its own, the slot of a room's channel moves to another master while a
+/// member on node a sends (a reshard): the old master stops the nodes' subscriptions to it,
+/// they follow the channel again where it now lives, and the member on node b gets every acked
+/// message once, in order.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_redis_cluster_slot_moved_mid_traffic_loses_no_acked_message() {
+    let redis = RedisCluster::start();
+    let nodes = cluster_at(2, &redis.url(), Redis::Cluster.env(), &[]).await;
+    for n in &nodes {
+        broker_ready(n).await;
+    }
+    let (alice, bob) = (TestUser::new(), TestUser::new());
+    let chat = chat_with(&nodes[0], &alice, &[&bob]).await;
+    let mut watcher = WsClient::connect(&nodes[1], &bob.token).await;
+    subscribe(&mut watcher, &chat).await;
+    let total = 60;
+    let port = nodes[0].port;
+    let (token, send_chat) = (alice.token.clone(), chat.clone());
+    let sending = tokio::spawn(async move {
+        let mut c = WsClient::connect_port(port, &token).await;
+        c.subscribe(&send_chat).await;
+        let mut acked = Vec::new();
+        for i in 0..total {
+            let ack = c
+                .request(
+                    json!({"type": "send", "chat_id": send_chat, "content": format!("m{i}")}),
+                    &format!("m{i}"),
+                )
+                .await;
+            assert_eq!(ack["type"], "ack", "{ack}");
+            acked.push(ack["seq"].as_i64().unwrap());
+            tokio::time::sleep(Duration::from_millis(40)).await;
+        }
+        acked
+    });
+    tokio::time::sleep(Duration::from_millis(800)).await;
+    let tag = format!("{{room:{chat}}}");
+    let (from, to) = redis.move_slot_of(&tag);
+    assert_eq!(
+        redis.owner(&tag),
+        Some(to),
+        "the slot moved from {from} to {to}"
+    );
+    let acked = sending.await.unwrap();
+    let mut seen = Vec::new();
+    assert!(collect(&mut watcher, &mut seen, total).await);
+    assert!(
+        seen.windows(2).all(|w| w[0] < w[1]),
+        "every message once, in seq order: {seen:?}"
+    );
+    assert_eq!(
+        seen, acked,
+        "every acked message reached the member on node b"
+    );
+    // Live delivery goes through the slot's new master.
+    let mut a = WsClient::connect(&nodes[0], &alice.token).await;
+    subscribe(&mut a, &chat).await;
+    let ack = a
+        .request(
+            json!({"type": "send", "chat_id": chat, "content": "after"}),
+            "after",
+        )
+        .await;
+    let m = watcher.next_of("message").await;
+    assert_eq!(m["message"]["seq"], ack["seq"], "{m}");
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn a_video_job_on_one_node_reports_progress_to_its_owner_on_another() {
     let db = fresh_postgres_database().await;

@@ -111,6 +111,53 @@ impl RedisCluster {
         });
     }
 
+    /// Moves `key`'s slot, with its keys, from its master to another master (what
+    /// `redis-cli --cluster reshard` does for one slot); returns (from, to) ports.
+    pub fn move_slot_of(&self, key: &str) -> (u16, u16) {
+        let from = self.owner(key).expect("every slot has a master");
+        let masters: Vec<u16> = cli(from, &["cluster", "nodes"])
+            .lines()
+            .filter(|l| {
+                l.split_whitespace()
+                    .nth(2)
+                    .is_some_and(|f| f.contains("master"))
+            })
+            .filter_map(|l| {
+                let addr = l.split_whitespace().nth(1)?;
+                addr.split('@').next()?.rsplit(':').next()?.parse().ok()
+            })
+            .collect();
+        let to = *masters
+            .iter()
+            .find(|p| **p != from)
+            .expect("another master");
+        let slot = cli(from, &["cluster", "keyslot", key]).trim().to_string();
+        let id = |port: u16| cli(port, &["cluster", "myid"]).trim().to_string();
+        let (from_id, to_id) = (id(from), id(to));
+        cli(to, &["cluster", "setslot", &slot, "importing", &from_id]);
+        cli(from, &["cluster", "setslot", &slot, "migrating", &to_id]);
+        let keys = cli(from, &["cluster", "getkeysinslot", &slot, "1000"]);
+        let keys: Vec<&str> = keys.lines().filter(|k| !k.is_empty()).collect();
+        if !keys.is_empty() {
+            let port = to.to_string();
+            let mut args = vec![
+                "migrate",
+                "127.0.0.1",
+                port.as_str(),
+                "",
+                "0",
+                "5000",
+                "KEYS",
+            ];
+            args.extend(keys);
+            cli(from, &args);
+        }
+        for port in masters {
+            cli(port, &["cluster", "setslot", &slot, "node", &to_id]);
+        }
+        (from, to)
+    }
+
     fn live_port(&self) -> u16 {
         self.ports
             .iter()
