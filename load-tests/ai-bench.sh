@@ -13,7 +13,9 @@
 # CARGO_TARGET_DIR (binaries are taken from there), SKIP_BUILD=1 (use the binaries as they are),
 # ECHO_BIN (run that echo-server instead, to compare two builds in one sitting), POSTGRES=1
 # (a fresh Postgres database instead of SQLite, on DATABASE_ADMIN_URL
-# (postgres://postgres@127.0.0.1:5432/postgres), with PG_SYNCHRONOUS_COMMIT if set).
+# (postgres://postgres@127.0.0.1:5432/postgres), with PG_SYNCHRONOUS_COMMIT if set),
+# SERVER_CPUS / CLIENT_CPUS (taskset lists: pin the server, and the mock with the load
+# generator, e.g. 1 and 0 on a 2-core machine, so they do not take turns on one core).
 # The result includes the server's own account of where a reply's start-up went
 # (`echo_ai_start_seconds` by stage: mean and count).
 # Prints the load generator's summary path and a one-line JSON result with the machine load.
@@ -53,9 +55,12 @@ fi
 
 # Long enough for seeding + setup + the window + the replies in flight; the mock then exits.
 MOCK_SECS=$(( DURATION + 600 ))
-"$BIN/echo-load" openai-mock --port "$MOCK_PORT" --tokens "$TOKENS" --rate "$RATE" \
+CLIENT_PIN=(); [ -n "${CLIENT_CPUS:-}" ] && CLIENT_PIN=(taskset -c "$CLIENT_CPUS")
+SERVER_PIN=(); [ -n "${SERVER_CPUS:-}" ] && SERVER_PIN=(taskset -c "$SERVER_CPUS")
+"${CLIENT_PIN[@]}" "$BIN/echo-load" openai-mock --port "$MOCK_PORT" --tokens "$TOKENS" --rate "$RATE" \
   --first-token-ms "$FIRST_TOKEN_MS" --duration "$MOCK_SECS" --out "${OUT%.json}.mock.json" \
   > "$DATA/mock.out" 2> "$DATA/mock.log" & MOCK=$!
+
 PIDS+=("$MOCK")
 
 SERVER_ENV=("${DB_ENV[@]}" SUPABASE_JWT_SECRET="$SECRET" ECHO_DATA_DIR="$DATA" PORT="$PORT" RUST_LOG=warn
@@ -63,7 +68,7 @@ SERVER_ENV=("${DB_ENV[@]}" SUPABASE_JWT_SECRET="$SECRET" ECHO_DATA_DIR="$DATA" P
   AI_PROVIDER=openai OPENAI_BASE_URL="http://127.0.0.1:$MOCK_PORT/v1" OPENAI_API_KEY=bench
   AI_MODEL=bench-model AI_MAX_CONCURRENT_PER_NODE=$(( REPLIES * 2 + 64 ))
   AI_MAX_CONCURRENT_PER_USER=8)
-env "${SERVER_ENV[@]}" "${ECHO_BIN:-$BIN/echo-server}" serve > "$DATA/server.log" 2>&1 & SERVER=$!
+"${SERVER_PIN[@]}" env "${SERVER_ENV[@]}" "${ECHO_BIN:-$BIN/echo-server}" serve > "$DATA/server.log" 2>&1 & SERVER=$!
 PIDS+=("$SERVER")
 up=0
 for _ in $(seq 1 150); do
@@ -84,7 +89,7 @@ cpu_ticks() { awk '{print $14 + $15}' "/proc/$1/stat" 2>/dev/null || echo 0; }
 PIDS+=("$SAMPLER")
 S0=$(cpu_ticks "$SERVER"); M0=$(cpu_ticks "$MOCK")
 set +e
-/usr/bin/time -f '%U %S' -o "$DATA/loadgen.time" \
+/usr/bin/time -f '%U %S' -o "$DATA/loadgen.time" "${CLIENT_PIN[@]}" \
   "$BIN/echo-load" ws ai --url "http://127.0.0.1:$PORT" --secret "$SECRET" \
   --replies "$REPLIES" --watchers "$WATCHERS" --tokens "$TOKENS" --token-rate "$RATE" \
   --duration "$DURATION" ${RAMP:+--ramp "$RAMP"} \

@@ -143,10 +143,16 @@ for P in "${SHARD_PORTS[@]}"; do SHARD_CPU0[$P]=$(cpu_ticks "$(shard_pid "$P")")
 PEAK_LOAD=0
 declare -A PEAK_RSS
 END=$(( START + DURATION ))
+# Every node's RSS (MiB) at the start of the window and after each further minute.
+RSS_MINUTES=""; NEXT_SAMPLE=$START
 while [ "$(date +%s)" -lt "$END" ]; do
   for i in "${!NODE_PIDS[@]}"; do
     R=$(rss_kib "${NODE_PIDS[$i]}"); [ "$R" -gt "${PEAK_RSS[$i]:-0}" ] && PEAK_RSS[$i]=$R
   done
+  if [ "$(date +%s)" -ge "$NEXT_SAMPLE" ]; then
+    ROW=""; for i in "${!NODE_PIDS[@]}"; do ROW="$ROW,$(( $(rss_kib "${NODE_PIDS[$i]}") / 1024 ))"; done
+    RSS_MINUTES="$RSS_MINUTES ${ROW#,}"; NEXT_SAMPLE=$(( NEXT_SAMPLE + 60 ))
+  fi
   L=$(cut -d' ' -f1 /proc/loadavg); PEAK_LOAD=$(python3 -c "print(max($PEAK_LOAD, $L))")
   sleep 1
 done
@@ -167,9 +173,9 @@ for l in "${LOADERS[@]}"; do wait "$l" || FAILED=$((FAILED + 1)); done
 echo "summary: $RESULTS/$NAME.json"
 python3 - "$RESULTS/$NAME.json" "$ROOM" "$NODES" "$PROCS" "$SYNC" "$REDIS_CPU" "$PEAK_LOAD" \
   "$FAILED" "${NODE_CPU[*]}" "$(for i in "${!NODE_PIDS[@]}"; do printf '%s ' "${PEAK_RSS[$i]:-0}"; done)" \
-  "$SHARDS" <<'PY'
+  "$SHARDS" "$RSS_MINUTES" <<'PY'
 import json, sys
-path, room, nodes, procs, sync, redis_cpu, peak_load, failed, cpu, rss, shards = sys.argv[1:]
+path, room, nodes, procs, sync, redis_cpu, peak_load, failed, cpu, rss, shards, minutes = sys.argv[1:]
 s = json.load(open(path))
 c, lat = s["counters"], s["latency"]["delivery"]["stats_us"]
 acked, delivered = c.get("acked", 0), c.get("delivered", 0)
@@ -189,6 +195,7 @@ print(json.dumps({
     "seq_missing": c.get("seq_missing", 0), "error_frames": c.get("error_frames", 0),
     "node_cpu_secs": [float(x) for x in cpu.split()],
     "node_peak_rss_mib": [round(int(x) / 1024) for x in rss.split()],
+    "node_rss_mib_each_minute": [[int(v) for v in row.split(",")] for row in minutes.split()],
     "redis_cpu_secs": None if redis_cpu == "null" else float(redis_cpu),
     "redis_shards": [
         {"port": int(p), "cpu_secs": float(c), "channels": int(n)}
