@@ -311,6 +311,35 @@ async fn clients_of_a_killed_node_reconnect_elsewhere_and_miss_nothing(redis: Re
     );
 }
 
+/// `sender` sends `total` messages to `chat` on `node` from a socket of its own, one every
+/// `pause`, each acked; the task returns the acked seqs.
+fn send_paced(
+    node: &TestApp,
+    sender: &TestUser,
+    chat: &str,
+    total: usize,
+    pause: Duration,
+) -> tokio::task::JoinHandle<Vec<i64>> {
+    let (port, token, chat) = (node.port, sender.token.clone(), chat.to_string());
+    tokio::spawn(async move {
+        let mut c = WsClient::connect_port(port, &token).await;
+        c.subscribe(&chat).await;
+        let mut acked = Vec::new();
+        for i in 0..total {
+            let ack = c
+                .request(
+                    json!({"type": "send", "chat_id": chat, "content": format!("p{i}")}),
+                    &format!("p{i}"),
+                )
+                .await;
+            assert_eq!(ack["type"], "ack", "{ack}");
+            acked.push(ack["seq"].as_i64().unwrap());
+            tokio::time::sleep(pause).await;
+        }
+        acked
+    })
+}
+
 async fn restarting_redis_during_traffic_loses_no_persisted_message(mode: Redis) {
     let mut redis = RedisServer::start();
     let nodes = cluster_at(2, &redis.url(), mode.env(), &[]).await;
@@ -322,26 +351,7 @@ async fn restarting_redis_during_traffic_loses_no_persisted_message(mode: Redis)
     let mut watcher = WsClient::connect(&nodes[1], &bob.token).await;
     subscribe(&mut watcher, &chat).await;
     let total = 80;
-    let sender_app_port = nodes[0].port;
-    let token = alice.token.clone();
-    let send_chat = chat.clone();
-    let sending = tokio::spawn(async move {
-        let mut c = WsClient::connect_port(sender_app_port, &token).await;
-        c.subscribe(&send_chat).await;
-        let mut acked = Vec::new();
-        for i in 0..total {
-            let ack = c
-                .request(
-                    json!({"type": "send", "chat_id": send_chat, "content": format!("r{i}")}),
-                    &format!("r{i}"),
-                )
-                .await;
-            assert_eq!(ack["type"], "ack");
-            acked.push(ack["seq"].as_i64().unwrap());
-            tokio::time::sleep(Duration::from_millis(25)).await;
-        }
-        acked
-    });
+    let sending = send_paced(&nodes[0], &alice, &chat, total, Duration::from_millis(25));
     tokio::time::sleep(Duration::from_millis(600)).await;
     redis.stop();
     // While Redis is down both nodes keep serving their own sessions.
@@ -716,25 +726,7 @@ async fn a_redis_cluster_change_mid_traffic_loses_no_acked_message(
     let chat = chat_with(&nodes[0], &alice, &[&bob]).await;
     let mut watcher = WsClient::connect(&nodes[1], &bob.token).await;
     subscribe(&mut watcher, &chat).await;
-    let port = nodes[0].port;
-    let (token, send_chat) = (alice.token.clone(), chat.clone());
-    let sending = tokio::spawn(async move {
-        let mut c = WsClient::connect_port(port, &token).await;
-        c.subscribe(&send_chat).await;
-        let mut acked = Vec::new();
-        for i in 0..total {
-            let ack = c
-                .request(
-                    json!({"type": "send", "chat_id": send_chat, "content": format!("f{i}")}),
-                    &format!("f{i}"),
-                )
-                .await;
-            assert_eq!(ack["type"], "ack", "{ack}");
-            acked.push(ack["seq"].as_i64().unwrap());
-            tokio::time::sleep(Duration::from_millis(40)).await;
-        }
-        acked
-    });
+    let sending = send_paced(&nodes[0], &alice, &chat, total, Duration::from_millis(40));
     tokio::time::sleep(Duration::from_millis(600)).await;
     // The room's channel and keys share the hash tag `room:<chat>`, so this is their shard.
     change(&mut redis, &format!("{{room:{chat}}}"));
