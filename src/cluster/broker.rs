@@ -18,7 +18,7 @@ use serde::{Deserialize, Serialize};
 use tokio::sync::{mpsc, oneshot};
 use uuid::Uuid;
 
-use super::endpoint::{Commands, Endpoint};
+use super::endpoint::{resp3, Commands, Endpoint};
 use super::presence::ClusterPresence;
 use super::replies::{self, Control, Mirror};
 use super::shards::ShardFeed;
@@ -459,12 +459,7 @@ impl Feed {
             let (sink, stream) = client.get_async_pubsub().await?.split();
             return Ok(Feed::Classic { sink, stream });
         }
-        let info = client.get_connection_info().clone();
-        let resp3 = info
-            .redis_settings()
-            .clone()
-            .set_protocol(redis::ProtocolVersion::RESP3);
-        let info = info.set_redis_settings(resp3);
+        let info = resp3(client.get_connection_info().clone());
         let config = redis::AsyncConnectionConfig::new().set_push_sender(tx);
         let conn = redis::Client::open(info)?
             .get_multiplexed_async_connection_with_config(&config)

@@ -52,6 +52,15 @@ impl Endpoint {
     }
 }
 
+/// `info` speaking RESP3, whose push messages carry sharded pub/sub.
+pub fn resp3(info: redis::ConnectionInfo) -> redis::ConnectionInfo {
+    let settings = info
+        .redis_settings()
+        .clone()
+        .set_protocol(redis::ProtocolVersion::RESP3);
+    info.set_redis_settings(settings)
+}
+
 /// The seed URLs of a comma-separated `REDIS_URL` (`host:port` gets `redis://`).
 fn seeds(url: &str) -> Vec<String> {
     url.split(',')

@@ -16,7 +16,7 @@ use redis::aio::MultiplexedConnection;
 use redis::{ConnectionAddr, ConnectionInfo, IntoConnectionInfo, PushInfo, RedisResult, Value};
 use tokio::sync::mpsc;
 
-use super::endpoint::Endpoint;
+use super::endpoint::{resp3, Endpoint};
 
 /// The slots a master serves.
 struct Range {
@@ -50,15 +50,10 @@ impl ShardFeed {
             .arg("SLOTS")
             .query_async(&mut commands)
             .await?;
-        let template = seed.into_connection_info()?;
-        let resp3 = template
-            .redis_settings()
-            .clone()
-            .set_protocol(redis::ProtocolVersion::RESP3);
         Ok(ShardFeed {
             slots: ranges(&reply),
             masters: HashMap::new(),
-            template: template.set_redis_settings(resp3),
+            template: resp3(seed.into_connection_info()?),
             pushes,
         })
     }
