@@ -46,7 +46,7 @@ impl Redis {
 }
 
 /// Starts `n` nodes sharing a fresh database and `redis`, isolated from other tests by a
-/// channel prefix of their own.
+/// channel prefix of their own; returns once every node's broker is connected.
 async fn cluster(n: usize, redis: Redis) -> Vec<TestApp> {
     cluster_with(n, redis, &[]).await
 }
@@ -76,6 +76,9 @@ async fn cluster_at(
         env.extend_from_slice(mode);
         env.extend_from_slice(extra);
         nodes.push(spawn_on_database(&db, &env).await);
+    }
+    for n in &nodes {
+        broker_ready(n).await;
     }
     nodes
 }
@@ -124,9 +127,6 @@ async fn chat_with(app: &TestApp, owner: &TestUser, members: &[&TestUser]) -> St
 
 async fn a_message_sent_on_one_node_reaches_members_on_the_others_in_seq_order(redis: Redis) {
     let nodes = cluster(3, redis).await;
-    for n in &nodes {
-        broker_ready(n).await;
-    }
     let (alice, bob, carol) = (TestUser::new(), TestUser::new(), TestUser::new());
     let chat = chat_with(&nodes[0], &alice, &[&bob, &carol]).await;
     let mut a = WsClient::connect(&nodes[0], &alice.token).await;
@@ -161,9 +161,6 @@ async fn a_message_sent_on_one_node_reaches_members_on_the_others_in_seq_order(r
 
 async fn twenty_senders_on_three_nodes_produce_the_same_order_at_every_receiver(redis: Redis) {
     let nodes = cluster(3, redis).await;
-    for n in &nodes {
-        broker_ready(n).await;
-    }
     let owner = TestUser::new();
     let senders: Vec<TestUser> = (0..20).map(|_| TestUser::new()).collect();
     let refs: Vec<&TestUser> = senders.iter().collect();
@@ -220,9 +217,6 @@ async fn twenty_senders_on_three_nodes_produce_the_same_order_at_every_receiver(
 
 async fn typing_and_chat_changes_cross_nodes(redis: Redis) {
     let nodes = cluster(2, redis).await;
-    for n in &nodes {
-        broker_ready(n).await;
-    }
     let (chat, alice, _, mut a, mut b) = alice_and_bob_across(&nodes).await;
     a.send(json!({"type": "typing", "chat_id": chat})).await;
     assert_eq!(b.next_of("typing").await["user_id"], alice.id.to_string());
@@ -258,9 +252,6 @@ async fn collect(c: &mut WsClient, seen: &mut Vec<i64>, want: usize) -> bool {
 
 async fn clients_of_a_killed_node_reconnect_elsewhere_and_miss_nothing(redis: Redis) {
     let mut nodes = cluster(3, redis).await;
-    for n in &nodes {
-        broker_ready(n).await;
-    }
     let (alice, bob) = (TestUser::new(), TestUser::new());
     let chat = chat_with(&nodes[0], &alice, &[&bob]).await;
     let mut sender = WsClient::connect(&nodes[0], &alice.token).await;
@@ -343,9 +334,6 @@ fn send_paced(
 async fn restarting_redis_during_traffic_loses_no_persisted_message(mode: Redis) {
     let mut redis = RedisServer::start();
     let nodes = cluster_at(2, &redis.url(), mode.env(), &[]).await;
-    for n in &nodes {
-        broker_ready(n).await;
-    }
     let (alice, bob) = (TestUser::new(), TestUser::new());
     let chat = chat_with(&nodes[0], &alice, &[&bob]).await;
     let mut watcher = WsClient::connect(&nodes[1], &bob.token).await;
@@ -479,28 +467,14 @@ async fn ai_cluster_with(
     tokens: &str,
     extra: &[(&str, &str)],
 ) -> Vec<TestApp> {
-    let db = fresh_postgres_database().await;
-    let prefix = format!("t{}", uuid::Uuid::new_v4().simple());
-    let url = redis.url();
-    let mut nodes = Vec::new();
-    for node in ["node-a", "node-b"] {
-        let mut env = vec![
-            ("REDIS_URL", url.as_str()),
-            ("REDIS_CHANNEL_PREFIX", prefix.as_str()),
-            ("ECHO_NODE_ID", node),
-            ("AI_PROVIDER", "dev"),
-            ("AI_DEV_TOKENS_PER_SEC", per_sec),
-            ("AI_DEV_FIRST_TOKEN_MS", "10"),
-            ("AI_DEV_REPLY_TOKENS", tokens),
-        ];
-        env.extend_from_slice(redis.env());
-        env.extend_from_slice(extra);
-        nodes.push(spawn_on_database(&db, &env).await);
-    }
-    for n in &nodes {
-        broker_ready(n).await;
-    }
-    nodes
+    let mut env = vec![
+        ("AI_PROVIDER", "dev"),
+        ("AI_DEV_TOKENS_PER_SEC", per_sec),
+        ("AI_DEV_FIRST_TOKEN_MS", "10"),
+        ("AI_DEV_REPLY_TOKENS", tokens),
+    ];
+    env.extend_from_slice(extra);
+    cluster_with(2, redis, &env).await
 }
 
 /// Prompts on `c` and returns the generation id from the ack.
@@ -719,13 +693,7 @@ async fn a_redis_cluster_change_mid_traffic_loses_no_acked_message(
 ) {
     let mut redis = RedisCluster::start();
     let nodes = cluster_at(2, &redis.url(), Redis::Cluster.env(), &[]).await;
-    for n in &nodes {
-        broker_ready(n).await;
-    }
-    let (alice, bob) = (TestUser::new(), TestUser::new());
-    let chat = chat_with(&nodes[0], &alice, &[&bob]).await;
-    let mut watcher = WsClient::connect(&nodes[1], &bob.token).await;
-    subscribe(&mut watcher, &chat).await;
+    let (chat, alice, _, mut a, mut watcher) = alice_and_bob_across(&nodes).await;
     let sending = send_paced(&nodes[0], &alice, &chat, total, Duration::from_millis(40));
     tokio::time::sleep(Duration::from_millis(600)).await;
     // The room's channel and keys share the hash tag `room:<chat>`, so this is their shard.
@@ -745,8 +713,6 @@ async fn a_redis_cluster_change_mid_traffic_loses_no_acked_message(
         broker_ready(n).await;
     }
     // Live delivery works again through the shard's new master.
-    let mut a = WsClient::connect(&nodes[0], &alice.token).await;
-    subscribe(&mut a, &chat).await;
     let ack = a
         .request(
             json!({"type": "send", "chat_id": chat, "content": "after"}),

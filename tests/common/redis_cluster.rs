@@ -117,15 +117,7 @@ impl RedisCluster {
         let from = self.owner(key).expect("every slot has a master");
         let masters: Vec<u16> = cli(from, &["cluster", "nodes"])
             .lines()
-            .filter(|l| {
-                l.split_whitespace()
-                    .nth(2)
-                    .is_some_and(|f| f.contains("master"))
-            })
-            .filter_map(|l| {
-                let addr = l.split_whitespace().nth(1)?;
-                addr.split('@').next()?.rsplit(':').next()?.parse().ok()
-            })
+            .filter_map(master_port)
             .collect();
         let to = *masters
             .iter()
@@ -177,22 +169,27 @@ impl Drop for RedisCluster {
     }
 }
 
-/// The master port of a `CLUSTER NODES` line if it serves `slot`.
-fn serving(line: &str, slot: u16) -> Option<u16> {
+/// The port of a `CLUSTER NODES` line's server if it is a master not seen failing.
+fn master_port(line: &str) -> Option<u16> {
     let fields: Vec<&str> = line.split_whitespace().collect();
     let flags = fields.get(2)?;
     if !flags.contains("master") || flags.contains("fail") {
         return None;
     }
-    let port = fields
+    fields
         .get(1)?
         .split('@')
         .next()?
         .rsplit(':')
         .next()?
         .parse()
-        .ok()?;
-    let serves = fields.iter().skip(8).any(|range| {
+        .ok()
+}
+
+/// The master port of a `CLUSTER NODES` line if it serves `slot`.
+fn serving(line: &str, slot: u16) -> Option<u16> {
+    let port = master_port(line)?;
+    let serves = line.split_whitespace().skip(8).any(|range| {
         let mut ends = range.split('-');
         let (Some(lo), hi) = (ends.next(), ends.next()) else {
             return false;
