@@ -432,6 +432,7 @@ async fn connect_tcp(ctx: &Ctx, ip_hint: usize) -> Result<TcpStream> {
         TcpSocket::new_v6()?
     };
     if let Some(ip) = ctx.pick_ip(ip_hint) {
+        defer_port_choice(&sock);
         sock.bind(std::net::SocketAddr::new(ip, 0))
             .with_context(|| format!("bind {ip}:0"))?;
     }
@@ -442,6 +443,31 @@ async fn connect_tcp(ctx: &Ctx, ip_hint: usize) -> Result<TcpStream> {
     s.set_nodelay(true)?;
     Ok(s)
 }
+
+/// Lets `connect()` pick the source port of a socket bound to an address with port 0
+/// (`IP_BIND_ADDRESS_NO_PORT`). Without it `bind()` reserves a port on that address for every
+/// destination at once: with tens of thousands of sessions per source address the kernel scans
+/// an almost full port range on each bind, and the load generator, not the server, sets the
+/// pace of a large setup. With it a port only has to be free towards this one server.
+#[cfg(target_os = "linux")]
+fn defer_port_choice(sock: &TcpSocket) {
+    use std::os::fd::AsRawFd;
+    let on: libc::c_int = 1;
+    // SAFETY: a valid socket descriptor and a c_int option value of the right size. Refused
+    // (an old kernel), the bind still works, with the slower port search.
+    let _ = unsafe {
+        libc::setsockopt(
+            sock.as_raw_fd(),
+            libc::IPPROTO_IP,
+            libc::IP_BIND_ADDRESS_NO_PORT,
+            (&on as *const libc::c_int).cast(),
+            std::mem::size_of::<libc::c_int>() as libc::socklen_t,
+        )
+    };
+}
+
+#[cfg(not(target_os = "linux"))]
+fn defer_port_choice(_: &TcpSocket) {}
 
 /// Checks that the first frame is `welcome`; the first one seen is kept for the summary.
 fn check_welcome(ctx: &Ctx, first: &str) -> Result<()> {
