@@ -557,6 +557,9 @@ async fn concurrency_limits_answer_429_over_rest_and_rate_limited_over_websocket
     assert_eq!(second.status(), 200);
     let res = post_stream(&app, "/chat", &carol.token, &v4_body(&c_chat, "1")).await;
     assert_eq!(res.status(), 429, "the node is full");
+    // A chat the caller may not see does not exist, whatever the load (404 before 429).
+    let res = post_stream(&app, "/chat", &carol.token, &v4_body(&a_chat, "peek")).await;
+    assert_eq!(res.status(), 404, "another user's chat, node full");
     // Refused prompts store nothing.
     assert_eq!(stored(&app, &a_chat).await.len(), 1);
     assert!(stored(&app, &c_chat).await.is_empty());
@@ -564,6 +567,14 @@ async fn concurrency_limits_answer_429_over_rest_and_rate_limited_over_websocket
     body_text(first).await;
     body_text(second).await;
     wait_idle(&app).await;
+    // Admitted, then refused by the prompt's own membership check: 404, and the place taken
+    // for it comes back (Carol's limit is one reply).
+    let res = post_stream(&app, "/chat", &carol.token, &v4_body(&b_chat, "peek")).await;
+    assert_eq!(res.status(), 404, "another user's chat, node idle");
+    assert!(stored(&app, &b_chat)
+        .await
+        .iter()
+        .all(|m| m.content != "peek"));
     let res = post_stream(&app, "/chat", &carol.token, &v4_body(&c_chat, "again")).await;
     assert_eq!(res.status(), 200);
     body_text(res).await;

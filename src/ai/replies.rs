@@ -12,7 +12,7 @@ use uuid::Uuid;
 use super::cluster::{ReplyCluster, RoomWatch};
 use super::generation::{Generation, Launch};
 use super::messages::StreamUpdate;
-use super::registry::{GenerationRegistry, LiveGeneration, Permit, Snapshot};
+use super::registry::{GenerationRegistry, LiveGeneration, Permit, Refusal, Snapshot};
 use super::AiProvider;
 use crate::broker::Broker;
 use crate::chat::service::PostMessage;
@@ -108,19 +108,31 @@ impl Replies {
                 .observe(since.elapsed().as_secs_f64());
         };
         let model = self.choose_model(prompt.model.as_deref())?;
-        // 404 before 429: a chat the caller may not see does not exist, whatever the load.
-        self.chats
-            .check_member(prompt.user_id, prompt.chat_id)
-            .await?;
-        let permit = self.registry.admit(prompt.user_id)?;
+        // Storing the prompt checks membership (404 for a chat the caller may not see); a
+        // refusal checks it first, so that such a chat does not exist whatever the load
+        // (404 before 429) while an admitted prompt costs no separate membership read.
+        let refuse = |refusal: Refusal| async move {
+            self.chats
+                .check_member(prompt.user_id, prompt.chat_id)
+                .await?;
+            Err(ApiError::from(refusal))
+        };
+        let permit = match self.registry.admit(prompt.user_id) {
+            Ok(permit) => permit,
+            Err(refusal) => return refuse(refusal).await,
+        };
         // In a cluster the per-user limit counts the user's replies on every node.
         let permit = match self
             .cluster
             .admit_user(prompt.user_id, self.settings.max_concurrent_per_user)
-            .await?
+            .await
         {
-            Some(cluster) => Permit::new(move || drop((permit, cluster))),
-            None => permit,
+            Ok(Some(cluster)) => Permit::new(move || drop((permit, cluster))),
+            Ok(None) => permit,
+            Err(refusal) => {
+                drop(permit);
+                return refuse(refusal).await;
+            }
         };
         stage("admit", begun);
         let admitted = std::time::Instant::now();
