@@ -637,6 +637,52 @@ async fn the_per_user_reply_limit_counts_the_users_replies_on_every_node(redis: 
     assert_eq!(answer["type"], "ack", "{answer}");
 }
 
+/// A prompt is admitted before it is stored, and storing it checks membership: a prompt into a
+/// chat the user may not see is answered `not_found`, and the place it took in the cluster-wide
+/// per-user count comes back, so a user who probes other chats is not locked out of her own.
+async fn a_prompt_into_a_chat_one_may_not_see_gives_its_place_back_on_every_node(redis: Redis) {
+    let limit = [("AI_MAX_CONCURRENT_PER_USER", "1")];
+    let nodes = ai_cluster_with(redis, "200", "20", &limit).await;
+    let (chat, alice, _, _a, _b) = alice_and_bob_across(&nodes).await;
+    let carol = TestUser::new();
+    nodes[0].touch(&carol.token).await;
+    let own = chat_with(&nodes[1], &carol, &[]).await;
+    // A socket cannot prompt into a chat it could not subscribe to; REST can try.
+    for _ in 0..5 {
+        let body = common::ai::v4_body(&chat, "peek");
+        let res = common::ai::post_stream(&nodes[0], "/chat", &carol.token, &body).await;
+        assert_eq!(res.status(), 404);
+    }
+    // Her own chat, through node b: her one place is free again (the count is shared through
+    // Redis and given back as each probe ends, so allow it a moment).
+    let mut tab = WsClient::connect(&nodes[1], &carol.token).await;
+    subscribe(&mut tab, &own).await;
+    let mine = json!({"type": "prompt", "chat_id": own, "content": "mine"});
+    let mut answer = serde_json::Value::Null;
+    for attempt in 0..50 {
+        answer = tab.request(mine.clone(), &format!("p{attempt}")).await;
+        if answer["type"] == "ack" {
+            break;
+        }
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    assert_eq!(answer["type"], "ack", "{answer}");
+    // Nothing of the probes was stored in Alice's chat.
+    let page: serde_json::Value = nodes[1]
+        .get(&format!("/chats/{chat}/messages/"), Some(&alice.token))
+        .await
+        .json()
+        .await
+        .unwrap();
+    assert!(
+        page.as_array()
+            .unwrap()
+            .iter()
+            .all(|m| m["content"] != "peek"),
+        "{page}"
+    );
+}
+
 async fn a_rest_client_resumes_on_another_node_the_reply_running_on_the_first(redis: Redis) {
     let nodes = ai_cluster(redis, "60", "80").await;
     let (chat, alice, _, mut a, _) = alice_and_bob_across(&nodes).await;
@@ -859,6 +905,7 @@ on_every_redis!(
     a_late_subscriber_on_another_node_gets_the_reply_so_far_then_the_rest,
     cancel_from_another_node_stops_the_reply_where_it_runs,
     the_per_user_reply_limit_counts_the_users_replies_on_every_node,
+    a_prompt_into_a_chat_one_may_not_see_gives_its_place_back_on_every_node,
     a_rest_client_resumes_on_another_node_the_reply_running_on_the_first,
 );
 
