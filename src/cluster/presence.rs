@@ -95,16 +95,24 @@ impl ClusterPresence {
     pub async fn others(&self, chat_id: Uuid) -> redis::RedisResult<HashSet<Uuid>> {
         let mut c = self.conn().await?;
         let fields: HashMap<String, String> = c.hgetall(self.room_key(chat_id)).await?;
+        let others: Vec<(String, String)> = fields
+            .into_iter()
+            .filter(|(node, _)| *node != self.node_id)
+            .collect();
+        // One liveness check per other node, all in flight at once (one round trip, not one
+        // per node).
+        let checks = others.iter().map(|(node, _)| {
+            let mut c = c.clone();
+            let key = self.node_key(node);
+            async move { c.exists::<_, bool>(key).await }
+        });
+        let alive = futures_util::future::try_join_all(checks).await?;
         let mut users = HashSet::new();
-        for (node, list) in fields {
-            if node == self.node_id {
-                continue;
-            }
-            let alive: bool = c.exists(self.node_key(&node)).await?;
+        for ((_, list), alive) in others.iter().zip(alive) {
             if !alive {
                 continue;
             }
-            if let Ok(ids) = serde_json::from_str::<Vec<Uuid>>(&list) {
+            if let Ok(ids) = serde_json::from_str::<Vec<Uuid>>(list) {
                 users.extend(ids);
             }
         }
