@@ -593,18 +593,10 @@ async fn cancel_from_another_node_stops_the_reply_where_it_runs(redis: Redis) {
         seen_by_b.len()
     );
     // The stored reply is the one both nodes announced.
-    let page: serde_json::Value = nodes[1]
-        .get(&format!("/chats/{chat}/messages/"), Some(&bob.token))
+    let stored = stored_on(&nodes[1], &chat, &bob)
         .await
-        .json()
-        .await
-        .unwrap();
-    let stored = page
-        .as_array()
-        .unwrap()
-        .iter()
-        .find(|m| m["id"] == end_b["message"]["id"])
-        .cloned();
+        .into_iter()
+        .find(|m| m["id"] == end_b["message"]["id"]);
     assert_eq!(stored.map(|m| m["content"].clone()), Some(json!(kept)));
 }
 
@@ -624,16 +616,7 @@ async fn the_per_user_reply_limit_counts_the_users_replies_on_every_node(redis: 
     // Once the first reply is over, node b takes a prompt again.
     assert_eq!(cancel(&mut a, &generation_id).await["type"], "ack");
     watch_reply(&mut a, &generation_id).await;
-    let mut answer = serde_json::Value::Null;
-    for attempt in 0..50 {
-        answer = second_tab
-            .request(again.clone(), &format!("p{attempt}"))
-            .await;
-        if answer["type"] == "ack" {
-            break;
-        }
-        tokio::time::sleep(Duration::from_millis(50)).await;
-    }
+    let answer = prompt_until_ack(&mut second_tab, &again).await;
     assert_eq!(answer["type"], "ack", "{answer}");
 }
 
@@ -658,29 +641,36 @@ async fn a_prompt_into_a_chat_one_may_not_see_gives_its_place_back_on_every_node
     let mut tab = WsClient::connect(&nodes[1], &carol.token).await;
     subscribe(&mut tab, &own).await;
     let mine = json!({"type": "prompt", "chat_id": own, "content": "mine"});
+    let answer = prompt_until_ack(&mut tab, &mine).await;
+    assert_eq!(answer["type"], "ack", "{answer}");
+    // Nothing of the probes was stored in Alice's chat.
+    let stored = stored_on(&nodes[1], &chat, &alice).await;
+    assert!(stored.iter().all(|m| m["content"] != "peek"), "{stored:?}");
+}
+
+/// The chat's messages as `user` reads them through `node`.
+async fn stored_on(node: &TestApp, chat: &str, user: &TestUser) -> Vec<serde_json::Value> {
+    let page: serde_json::Value = node
+        .get(&format!("/chats/{chat}/messages/"), Some(&user.token))
+        .await
+        .json()
+        .await
+        .unwrap();
+    page.as_array().unwrap().clone()
+}
+
+/// Sends `prompt` until it is acknowledged, for a place given back on another node (the shared
+/// count shows it a moment later); returns the last answer.
+async fn prompt_until_ack(c: &mut WsClient, prompt: &serde_json::Value) -> serde_json::Value {
     let mut answer = serde_json::Value::Null;
     for attempt in 0..50 {
-        answer = tab.request(mine.clone(), &format!("p{attempt}")).await;
+        answer = c.request(prompt.clone(), &format!("p{attempt}")).await;
         if answer["type"] == "ack" {
             break;
         }
         tokio::time::sleep(Duration::from_millis(50)).await;
     }
-    assert_eq!(answer["type"], "ack", "{answer}");
-    // Nothing of the probes was stored in Alice's chat.
-    let page: serde_json::Value = nodes[1]
-        .get(&format!("/chats/{chat}/messages/"), Some(&alice.token))
-        .await
-        .json()
-        .await
-        .unwrap();
-    assert!(
-        page.as_array()
-            .unwrap()
-            .iter()
-            .all(|m| m["content"] != "peek"),
-        "{page}"
-    );
+    answer
 }
 
 async fn a_rest_client_resumes_on_another_node_the_reply_running_on_the_first(redis: Redis) {
