@@ -593,10 +593,18 @@ async fn cancel_from_another_node_stops_the_reply_where_it_runs(redis: Redis) {
         seen_by_b.len()
     );
     // The stored reply is the one both nodes announced.
-    let stored = stored_on(&nodes[1], &chat, &bob)
+    let page: serde_json::Value = nodes[1]
+        .get(&format!("/chats/{chat}/messages/"), Some(&bob.token))
         .await
-        .into_iter()
-        .find(|m| m["id"] == end_b["message"]["id"]);
+        .json()
+        .await
+        .unwrap();
+    let stored = page
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|m| m["id"] == end_b["message"]["id"])
+        .cloned();
     assert_eq!(stored.map(|m| m["content"].clone()), Some(json!(kept)));
 }
 
@@ -626,7 +634,7 @@ async fn the_per_user_reply_limit_counts_the_users_replies_on_every_node(redis: 
 async fn a_prompt_into_a_chat_one_may_not_see_gives_its_place_back_on_every_node(redis: Redis) {
     let limit = [("AI_MAX_CONCURRENT_PER_USER", "1")];
     let nodes = ai_cluster_with(redis, "200", "20", &limit).await;
-    let (chat, alice, _, _a, _b) = alice_and_bob_across(&nodes).await;
+    let (chat, _, _, _a, _b) = alice_and_bob_across(&nodes).await;
     let carol = TestUser::new();
     nodes[0].touch(&carol.token).await;
     let own = chat_with(&nodes[1], &carol, &[]).await;
@@ -644,19 +652,8 @@ async fn a_prompt_into_a_chat_one_may_not_see_gives_its_place_back_on_every_node
     let answer = prompt_until_ack(&mut tab, &mine).await;
     assert_eq!(answer["type"], "ack", "{answer}");
     // Nothing of the probes was stored in Alice's chat.
-    let stored = stored_on(&nodes[1], &chat, &alice).await;
-    assert!(stored.iter().all(|m| m["content"] != "peek"), "{stored:?}");
-}
-
-/// The chat's messages as `user` reads them through `node`.
-async fn stored_on(node: &TestApp, chat: &str, user: &TestUser) -> Vec<serde_json::Value> {
-    let page: serde_json::Value = node
-        .get(&format!("/chats/{chat}/messages/"), Some(&user.token))
-        .await
-        .json()
-        .await
-        .unwrap();
-    page.as_array().unwrap().clone()
+    let stored = common::ai::stored(&nodes[1], &chat).await;
+    assert!(stored.iter().all(|m| m.content != "peek"), "{stored:?}");
 }
 
 /// Sends `prompt` until it is acknowledged, for a place given back on another node (the shared
