@@ -282,8 +282,13 @@ impl Db {
                     &settings.database_url,
                     cfg,
                 );
+                // Most recently used first: in WAL mode a connection drops its whole page cache
+                // whenever another connection wrote since its last transaction, so handing out
+                // the same few connections keeps their caches, where a round robin over the
+                // pool would start every transaction cold.
                 let pool = Pool::builder(mgr)
                     .max_size(settings.database_pool_size)
+                    .queue_mode(deadpool::managed::QueueMode::Lifo)
                     .timeouts(timeouts)
                     .runtime(deadpool::Runtime::Tokio1)
                     .build()?;
