@@ -496,6 +496,82 @@ async fn a_frame_declaring_a_huge_length_closes_1009_before_its_payload() {
     );
 }
 
+/// A client frame as raw bytes: FIN, RSV bits and opcode in `first`, masked (as a client must)
+/// unless `masked` is false.
+fn raw_frame(first: u8, payload: &[u8], masked: bool) -> Vec<u8> {
+    assert!(payload.len() < 126, "short frames only");
+    let mut out = vec![first, payload.len() as u8 | if masked { 0x80 } else { 0 }];
+    if masked {
+        let key = [0x37, 0xFA, 0x21, 0x3D];
+        out.extend_from_slice(&key);
+        out.extend(payload.iter().enumerate().map(|(i, b)| b ^ key[i % 4]));
+    } else {
+        out.extend_from_slice(payload);
+    }
+    out
+}
+
+/// RFC 6455 §5 and §7.4: frames that break the framing rules are protocol errors. Each one
+/// closes its socket with 1002 and ends the TCP connection; none of them disturbs the node, whose
+/// next client is served as usual.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn frames_that_break_rfc_6455_close_with_1002() {
+    let app = spawn_app_with(Backend::Sqlite, &[]).await;
+    let alice = TestUser::new();
+    let close = |code: u16| code.to_be_bytes().to_vec();
+    let cases: Vec<(&str, Vec<u8>)> = vec![
+        ("an unmasked client frame", raw_frame(0x81, b"{}", false)),
+        ("RSV1 without an extension", raw_frame(0xC1, b"{}", true)),
+        ("a fragmented ping", raw_frame(0x09, b"x", true)),
+        (
+            "a continuation with nothing to continue",
+            raw_frame(0x80, b"x", true),
+        ),
+        (
+            "a new text message inside a fragmented one",
+            [raw_frame(0x01, b"ab", true), raw_frame(0x81, b"cd", true)].concat(),
+        ),
+        ("reserved data opcode 3", raw_frame(0x83, b"", true)),
+        ("reserved control opcode 11", raw_frame(0x8B, b"", true)),
+        (
+            "a close frame with a one-byte body",
+            raw_frame(0x88, &[3], true),
+        ),
+        (
+            "close code 1005 (never sent)",
+            raw_frame(0x88, &close(1005), true),
+        ),
+        (
+            "close code 999 (below the range)",
+            raw_frame(0x88, &close(999), true),
+        ),
+        (
+            "close code 5000 (above the range)",
+            raw_frame(0x88, &close(5000), true),
+        ),
+    ];
+    for (what, bytes) in cases {
+        let mut ws = raw_socket(&app, &alice.token, None).await;
+        match ws.get_mut() {
+            MaybeTlsStream::Plain(tcp) => tcp.write_all(&bytes).await.unwrap(),
+            _ => unreachable!("plain TCP"),
+        }
+        assert_eq!(
+            close_code_of(&mut ws, Duration::from_secs(5)).await,
+            Some(1002),
+            "{what}"
+        );
+        let ended = tokio::time::timeout(Duration::from_secs(2), ws.next()).await;
+        assert!(
+            matches!(ended, Ok(None | Some(Err(_)))),
+            "{what}: the connection stayed open"
+        );
+    }
+    let mut ws = WsClient::connect(&app, &alice.token).await;
+    let pong = ws.request(json!({"type": "ping"}), "p").await;
+    assert_eq!(pong["type"], "pong");
+}
+
 /// The node's heartbeat: a client that answers nothing (it does not read, so it sends no
 /// pong) is closed with 1000 `heartbeat timeout` once silent for the interval + the timeout.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
