@@ -216,6 +216,81 @@ async fn a_fragmented_message_over_the_limit_closes_with_1009() {
     );
 }
 
+/// Sends `text` as one message in `pieces` fragments.
+async fn send_in_fragments(ws: &mut Raw, text: &str, pieces: usize) {
+    let bytes = text.as_bytes();
+    assert!(bytes.len() >= pieces, "{text:?} splits into {pieces}");
+    let cut = |i: usize| i * bytes.len() / pieces;
+    let chunks: Vec<&[u8]> = (0..pieces).map(|i| &bytes[cut(i)..cut(i + 1)]).collect();
+    for (i, chunk) in chunks.iter().enumerate() {
+        let op = if i == 0 { Data::Text } else { Data::Continue };
+        let fin = i + 1 == chunks.len();
+        let frame = Frame::message(chunk.to_vec(), OpCode::Data(op), fin);
+        ws.send(Message::Frame(frame)).await.unwrap();
+    }
+}
+
+/// The next text frame the server sends, as JSON.
+async fn next_json(ws: &mut Raw) -> Value {
+    loop {
+        match tokio::time::timeout(Duration::from_secs(5), ws.next()).await {
+            Ok(Some(Ok(Message::Text(t)))) => return serde_json::from_str(t.as_str()).unwrap(),
+            Ok(Some(Ok(Message::Ping(_) | Message::Pong(_)))) => continue,
+            other => panic!("expected a text frame, got {other:?}"),
+        }
+    }
+}
+
+/// Every fragment of a message takes one from the rate limit: a message in a few fragments
+/// goes through, one in more fragments than the bucket holds is refused whole with
+/// `rate_limited` (nothing of it is handled), and a flood of fragments closes 4029, as a flood
+/// of messages would.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn fragments_count_against_the_rate_limit() {
+    let app = spawn_app_with(
+        Backend::Sqlite,
+        &[("WS_RATE_PER_SEC", "1"), ("WS_RATE_BURST", "10")],
+    )
+    .await;
+    let alice = TestUser::new();
+    let mut ws = raw_socket(&app, &alice.token, None).await;
+    assert_eq!(next_json(&mut ws).await["type"], "welcome");
+    let ping = r#"{"type":"ping","id":"fragmented"}"#;
+    send_in_fragments(&mut ws, ping, 3).await;
+    let pong = next_json(&mut ws).await;
+    assert_eq!(pong["type"], "pong", "{pong}");
+    assert_eq!(pong["id"], "fragmented");
+
+    // 7 tokens left: 11 charged fragments leave 4 refused, fewer than the 10 that close.
+    send_in_fragments(&mut ws, ping, 12).await;
+    let refused = next_json(&mut ws).await;
+    assert_eq!(refused["type"], "error", "{refused}");
+    assert_eq!(refused["code"], "rate_limited");
+
+    let flood = "x".repeat(200);
+    let _ = send_in_fragments_lossy(&mut ws, &flood, 100).await;
+    assert_eq!(
+        close_code_of(&mut ws, Duration::from_secs(5)).await,
+        Some(4029)
+    );
+}
+
+/// Like [`send_in_fragments`], but stops quietly once the server has closed.
+async fn send_in_fragments_lossy(ws: &mut Raw, text: &str, pieces: usize) -> usize {
+    let bytes = text.as_bytes();
+    let size = bytes.len().div_ceil(pieces);
+    let mut sent = 0;
+    for (i, chunk) in bytes.chunks(size).enumerate() {
+        let op = if i == 0 { Data::Text } else { Data::Continue };
+        let frame = Frame::message(chunk.to_vec(), OpCode::Data(op), false);
+        if ws.send(Message::Frame(frame)).await.is_err() {
+            break;
+        }
+        sent += 1;
+    }
+    sent
+}
+
 /// Per-address REST limit: 429 with `Retry-After` and FastAPI's `detail`; loopback is exempt
 /// by default, so the test makes nobody exempt.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

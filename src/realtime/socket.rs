@@ -4,7 +4,7 @@
 //! - reads into a buffer that exists only while a frame is partial, decodes frames with
 //!   actix-http's RFC 6455 codec, joins fragmented messages (a message over the limit in total
 //!   closes 1009 as soon as it is over), checks UTF-8 (1007), answers pings and takes every
-//!   message and control frame from the session's rate limit (4029);
+//!   frame, each fragment of a message included, from the session's rate limit (4029);
 //! - writes by draining the session's byte-bounded [`Outbound`] queue, many frames per
 //!   vectored write, each shared frame written from the bytes every watcher shares;
 //! - closes: after its own close frame it waits only for the client's (and ends the TCP
@@ -131,6 +131,11 @@ impl Drop for Conn {
 struct Partial {
     text: bool,
     bytes: BytesMut,
+    /// Bytes received so far, counted against the limit even once `refused`.
+    len: usize,
+    /// A fragment found the rate limit empty: the rest is read and dropped, and the whole
+    /// message is refused at its last fragment.
+    refused: bool,
 }
 
 #[derive(Default)]
@@ -322,7 +327,9 @@ impl Conn {
     }
 
     /// A fragment of a message: joined with the others, measured in total against the limit
-    /// (1009 as soon as it is over), handled as one message after the last.
+    /// (1009 as soon as it is over), handled as one message after the last. Every fragment
+    /// takes one from the rate limit, so a message sent in many tiny fragments costs what as
+    /// many messages would; one refused fragment refuses the whole message.
     fn continuation(&mut self, item: Item) {
         let (first, last, bytes) = match item {
             Item::FirstText(b) => (Some(true), false, b),
@@ -334,24 +341,45 @@ impl Conn {
             self.partial = Some(Partial {
                 text,
                 bytes: BytesMut::new(),
+                len: 0,
+                refused: false,
             });
         }
         let max = self.max_bytes;
-        let over = match self.partial.as_mut() {
-            None => return self.fail(ProtocolError::ContinuationNotStarted),
-            Some(p) if p.bytes.len() + bytes.len() > max => true,
-            Some(p) => {
-                p.bytes.extend_from_slice(&bytes);
-                false
-            }
+        let Some(p) = self.partial.as_mut() else {
+            return self.fail(ProtocolError::ContinuationNotStarted);
         };
-        if over {
+        p.len += bytes.len();
+        if p.len > max {
             return self.fail(ProtocolError::Overflow);
         }
-        if last {
-            if let Some(p) = self.partial.take() {
-                self.message(p.text, p.bytes.freeze());
+        if !p.refused {
+            p.bytes.extend_from_slice(&bytes);
+        }
+        if !last {
+            // The last fragment's share is taken when the whole message is handled.
+            if !self.admit(None) {
+                if let Some(p) = self.partial.as_mut() {
+                    p.refused = true;
+                    p.bytes = BytesMut::new();
+                }
             }
+            return;
+        }
+        let Some(p) = self.partial.take() else { return };
+        if !p.refused {
+            return self.message(p.text, p.bytes.freeze());
+        }
+        if p.text && !self.out.is_dead() {
+            self.metrics
+                .ws_frames_out
+                .with_label_values(&["error"])
+                .inc();
+            self.out.send(error_frame(
+                &None,
+                "rate_limited",
+                "too many frames; slow down",
+            ));
         }
     }
 
