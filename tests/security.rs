@@ -216,18 +216,21 @@ async fn a_fragmented_message_over_the_limit_closes_with_1009() {
     );
 }
 
-/// Sends `text` as one message in `pieces` fragments.
-async fn send_in_fragments(ws: &mut Raw, text: &str, pieces: usize) {
+/// Sends `text` as one message in `pieces` fragments, the last one final when `finish`; stops
+/// quietly once the server has closed. Returns the fragments sent.
+async fn send_in_fragments(ws: &mut Raw, text: &str, pieces: usize, finish: bool) -> usize {
     let bytes = text.as_bytes();
     assert!(bytes.len() >= pieces, "{text:?} splits into {pieces}");
     let cut = |i: usize| i * bytes.len() / pieces;
-    let chunks: Vec<&[u8]> = (0..pieces).map(|i| &bytes[cut(i)..cut(i + 1)]).collect();
-    for (i, chunk) in chunks.iter().enumerate() {
+    for i in 0..pieces {
         let op = if i == 0 { Data::Text } else { Data::Continue };
-        let fin = i + 1 == chunks.len();
-        let frame = Frame::message(chunk.to_vec(), OpCode::Data(op), fin);
-        ws.send(Message::Frame(frame)).await.unwrap();
+        let fin = finish && i + 1 == pieces;
+        let frame = Frame::message(bytes[cut(i)..cut(i + 1)].to_vec(), OpCode::Data(op), fin);
+        if ws.send(Message::Frame(frame)).await.is_err() {
+            return i;
+        }
     }
+    pieces
 }
 
 /// The next text frame the server sends, as JSON.
@@ -256,39 +259,23 @@ async fn fragments_count_against_the_rate_limit() {
     let mut ws = raw_socket(&app, &alice.token, None).await;
     assert_eq!(next_json(&mut ws).await["type"], "welcome");
     let ping = r#"{"type":"ping","id":"fragmented"}"#;
-    send_in_fragments(&mut ws, ping, 3).await;
+    assert_eq!(send_in_fragments(&mut ws, ping, 3, true).await, 3);
     let pong = next_json(&mut ws).await;
     assert_eq!(pong["type"], "pong", "{pong}");
     assert_eq!(pong["id"], "fragmented");
 
     // 7 tokens left: 11 charged fragments leave 4 refused, fewer than the 10 that close.
-    send_in_fragments(&mut ws, ping, 12).await;
+    assert_eq!(send_in_fragments(&mut ws, ping, 12, true).await, 12);
     let refused = next_json(&mut ws).await;
     assert_eq!(refused["type"], "error", "{refused}");
     assert_eq!(refused["code"], "rate_limited");
 
     let flood = "x".repeat(200);
-    let _ = send_in_fragments_lossy(&mut ws, &flood, 100).await;
+    send_in_fragments(&mut ws, &flood, 100, false).await;
     assert_eq!(
         close_code_of(&mut ws, Duration::from_secs(5)).await,
         Some(4029)
     );
-}
-
-/// Like [`send_in_fragments`], but stops quietly once the server has closed.
-async fn send_in_fragments_lossy(ws: &mut Raw, text: &str, pieces: usize) -> usize {
-    let bytes = text.as_bytes();
-    let size = bytes.len().div_ceil(pieces);
-    let mut sent = 0;
-    for (i, chunk) in bytes.chunks(size).enumerate() {
-        let op = if i == 0 { Data::Text } else { Data::Continue };
-        let frame = Frame::message(chunk.to_vec(), OpCode::Data(op), false);
-        if ws.send(Message::Frame(frame)).await.is_err() {
-            break;
-        }
-        sent += 1;
-    }
-    sent
 }
 
 /// Per-address REST limit: 429 with `Retry-After` and FastAPI's `detail`; loopback is exempt

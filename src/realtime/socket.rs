@@ -371,15 +371,7 @@ impl Conn {
             return self.message(p.text, p.bytes.freeze());
         }
         if p.text && !self.out.is_dead() {
-            self.metrics
-                .ws_frames_out
-                .with_label_values(&["error"])
-                .inc();
-            self.out.send(error_frame(
-                &None,
-                "rate_limited",
-                "too many frames; slow down",
-            ));
+            self.rate_limited(&None);
         }
     }
 
@@ -417,18 +409,22 @@ impl Conn {
             self.disconnected("rate_limited");
             self.out.close(CLOSE_RATE_LIMITED, "rate limit exceeded");
         } else if let Some(text) = text {
-            let id = protocol::request_id(text);
-            self.metrics
-                .ws_frames_out
-                .with_label_values(&["error"])
-                .inc();
-            self.out.send(error_frame(
-                &id,
-                "rate_limited",
-                "too many frames; slow down",
-            ));
+            self.rate_limited(&protocol::request_id(text));
         }
         false
+    }
+
+    /// Answers a refused text message with `error` `rate_limited`.
+    fn rate_limited(&self, id: &Option<String>) {
+        self.metrics
+            .ws_frames_out
+            .with_label_values(&["error"])
+            .inc();
+        self.out.send(error_frame(
+            id,
+            "rate_limited",
+            "too many frames; slow down",
+        ));
     }
 
     /// Fails the connection for a protocol error (RFC 6455 §7.1.7).
