@@ -278,6 +278,59 @@ async fn fragments_count_against_the_rate_limit() {
     );
 }
 
+/// The node's `echo_ws_rooms` gauge.
+async fn rooms_open(app: &TestApp) -> i64 {
+    let text = app.get("/metrics", None).await.text().await.unwrap();
+    text.lines()
+        .find(|l| l.starts_with("echo_ws_rooms"))
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse::<f64>().ok())
+        .map(|v| v as i64)
+        .expect("echo_ws_rooms in /metrics")
+}
+
+/// A member removed from a chat leaves its room for good: once nobody else is subscribed, the
+/// room stops (it used to stay counted, and so open, until the chat was deleted: two accounts
+/// adding and removing each other could pile up rooms without end).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn removing_a_member_frees_the_room_once_nobody_watches() {
+    let app = spawn_app_with(Backend::Sqlite, &[]).await;
+    let (alice, bob) = (TestUser::new(), TestUser::new());
+    let mut chats = Vec::new();
+    for _ in 0..3 {
+        let chat = app.create_chat(&alice.token, "room").await;
+        let id = chat["id"].as_str().unwrap().to_string();
+        app.touch(&bob.token).await;
+        app.add_member(&alice.token, &id, bob.id).await;
+        chats.push(id);
+    }
+    let mut b = WsClient::connect(&app, &bob.token).await;
+    for chat in &chats {
+        b.subscribe(chat).await;
+    }
+    assert_eq!(rooms_open(&app).await, 3);
+    for chat in &chats {
+        let res = app
+            .delete(&format!("/chats/{chat}/members/{}", bob.id), &alice.token)
+            .await;
+        assert_eq!(res.status(), 204);
+        assert_eq!(b.next_of("unsubscribed").await["chat_id"], *chat);
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while rooms_open(&app).await != 0 {
+        assert!(
+            Instant::now() < deadline,
+            "{} rooms still open with nobody in them",
+            rooms_open(&app).await
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    // The session is still usable, and subscribing again (after being added back) works.
+    app.add_member(&alice.token, &chats[0], bob.id).await;
+    b.subscribe(&chats[0]).await;
+    assert_eq!(rooms_open(&app).await, 1);
+}
+
 /// Per-address REST limit: 429 with `Retry-After` and FastAPI's `detail`; loopback is exempt
 /// by default, so the test makes nobody exempt.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

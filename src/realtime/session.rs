@@ -459,7 +459,14 @@ impl Handler<RoomNotice> for UserSession {
     type Result = ();
 
     fn handle(&mut self, msg: RoomNotice, _: &mut Context<Self>) {
-        self.rooms.remove(&msg.chat_id);
+        // The room already dropped this session; the supervisor still counts it, and a room
+        // it counts is never stopped.
+        if self.rooms.remove(&msg.chat_id).is_some() {
+            self.env.router.supervisor().do_send(Leave {
+                chat_id: msg.chat_id,
+                session_id: self.id,
+            });
+        }
     }
 }
 
