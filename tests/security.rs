@@ -331,6 +331,68 @@ async fn removing_a_member_frees_the_room_once_nobody_watches() {
     assert_eq!(rooms_open(&app).await, 1);
 }
 
+/// `echo_ws_disconnects_total{reason="slow_consumer"}`.
+async fn slow_consumer_closes(app: &TestApp) -> u64 {
+    let text = app.get("/metrics", None).await.text().await.unwrap();
+    text.lines()
+        .filter(|l| l.starts_with("echo_ws_disconnects_total") && l.contains("slow_consumer"))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .map(|v| v as u64)
+        .sum()
+}
+
+/// While a subscriber's replay waits for it to read, its room keeps the chat's new messages
+/// for it, but no more than its outbound bound: past it the session is closed 4008 at once
+/// (before, the room kept everything until the replay ended, up to ten seconds a frame). Both
+/// when the stalled subscriber is alone in the room and when another member watches live.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_stalled_replay_cannot_make_its_room_hold_the_chat_without_limit() {
+    for someone_live in [false, true] {
+        let app = spawn_app_with(Backend::Sqlite, &[("WS_OUTBOUND_QUEUE_BYTES", "65536")]).await;
+        let (alice, bob) = (TestUser::new(), TestUser::new());
+        let chat = app.create_chat(&alice.token, "busy").await;
+        let chat = chat["id"].as_str().unwrap().to_string();
+        app.touch(&bob.token).await;
+        app.add_member(&alice.token, &chat, bob.id).await;
+        let big = "h".repeat(30_000);
+        for _ in 0..100 {
+            app.post_message(&alice.token, &chat, &big).await;
+        }
+        let mut live = WsClient::connect(&app, &alice.token).await;
+        if someone_live {
+            live.subscribe(&chat).await;
+        }
+        // Bob asks for all of it and never reads: the replay stalls on his full socket.
+        let mut ws = raw_socket(&app, &bob.token, Some(4096)).await;
+        let subscribe = json!({"type": "subscribe", "id": "s", "chat_id": chat, "since_seq": 0});
+        ws.send(Message::text(subscribe.to_string())).await.unwrap();
+        tokio::time::sleep(Duration::from_millis(500)).await;
+        assert_eq!(
+            slow_consumer_closes(&app).await,
+            0,
+            "closed before any live traffic"
+        );
+
+        for _ in 0..5 {
+            app.post_message(&alice.token, &chat, &big).await;
+        }
+        let deadline = Instant::now() + Duration::from_secs(5);
+        while slow_consumer_closes(&app).await == 0 {
+            assert!(
+                Instant::now() < deadline,
+                "someone live: {someone_live}: the room still holds 150 KB for a 64 KiB session"
+            );
+            tokio::time::sleep(Duration::from_millis(50)).await;
+        }
+        if someone_live {
+            // The live member got every message and stays subscribed.
+            for _ in 0..5 {
+                assert_eq!(live.next_of("message").await["message"]["content"], big);
+            }
+        }
+    }
+}
+
 /// Per-address REST limit: 429 with `Retry-After` and FastAPI's `detail`; loopback is exempt
 /// by default, so the test makes nobody exempt.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -171,12 +171,7 @@ impl Outbound {
         let before = inner.queued.fetch_add(len, Ordering::AcqRel);
         if before > 0 && before + len > inner.limit {
             inner.queued.fetch_sub(len, Ordering::AcqRel);
-            inner
-                .metrics
-                .ws_disconnects
-                .with_label_values(&["slow_consumer"])
-                .inc();
-            self.kill(CLOSE_SLOW_CONSUMER);
+            self.kill_slow();
             return false;
         }
         inner.metrics.ws_queue_bytes.add(len as i64);
@@ -191,6 +186,19 @@ impl Outbound {
         }
     }
 
+    /// Closes now with 4008: the client cannot keep up (counted as a `slow_consumer`
+    /// disconnect).
+    pub fn kill_slow(&self) {
+        if !self.is_dead() {
+            self.inner
+                .metrics
+                .ws_disconnects
+                .with_label_values(&["slow_consumer"])
+                .inc();
+        }
+        self.kill(CLOSE_SLOW_CONSUMER);
+    }
+
     /// Drops whatever is queued and closes with `code` now.
     pub fn kill(&self, code: u16) {
         if !self.inner.dead.swap(true, Ordering::AcqRel) {
@@ -202,6 +210,11 @@ impl Outbound {
     /// True once the session is closing or closed.
     pub fn is_dead(&self) -> bool {
         self.inner.dead.load(Ordering::Acquire)
+    }
+
+    /// The bound on the bytes queued, in bytes.
+    pub fn limit(&self) -> usize {
+        self.inner.limit
     }
 
     /// Bytes waiting now.

@@ -57,6 +57,24 @@ struct Member {
     /// Per in-flight generation, the last token index its `generation_snapshot` held: tokens
     /// up to it are not sent again.
     gen_skip: HashMap<Uuid, i64>,
+    /// Bytes kept for it while buffering (both buffers), bounded like its outbound queue.
+    held: usize,
+}
+
+/// Counts a frame kept for a buffering member against its session's outbound bound. Past the
+/// bound the session is closed as a slow consumer (4008) at once, as it would be once the frames
+/// reached its queue, and nothing more is kept for it: a replay the client reads slowly cannot
+/// make the room hold the chat's traffic without limit. False when the frame must not be kept.
+fn hold(out: &Outbound, held: &mut usize, len: usize) -> bool {
+    if out.is_dead() {
+        return false;
+    }
+    *held += len;
+    if *held > out.limit() {
+        out.kill_slow();
+        return false;
+    }
+    true
 }
 
 impl Member {
@@ -168,7 +186,13 @@ impl ChatRoom {
                 continue;
             }
             match &mut m.state {
-                MemberState::Buffering(buf) => buf.push((None, frame.clone())),
+                MemberState::Buffering(buf) => {
+                    if hold(&m.out, &mut m.held, frame.len()) {
+                        buf.push((None, frame.clone()));
+                    } else {
+                        *buf = Vec::new();
+                    }
+                }
                 MemberState::Live { .. } => {
                     m.out.send(frame.clone());
                     n += 1;
@@ -187,7 +211,13 @@ impl ChatRoom {
         let mut n = 0u64;
         for m in self.members.values_mut() {
             match &mut m.state {
-                MemberState::Buffering(buf) => buf.push((Some(seq), frame.clone())),
+                MemberState::Buffering(buf) => {
+                    if hold(&m.out, &mut m.held, frame.len()) {
+                        buf.push((Some(seq), frame.clone()));
+                    } else {
+                        *buf = Vec::new();
+                    }
+                }
                 MemberState::Live { skip_through } => {
                     if to_live && seq > *skip_through {
                         m.out.send(frame.clone());
@@ -417,6 +447,7 @@ impl Handler<Join> for ChatRoom {
                 state: MemberState::Buffering(Vec::new()),
                 gen_buffer: Vec::new(),
                 gen_skip: HashMap::new(),
+                held: 0,
             },
         );
         MessageResult(ctx.address())
@@ -563,7 +594,15 @@ impl ChatRoom {
         let event = msg.event;
         if let Some(seq) = event.seq() {
             if self.cursor.is_none_or(|c| seq > c) {
-                self.pending.entry(seq).or_insert_with(|| event.encode());
+                let frame = self.pending.entry(seq).or_insert_with(|| event.encode());
+                if self.cursor.is_none() {
+                    // Nobody is live yet: the room keeps the message for its members, who are
+                    // all still being replayed, and it counts against each one's bound.
+                    let len = frame.len();
+                    for m in self.members.values_mut() {
+                        hold(&m.out, &mut m.held, len);
+                    }
+                }
             }
             self.drain(ctx);
             return;
@@ -634,7 +673,11 @@ impl ChatRoom {
         let mut n = 0u64;
         for m in self.members.values_mut() {
             if let MemberState::Buffering(_) = m.state {
-                m.gen_buffer.push((gen, kind, frame.clone()));
+                if hold(&m.out, &mut m.held, frame.len()) {
+                    m.gen_buffer.push((gen, kind, frame.clone()));
+                } else {
+                    m.gen_buffer = Vec::new();
+                }
                 continue;
             }
             let covered = match kind {
