@@ -393,6 +393,54 @@ async fn a_stalled_replay_cannot_make_its_room_hold_the_chat_without_limit() {
     }
 }
 
+/// `echo_ws_frames_out_total{type="error"}`.
+async fn error_frames_sent(app: &TestApp) -> u64 {
+    let text = app.get("/metrics", None).await.text().await.unwrap();
+    text.lines()
+        .filter(|l| l.starts_with("echo_ws_frames_out_total") && l.contains("type=\"error\""))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .map(|v| v as u64)
+        .sum()
+}
+
+/// A session takes its client's messages one at a time; while it is busy (here with a replay
+/// the client does not read) the messages that wait for it are bounded like its outbound
+/// queue. Past that they are refused with `rate_limited` instead of piling up in memory, to be
+/// handled long after.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn messages_waiting_for_a_busy_session_are_bounded() {
+    let app = spawn_app_with(Backend::Sqlite, &[("WS_OUTBOUND_QUEUE_BYTES", "262144")]).await;
+    let alice = TestUser::new();
+    let chat = app.create_chat(&alice.token, "history").await;
+    let chat = chat["id"].as_str().unwrap().to_string();
+    let big = "h".repeat(30_000);
+    for _ in 0..200 {
+        app.post_message(&alice.token, &chat, &big).await;
+    }
+    // 6 MB of history, more than the socket buffers and the queue hold: the replay stalls.
+    let mut ws = raw_socket(&app, &alice.token, Some(4096)).await;
+    let subscribe = json!({"type": "subscribe", "id": "s", "chat_id": chat, "since_seq": 0});
+    ws.send(Message::text(subscribe.to_string())).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    let before = error_frames_sent(&app).await;
+    let pad = "p".repeat(60_000);
+    for i in 0..30 {
+        let ping = json!({"type": "ping", "id": format!("p{i}"), "pad": pad});
+        if ws.send(Message::text(ping.to_string())).await.is_err() {
+            break;
+        }
+    }
+    let deadline = Instant::now() + Duration::from_secs(5);
+    while error_frames_sent(&app).await == before {
+        assert!(
+            Instant::now() < deadline,
+            "1.8 MB of requests were taken in behind a stalled replay, none refused"
+        );
+
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+}
+
 /// Per-address REST limit: 429 with `Retry-After` and FastAPI's `detail`; loopback is exempt
 /// by default, so the test makes nobody exempt.
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

@@ -63,6 +63,9 @@ struct Inner {
     drained: Notify,
     /// When the client was last heard from, in milliseconds since [`epoch`].
     heard: AtomicU64,
+    /// Bytes of the client's own messages handed to the session and not yet taken up by it
+    /// (the other direction, under the same bound).
+    inbox: AtomicUsize,
     metrics: Arc<Metrics>,
 }
 
@@ -95,6 +98,7 @@ impl Outbound {
                 waker: AtomicWaker::new(),
                 drained: Notify::new(),
                 heard: AtomicU64::new(now_ms()),
+                inbox: AtomicUsize::new(0),
                 metrics,
             }),
         }
@@ -210,6 +214,30 @@ impl Outbound {
     /// True once the session is closing or closed.
     pub fn is_dead(&self) -> bool {
         self.inner.dead.load(Ordering::Acquire)
+    }
+
+    /// Counts `cost` bytes of a client message handed to the session, which takes its messages
+    /// one at a time and may be busy with one (a replay waiting for the client to read). False
+    /// when that would take the messages waiting past the bound; a message always fits when
+    /// none waits.
+    pub fn inbox_take(&self, cost: usize) -> bool {
+        let inbox = &self.inner.inbox;
+        let before = inbox.fetch_add(cost, Ordering::AcqRel);
+        if before > 0 && before + cost > self.inner.limit {
+            inbox.fetch_sub(cost, Ordering::AcqRel);
+            return false;
+        }
+        true
+    }
+
+    /// The session took up a message counted by [`Outbound::inbox_take`].
+    pub fn inbox_done(&self, cost: usize) {
+        let _ = self
+            .inner
+            .inbox
+            .fetch_update(Ordering::AcqRel, Ordering::Acquire, |n| {
+                Some(n.saturating_sub(cost))
+            });
     }
 
     /// The bound on the bytes queued, in bytes.

@@ -80,6 +80,17 @@ pub enum Inbound {
     Closed,
 }
 
+impl Inbound {
+    /// Bytes it counts against the session's bound while waiting (see `Outbound::inbox_take`).
+    pub fn cost(&self) -> usize {
+        match self {
+            Inbound::Text(text) => text.len() + 64,
+            Inbound::Binary => 64,
+            Inbound::Closed => 0,
+        }
+    }
+}
+
 /// One WebSocket connection.
 pub struct UserSession {
     id: Uuid,
@@ -474,6 +485,7 @@ impl Handler<Inbound> for UserSession {
     type Result = ();
 
     fn handle(&mut self, msg: Inbound, ctx: &mut Context<Self>) {
+        self.out.inbox_done(msg.cost());
         match msg {
             Inbound::Text(text) => self.handle_text(&text, ctx),
             Inbound::Binary => self.error(&None, "bad_request", "binary frames are not supported"),

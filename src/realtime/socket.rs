@@ -391,10 +391,20 @@ impl Conn {
         }
     }
 
+    /// Hands a message to the session, unless too many of the client's messages already wait
+    /// for it: then a text message is answered with `rate_limited` and a binary one dropped.
     fn forward(&self, msg: Inbound) {
-        if let Some(session) = &self.session {
-            session.do_send(msg);
+        let Some(session) = &self.session else { return };
+        if !self.out.inbox_take(msg.cost()) {
+            if let Inbound::Text(text) = &msg {
+                self.refuse(
+                    &protocol::request_id(text),
+                    "too many requests waiting for an answer; wait for them",
+                );
+            }
+            return;
         }
+        session.do_send(msg);
     }
 
     /// Takes one frame from the rate limit. False when the frame must be dropped: it was
@@ -414,17 +424,18 @@ impl Conn {
         false
     }
 
-    /// Answers a refused text message with `error` `rate_limited`.
+    /// Answers a text message the rate limit refused with `error` `rate_limited`.
     fn rate_limited(&self, id: &Option<String>) {
+        self.refuse(id, "too many frames; slow down");
+    }
+
+    /// Answers a refused text message with `error` `rate_limited` and `message`.
+    fn refuse(&self, id: &Option<String>, message: &str) {
         self.metrics
             .ws_frames_out
             .with_label_values(&["error"])
             .inc();
-        self.out.send(error_frame(
-            id,
-            "rate_limited",
-            "too many frames; slow down",
-        ));
+        self.out.send(error_frame(id, "rate_limited", message));
     }
 
     /// Fails the connection for a protocol error (RFC 6455 §7.1.7).
