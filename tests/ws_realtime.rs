@@ -127,6 +127,25 @@ async fn a_gap_larger_than_the_recovery_limit_is_not_recovered(backend: Backend)
     );
     assert_eq!(first["recovered"], false);
     assert_eq!(first["last_seq"], 8);
+    // Exactly the limit is recovered; one more is not.
+    c.send(json!({"type": "subscribe", "id": "five", "chat_id": chat, "since_seq": 3}))
+        .await;
+    let mut got = Vec::new();
+    let subscribed = loop {
+        let f = c.next().await;
+        match f["type"].as_str() {
+            Some("message") => got.push(f["message"]["seq"].as_i64().unwrap()),
+            Some("subscribed") => break f,
+            _ => {}
+        }
+    };
+    assert_eq!(got, (4..=8).collect::<Vec<_>>());
+    assert_eq!(subscribed["recovered"], true);
+    c.send(json!({"type": "subscribe", "id": "six", "chat_id": chat, "since_seq": 2}))
+        .await;
+    let six = c.next_of("subscribed").await;
+    assert_eq!(six["id"], "six");
+    assert_eq!(six["recovered"], false);
 }
 
 async fn a_client_that_stops_reading_is_closed_4008_and_others_receive_everything(

@@ -304,9 +304,18 @@ impl ChatService {
             recovered: true,
         };
         if let Some(since) = since_seq.filter(|s| *s < last_seq) {
+            let since = since.max(0);
             let mut conn = self.db.conn().await?;
+            // Too many missed: known from the seqs alone, without reading (and then dropping)
+            // up to `limit` whole messages for every such subscribe.
+            if last_seq - since > limit
+                && messages::count_after(&mut conn, chat_id, since, limit + 1).await? > limit
+            {
+                replay.recovered = false;
+                return Ok(replay);
+            }
             let missed =
-                messages::page(&mut conn, chat_id, 0, limit + 1, Some(since.max(0)), None).await?;
+                messages::page(&mut conn, chat_id, 0, limit + 1, Some(since), None).await?;
             if missed.len() as i64 > limit {
                 replay.recovered = false;
             } else {

@@ -443,6 +443,25 @@ pub async fn page(
     })
 }
 
+/// How many messages of a chat come after `after_seq`, counting at most `cap`: a read of
+/// `seq`s only, for deciding whether a replay fits before reading any content.
+pub async fn count_after(
+    conn: &mut DbConn,
+    chat_id: Uuid,
+    after_seq: i64,
+    cap: i64,
+) -> QueryResult<i64> {
+    let seqs = run!(conn, |c| messages::table
+        .filter(messages::chat_id.eq(DbUuid(chat_id)))
+        .filter(messages::seq.gt(after_seq))
+        .order(messages::seq.asc())
+        .limit(cap)
+        .select(messages::seq)
+        .load::<i64>(c)
+        .await)?;
+    Ok(seqs.len() as i64)
+}
+
 /// The newest `limit` messages of a chat, in ascending `seq`.
 pub async fn latest(conn: &mut DbConn, chat_id: Uuid, limit: i64) -> QueryResult<Vec<Message>> {
     let mut newest_first = run!(conn, |c| messages::table
