@@ -278,15 +278,26 @@ async fn fragments_count_against_the_rate_limit() {
     );
 }
 
-/// The node's `echo_ws_rooms` gauge.
-async fn rooms_open(app: &TestApp) -> i64 {
+/// The sum of the node's `/metrics` samples named `name` whose labels contain `label`.
+async fn metric(app: &TestApp, name: &str, label: &str) -> u64 {
     let text = app.get("/metrics", None).await.text().await.unwrap();
     text.lines()
-        .find(|l| l.starts_with("echo_ws_rooms"))
-        .and_then(|l| l.rsplit(' ').next())
-        .and_then(|v| v.parse::<f64>().ok())
-        .map(|v| v as i64)
-        .expect("echo_ws_rooms in /metrics")
+        .filter(|l| l.split(['{', ' ']).next() == Some(name) && l.contains(label))
+        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
+        .map(|v| v as u64)
+        .sum()
+}
+
+async fn rooms_open(app: &TestApp) -> u64 {
+    metric(app, "echo_ws_rooms", "").await
+}
+
+async fn slow_consumer_closes(app: &TestApp) -> u64 {
+    metric(app, "echo_ws_disconnects_total", "reason=\"slow_consumer\"").await
+}
+
+async fn error_frames_sent(app: &TestApp) -> u64 {
+    metric(app, "echo_ws_frames_out_total", "type=\"error\"").await
 }
 
 /// A member removed from a chat leaves its room for good: once nobody else is subscribed, the
@@ -329,16 +340,6 @@ async fn removing_a_member_frees_the_room_once_nobody_watches() {
     app.add_member(&alice.token, &chats[0], bob.id).await;
     b.subscribe(&chats[0]).await;
     assert_eq!(rooms_open(&app).await, 1);
-}
-
-/// `echo_ws_disconnects_total{reason="slow_consumer"}`.
-async fn slow_consumer_closes(app: &TestApp) -> u64 {
-    let text = app.get("/metrics", None).await.text().await.unwrap();
-    text.lines()
-        .filter(|l| l.starts_with("echo_ws_disconnects_total") && l.contains("slow_consumer"))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .map(|v| v as u64)
-        .sum()
 }
 
 /// While a subscriber's replay waits for it to read, its room keeps the chat's new messages
@@ -391,16 +392,6 @@ async fn a_stalled_replay_cannot_make_its_room_hold_the_chat_without_limit() {
             }
         }
     }
-}
-
-/// `echo_ws_frames_out_total{type="error"}`.
-async fn error_frames_sent(app: &TestApp) -> u64 {
-    let text = app.get("/metrics", None).await.text().await.unwrap();
-    text.lines()
-        .filter(|l| l.starts_with("echo_ws_frames_out_total") && l.contains("type=\"error\""))
-        .filter_map(|l| l.rsplit(' ').next()?.parse::<f64>().ok())
-        .map(|v| v as u64)
-        .sum()
 }
 
 /// A session takes its client's messages one at a time; while it is busy (here with a replay

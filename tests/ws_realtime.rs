@@ -23,6 +23,19 @@ async fn chat_with(app: &TestApp, owner: &TestUser, members: &[&TestUser]) -> St
     id
 }
 
+/// The `seq`s of the messages replayed before `subscribed`, and that frame.
+async fn replayed(c: &mut WsClient) -> (Vec<i64>, Value) {
+    let mut got = Vec::new();
+    loop {
+        let f = c.next().await;
+        match f["type"].as_str() {
+            Some("message") => got.push(f["message"]["seq"].as_i64().unwrap()),
+            Some("subscribed") => return (got, f),
+            _ => {}
+        }
+    }
+}
+
 async fn two_users_in_a_room_see_each_others_messages_in_seq_order(backend: Backend) {
     let app = spawn_app(backend).await;
     let (alice, bob) = (TestUser::new(), TestUser::new());
@@ -91,15 +104,7 @@ async fn a_reconnect_with_since_seq_gets_exactly_the_missed_messages(backend: Ba
     let mut c = WsClient::connect(&app, &alice.token).await;
     c.send(json!({"type": "subscribe", "id": "r", "chat_id": chat, "since_seq": 3}))
         .await;
-    let mut got = Vec::new();
-    let subscribed = loop {
-        let f = c.next().await;
-        match f["type"].as_str() {
-            Some("message") => got.push(f["message"]["seq"].as_i64().unwrap()),
-            Some("subscribed") => break f,
-            _ => {}
-        }
-    };
+    let (got, subscribed) = replayed(&mut c).await;
     assert_eq!(got, (4..=13).collect::<Vec<_>>());
     assert_eq!(subscribed["recovered"], true);
     assert_eq!(subscribed["last_seq"], 13);
@@ -130,15 +135,7 @@ async fn a_gap_larger_than_the_recovery_limit_is_not_recovered(backend: Backend)
     // Exactly the limit is recovered; one more is not.
     c.send(json!({"type": "subscribe", "id": "five", "chat_id": chat, "since_seq": 3}))
         .await;
-    let mut got = Vec::new();
-    let subscribed = loop {
-        let f = c.next().await;
-        match f["type"].as_str() {
-            Some("message") => got.push(f["message"]["seq"].as_i64().unwrap()),
-            Some("subscribed") => break f,
-            _ => {}
-        }
-    };
+    let (got, subscribed) = replayed(&mut c).await;
     assert_eq!(got, (4..=8).collect::<Vec<_>>());
     assert_eq!(subscribed["recovered"], true);
     c.send(json!({"type": "subscribe", "id": "six", "chat_id": chat, "since_seq": 2}))
