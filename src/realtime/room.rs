@@ -77,6 +77,16 @@ fn hold(out: &Outbound, held: &mut usize, len: usize) -> bool {
     true
 }
 
+/// Keeps `item` (a frame of `len` bytes) in one of a buffering member's buffers if [`hold`]
+/// allows it; otherwise empties that buffer, whose session is closing.
+fn keep<T>(out: &Outbound, held: &mut usize, buf: &mut Vec<T>, len: usize, item: T) {
+    if hold(out, held, len) {
+        buf.push(item);
+    } else {
+        *buf = Vec::new();
+    }
+}
+
 impl Member {
     /// Sends what arrived while the session was being replayed: messages past the replay in
     /// `seq` order (each once), then the other events. Returns the last `seq` sent.
@@ -187,11 +197,7 @@ impl ChatRoom {
             }
             match &mut m.state {
                 MemberState::Buffering(buf) => {
-                    if hold(&m.out, &mut m.held, frame.len()) {
-                        buf.push((None, frame.clone()));
-                    } else {
-                        *buf = Vec::new();
-                    }
+                    keep(&m.out, &mut m.held, buf, frame.len(), (None, frame.clone()));
                 }
                 MemberState::Live { .. } => {
                     m.out.send(frame.clone());
@@ -212,11 +218,13 @@ impl ChatRoom {
         for m in self.members.values_mut() {
             match &mut m.state {
                 MemberState::Buffering(buf) => {
-                    if hold(&m.out, &mut m.held, frame.len()) {
-                        buf.push((Some(seq), frame.clone()));
-                    } else {
-                        *buf = Vec::new();
-                    }
+                    keep(
+                        &m.out,
+                        &mut m.held,
+                        buf,
+                        frame.len(),
+                        (Some(seq), frame.clone()),
+                    );
                 }
                 MemberState::Live { skip_through } => {
                     if to_live && seq > *skip_through {
@@ -673,11 +681,8 @@ impl ChatRoom {
         let mut n = 0u64;
         for m in self.members.values_mut() {
             if let MemberState::Buffering(_) = m.state {
-                if hold(&m.out, &mut m.held, frame.len()) {
-                    m.gen_buffer.push((gen, kind, frame.clone()));
-                } else {
-                    m.gen_buffer = Vec::new();
-                }
+                let item = (gen, kind, frame.clone());
+                keep(&m.out, &mut m.held, &mut m.gen_buffer, frame.len(), item);
                 continue;
             }
             let covered = match kind {
