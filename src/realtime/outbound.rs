@@ -17,9 +17,10 @@ use crate::metrics::Metrics;
 
 /// Close code for a client that cannot keep up.
 pub const CLOSE_SLOW_CONSUMER: u16 = 4008;
-/// Bytes a control frame (ping, pong) counts against the bound besides its payload: its
-/// header and its place in the queue.
-const CONTROL_FRAME_COST: usize = 64;
+/// Bytes an item counts against a session's bound besides its payload: its header and its
+/// place in a queue (a control frame in the outbound queue, a client message waiting for the
+/// session).
+pub(super) const ITEM_COST: usize = 64;
 /// How long `send_wait` waits for room in the queue before declaring the client too slow.
 const SEND_WAIT_LIMIT: Duration = Duration::from_secs(10);
 
@@ -40,8 +41,8 @@ impl Out {
     pub(super) fn cost(&self) -> usize {
         match self {
             Out::Frame(frame) => frame.len(),
-            Out::Ping => CONTROL_FRAME_COST,
-            Out::Pong(p) => CONTROL_FRAME_COST + p.len(),
+            Out::Ping => ITEM_COST,
+            Out::Pong(p) => ITEM_COST + p.len(),
             Out::Close(..) => 0,
         }
     }
@@ -73,6 +74,17 @@ struct Inner {
 fn epoch() -> Instant {
     static EPOCH: OnceLock<Instant> = OnceLock::new();
     *EPOCH.get_or_init(Instant::now)
+}
+
+/// Adds `len` to `counter` unless that takes it past `limit`; an item always fits when
+/// nothing is counted yet (so one item larger than the bound still goes through).
+fn take_within(counter: &AtomicUsize, len: usize, limit: usize) -> bool {
+    let before = counter.fetch_add(len, Ordering::AcqRel);
+    if before > 0 && before + len > limit {
+        counter.fetch_sub(len, Ordering::AcqRel);
+        return false;
+    }
+    true
 }
 
 fn now_ms() -> u64 {
@@ -172,9 +184,7 @@ impl Outbound {
         if inner.dead.load(Ordering::Relaxed) {
             return false;
         }
-        let before = inner.queued.fetch_add(len, Ordering::AcqRel);
-        if before > 0 && before + len > inner.limit {
-            inner.queued.fetch_sub(len, Ordering::AcqRel);
+        if !take_within(&inner.queued, len, inner.limit) {
             self.kill_slow();
             return false;
         }
@@ -221,13 +231,7 @@ impl Outbound {
     /// when that would take the messages waiting past the bound; a message always fits when
     /// none waits.
     pub fn inbox_take(&self, cost: usize) -> bool {
-        let inbox = &self.inner.inbox;
-        let before = inbox.fetch_add(cost, Ordering::AcqRel);
-        if before > 0 && before + cost > self.inner.limit {
-            inbox.fetch_sub(cost, Ordering::AcqRel);
-            return false;
-        }
-        true
+        take_within(&self.inner.inbox, cost, self.inner.limit)
     }
 
     /// The session took up a message counted by [`Outbound::inbox_take`].

@@ -17,7 +17,7 @@ use super::frames::{
     ServerFrame, SessionLimits, UnsubscribedFrame, WelcomeFrame,
 };
 use super::messages::{Activate, Join, Leave, RoomNotice, Typing};
-use super::outbound::Outbound;
+use super::outbound::{Outbound, ITEM_COST};
 use super::protocol::{self, encode, error_frame, Request};
 use super::room::ChatRoom;
 use super::router::Router;
@@ -84,8 +84,8 @@ impl Inbound {
     /// Bytes it counts against the session's bound while waiting (see `Outbound::inbox_take`).
     pub fn cost(&self) -> usize {
         match self {
-            Inbound::Text(text) => text.len() + 64,
-            Inbound::Binary => 64,
+            Inbound::Text(text) => text.len() + ITEM_COST,
+            Inbound::Binary => ITEM_COST,
             Inbound::Closed => 0,
         }
     }
