@@ -342,6 +342,17 @@ async fn removing_a_member_frees_the_room_once_nobody_watches() {
     assert_eq!(rooms_open(&app).await, 1);
 }
 
+/// A socket with a tiny receive buffer that subscribes to `chat` from its start and never
+/// reads: once the chat's history is larger than the socket buffers and the outbound queue,
+/// its replay stalls, waiting for the client.
+async fn stalled_replay(app: &TestApp, token: &str, chat: &str) -> Raw {
+    let mut ws = raw_socket(app, token, Some(4096)).await;
+    let subscribe = json!({"type": "subscribe", "id": "s", "chat_id": chat, "since_seq": 0});
+    ws.send(Message::text(subscribe.to_string())).await.unwrap();
+    tokio::time::sleep(Duration::from_millis(500)).await;
+    ws
+}
+
 /// While a subscriber's replay waits for it to read, its room keeps the chat's new messages
 /// for it, but no more than its outbound bound: past it the session is closed 4008 at once
 /// (before, the room kept everything until the replay ended, up to ten seconds a frame). Both
@@ -364,10 +375,7 @@ async fn a_stalled_replay_cannot_make_its_room_hold_the_chat_without_limit() {
             live.subscribe(&chat).await;
         }
         // Bob asks for all of it and never reads: the replay stalls on his full socket.
-        let mut ws = raw_socket(&app, &bob.token, Some(4096)).await;
-        let subscribe = json!({"type": "subscribe", "id": "s", "chat_id": chat, "since_seq": 0});
-        ws.send(Message::text(subscribe.to_string())).await.unwrap();
-        tokio::time::sleep(Duration::from_millis(500)).await;
+        let _ws = stalled_replay(&app, &bob.token, &chat).await;
         assert_eq!(
             slow_consumer_closes(&app).await,
             0,
@@ -409,10 +417,7 @@ async fn messages_waiting_for_a_busy_session_are_bounded() {
         app.post_message(&alice.token, &chat, &big).await;
     }
     // 6 MB of history, more than the socket buffers and the queue hold: the replay stalls.
-    let mut ws = raw_socket(&app, &alice.token, Some(4096)).await;
-    let subscribe = json!({"type": "subscribe", "id": "s", "chat_id": chat, "since_seq": 0});
-    ws.send(Message::text(subscribe.to_string())).await.unwrap();
-    tokio::time::sleep(Duration::from_millis(500)).await;
+    let mut ws = stalled_replay(&app, &alice.token, &chat).await;
     let before = error_frames_sent(&app).await;
     let pad = "p".repeat(60_000);
     for i in 0..30 {
